@@ -1,0 +1,6 @@
+"""WorldStudio pipelines: models and methods, no gradio.
+
+Sub-packages: ``attention`` (shared cross-attention mechanism), ``shapesworld``
+(synthetic world with known truth), ``models`` (presets and loading), and one
+package per method added by later issues.
+"""

@@ -1,0 +1,24 @@
+"""Typed exceptions shared by every pipeline.
+
+The studio turns any :class:`WorldStudioError` into a message for the user; the
+command lines print it without a traceback. Anything else is a bug.
+"""
+
+
+class WorldStudioError(Exception):
+    """Base class of every error WorldStudio raises on purpose."""
+
+
+class InvalidInputError(WorldStudioError, ValueError):
+    """An argument from a user or caller is out of range, malformed or empty."""
+
+
+class ModelNotFoundError(WorldStudioError, FileNotFoundError):
+    """A preset's weights are not on disk or in the Hugging Face cache."""
+
+
+class UnknownPresetError(WorldStudioError, KeyError):
+    """A preset name that the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
