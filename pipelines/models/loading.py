@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError, ModelNotFoundError
-from .presets import LOADABLE_CLASSES, ModelSource, get_source
+from .presets import LOADABLE_CLASSES, ModelSource, get_preset, get_source
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -128,7 +128,7 @@ class ModelManager:
     """
 
     def __init__(self, preset: str = "tiny", placement: Placement | None = None) -> None:
-        self.preset = preset
+        self.preset = get_preset(preset).name
         self.placement = placement or choose_placement()
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -1,0 +1,44 @@
+# WorldStudio: `make studio` serves the studio, `make test` runs the whole suite.
+# Both create .venv on first use and install what the project needs.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# One torch thread in tests: on 2 cores a busy neighbour made 2 threads 50-150x slower.
+TEST_THREADS ?= 1
+
+.PHONY: setup studio test test-all bench tiny-models system-deps browser-deps clean
+
+# Debian packages: libusb for open3d, ffmpeg for H.264 video export.
+system-deps:
+	@bash scripts/apt_install.sh libusb-1.0-0 ffmpeg
+
+# Debian chromium for the browser tests (Playwright drives it; it downloads no browser).
+browser-deps:
+	@bash scripts/apt_install.sh chromium
+
+$(STAMP): requirements.txt constraints.txt
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+studio: setup
+	$(PY) app.py
+
+test: setup browser-deps
+	WORLDSTUDIO_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -rs --durations=15
+
+# Also the checks marked slow.
+test-all: setup browser-deps
+	WORLDSTUDIO_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -rs -m "" --durations=15
+
+bench: setup
+	@for script in bench/*.py; do echo "# $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

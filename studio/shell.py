@@ -1,0 +1,26 @@
+"""Assembles the studio from its tabs; loads nothing heavy."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from . import about
+from .context import StudioContext
+
+# Each tab module exposes TITLE and create_tab(context); order is tab order.
+TAB_MODULES = (about,)
+
+
+def build_studio(context: StudioContext | None = None) -> gr.Blocks:
+    """Return the studio as a ``gr.Blocks`` with every tab and the queue enabled."""
+    context = context or StudioContext()
+    with gr.Blocks(title="WorldStudio") as studio:
+        for module in TAB_MODULES:
+            module.create_tab(context)
+    studio.queue(default_concurrency_limit=1, max_size=32)
+    return studio
+
+
+def tab_titles() -> list[str]:
+    """Titles of the tabs, in order (the browser test checks each is shown)."""
+    return [module.TITLE for module in TAB_MODULES]
