@@ -1,0 +1,35 @@
+"""Cross-attention as the shared mechanism (DESIGN.md principle 3).
+
+One context manager, :class:`CrossAttentionControl`, over any diffusers UNet
+(image or video) or ControlNet: it records cross-attention probabilities per
+layer, head, token and step into an :class:`AttentionStore` (detached, or with
+their graph for an energy on the latent, thesis eq. 10.5-10.7), and adds
+learnable key/value offsets (:class:`AttentionOffsets`, thesis eq. 5.5).
+:func:`token_indices` finds a phrase's tokens; :func:`lse_pool` (eq. 5.4) and
+:func:`aggregate_maps` turn maps into scores and heatmaps.
+"""
+
+from .control import CrossAttentionControl
+from .layers import cross_attention_layers
+from .offsets import AttentionOffsets, prompt_learning_mode
+from .pooling import aggregate_maps, heatmap_size, lse_pool
+from .processor import CrossAttentionProcessor
+from .store import AttentionStore, LayerSelector, StepMaps, StepSelector, latent_grid
+from .tokens import token_indices
+
+__all__ = [
+    "AttentionOffsets",
+    "AttentionStore",
+    "CrossAttentionControl",
+    "CrossAttentionProcessor",
+    "LayerSelector",
+    "StepMaps",
+    "StepSelector",
+    "aggregate_maps",
+    "cross_attention_layers",
+    "heatmap_size",
+    "latent_grid",
+    "lse_pool",
+    "prompt_learning_mode",
+    "token_indices",
+]
