@@ -1,0 +1,134 @@
+"""Tiny pack quality and speed, judged by the ShapesWorld detector (issue: tiny pack).
+
+Prints JSON lines: single-object colour and shape accuracy, two-object
+both-present rate and relation accuracy (left/right/above/below), tiny-CLIP
+zero-shot top-1 on held-out single-object scenes, seconds per 64x64 image at
+25 steps for the pack and for a random-weight model of equal size.
+Run: ``.venv/bin/python bench/tiny_pack.py [--n 200]`` on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from diffusers import StableDiffusionPipeline  # noqa: E402
+from transformers import CLIPModel, CLIPProcessor  # noqa: E402
+
+from bench.common import emit, machine, timer  # noqa: E402
+from pipelines.models import TINY_PACK_DIR  # noqa: E402
+from pipelines.shapesworld import RELATIONS, sample_scene  # noqa: E402
+from pipelines.shapesworld.vocab import article  # noqa: E402
+from pipelines.tinypack.evaluate import (  # noqa: E402
+    UNSEEN_SEEDS,
+    generate_images,
+    judge,
+    primary_detection_scores,
+    single_object_captions,
+)
+
+BENCH = "tiny_pack"
+
+
+def two_object_captions(n: int, rng: np.random.Generator) -> list[str]:
+    """Random 'a <colour> <shape> <relation> a <colour> <shape>' captions, two different colours."""
+    from pipelines.shapesworld import COLOURS, SHAPES
+
+    colours, captions = list(COLOURS), []
+    for _ in range(n):
+        a, b = rng.choice(len(colours), size=2, replace=False)
+        shape_a, shape_b = rng.choice(SHAPES), rng.choice(SHAPES)
+        relation = RELATIONS[rng.integers(len(RELATIONS))]
+        captions.append(
+            f"{article(colours[a])} {colours[a]} {shape_a} {relation} {article(colours[b])} {colours[b]} {shape_b}"
+        )
+    return captions
+
+
+def seconds_per_image(pipe, repeats: int = 5) -> float:
+    generate_images(pipe, ["a red circle"], [0], progress=False)  # warm-up
+    with timer() as elapsed:
+        for seed in range(repeats):
+            generate_images(pipe, ["a red circle"], [seed], progress=False)
+    return elapsed() / repeats
+
+
+def random_twin(pipe: StableDiffusionPipeline) -> StableDiffusionPipeline:
+    """A pipeline with the same configs and fresh random weights."""
+    torch.manual_seed(0)
+    return StableDiffusionPipeline(
+        vae=type(pipe.vae).from_config(pipe.vae.config), unet=type(pipe.unet).from_config(pipe.unet.config),
+        text_encoder=type(pipe.text_encoder)(pipe.text_encoder.config), tokenizer=pipe.tokenizer,
+        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
+@torch.no_grad()
+def clip_zero_shot(clip_dir: Path, n: int, seed: int) -> float:
+    """Top-1 of the tiny CLIP over all single-object captions, on one-object scenes it never saw.
+
+    Training used seeds below ``UNSEEN_SEEDS``; these scenes use seeds from it on.
+    """
+    model = CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(clip_dir, local_files_only=True)
+    candidates = single_object_captions()
+    scenes = [sample_scene(UNSEEN_SEEDS + seed + i, n_objects=1) for i in range(n)]
+    text = processor(text=candidates, return_tensors="pt", padding="max_length", max_length=model.config.text_config.max_position_embeddings)
+    text_features = model.get_text_features(**text)
+    images = processor(images=[s.image for s in scenes], return_tensors="pt")
+    image_features = model.get_image_features(**images)
+    scores = torch.nn.functional.normalize(image_features, dim=-1) @ torch.nn.functional.normalize(text_features, dim=-1).T
+    predicted = [candidates[i] for i in scores.argmax(dim=1).tolist()]
+    truth = [s.caption for s in scenes]
+    return float(np.mean([p == t for p, t in zip(predicted, truth)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=200, help="samples per row")
+    parser.add_argument("--pack", type=Path, default=TINY_PACK_DIR)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    emit(BENCH, "machine", machine())
+    pipe = StableDiffusionPipeline.from_pretrained(args.pack / "shapes-sd", local_files_only=True, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(args.seed)
+
+    singles = single_object_captions()
+    captions = [singles[i % len(singles)] for i in range(args.n)]
+    seeds = [args.seed + i for i in range(args.n)]
+    images = generate_images(pipe, captions, seeds)
+    colour, shape = primary_detection_scores(images, captions)
+    emit(BENCH, "single_object_colour_accuracy", round(colour, 4), n=args.n, bar=0.90)
+    emit(BENCH, "single_object_shape_accuracy", round(shape, 4), n=args.n, bar=0.75)
+
+    captions = two_object_captions(args.n, rng)
+    samples = judge(generate_images(pipe, captions, seeds), captions, seeds)
+    present = [s for s in samples if s.verdict.both_present]
+    emit(BENCH, "two_object_both_present", round(len(present) / len(samples), 4), n=len(samples))
+    for relation in RELATIONS:
+        rows = [s for s in present if s.verdict.spec.relation == relation]
+        emit(BENCH, "relation_accuracy_by_relation", round(np.mean([s.verdict.relation_ok for s in rows]), 4) if rows else None,
+             relation=relation, n=len(rows))
+    emit(BENCH, "relation_accuracy", round(float(np.mean([s.verdict.relation_ok for s in present])), 4) if present else 0.0,
+         n=len(present), bar=0.60, note="among samples where both objects are present")
+    emit(BENCH, "relation_accuracy_all_samples", round(sum(bool(s.verdict.relation_ok) for s in samples) / len(samples), 4),
+         n=len(samples))
+
+    emit(BENCH, "clip_zero_shot_top1", round(clip_zero_shot(args.pack / "shapes-clip", args.n, args.seed), 4), n=args.n,
+         bar=0.80, candidates=len(singles))
+
+    trained = seconds_per_image(pipe)
+    random = seconds_per_image(random_twin(pipe))
+    emit(BENCH, "seconds_per_image_64px_25_steps", round(trained, 4), bar=1.0, guidance=3.0)
+    emit(BENCH, "seconds_per_image_random_twin", round(random, 4), ratio=round(trained / random, 3))
+
+
+if __name__ == "__main__":
+    main()

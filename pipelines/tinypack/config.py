@@ -1,0 +1,146 @@
+"""Configuration of the tiny pack: component shapes and training schedules.
+
+The component builders return standard diffusers/transformers modules, so the
+pack loads with the same ``from_pretrained`` classes as real checkpoints.
+Sizes were chosen on a 2-core CPU (see DESIGN.md "ShapesWorld"): 64x64 images,
+an autoencoder with a 4x downsample (16x16x4 latents), a UNet with
+cross-attention at 16x16 and 8x8 only, and a bidirectional text encoder so that
+"red" in "a red circle left of a blue square" sees "left".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel
+
+# Shared noise schedule (Stable Diffusion's), epsilon prediction as the thesis' methods assume.
+NOISE_SCHEDULE = dict(
+    num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+    prediction_type="epsilon", clip_sample=False,
+)
+
+
+@dataclass
+class ComponentSizes:
+    """Widths of the tiny components."""
+
+    # Image side in pixels; latents are image_size // 4.
+    image_size: int = 64
+    # Autoencoder channels per level: three levels, two 2x downsamples.
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    # UNet channels per level at 16x16, 8x8 and 4x4 latent resolution.
+    unet_channels: tuple[int, ...] = (48, 96, 128)
+    # Width of the text encoder, which is also the cross-attention dimension.
+    text_width: int = 64
+    # Transformer layers in the text encoder.
+    text_layers: int = 2
+    # Tokens per caption including BOS and EOS; ShapesWorld captions use at most 16.
+    max_tokens: int = 24
+    # Vision transformer of the tiny CLIP: patch side and depth.
+    clip_patch: int = 8
+    clip_vision_layers: int = 3
+
+
+@dataclass
+class TrainSchedule:
+    """Steps, batch and learning rate of one training stage."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+
+
+@dataclass
+class TinyPackConfig:
+    """Everything `make tiny-models` needs; defaults fit a 2-core CPU in about an hour."""
+
+    sizes: ComponentSizes = field(default_factory=ComponentSizes)
+    # Autoencoder: reconstruction (MSE) with a small KL term.
+    vae: TrainSchedule = field(default_factory=lambda: TrainSchedule(steps=2400, batch_size=16, learning_rate=2e-3))
+    vae_kl_weight: float = 1e-6
+    # Loss weight of saturated (object) pixels against grey background pixels.
+    vae_object_weight: float = 5.0
+    # Text-to-image UNet and text encoder trained jointly on cached latents.
+    text_to_image: TrainSchedule = field(
+        default_factory=lambda: TrainSchedule(steps=1800, batch_size=64, learning_rate=1e-3)
+    )
+    # Captions replaced by the empty caption, for classifier-free guidance.
+    caption_dropout: float = 0.1
+    # Min-SNR loss weighting gamma (Hang et al. 2023); None for plain MSE.
+    snr_gamma: float | None = 5.0
+    ema_decay: float = 0.999
+    # Tiny CLIP, contrastive.
+    clip: TrainSchedule = field(default_factory=lambda: TrainSchedule(steps=1200, batch_size=128, learning_rate=2e-3))
+    # Distinct ShapesWorld training scenes (seeds 0..n-1 of the "train" split).
+    num_scenes: int = 40_000
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> "TinyPackConfig":
+        """Two steps of everything on a handful of scenes: proves the script runs."""
+        return cls(
+            vae=TrainSchedule(2, 4, 1e-3), text_to_image=TrainSchedule(2, 4, 1e-3), clip=TrainSchedule(2, 8, 1e-3),
+            num_scenes=16,
+        )
+
+
+def build_vae(sizes: ComponentSizes) -> AutoencoderKL:
+    levels = len(sizes.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=sizes.vae_channels, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        norm_num_groups=16, mid_block_add_attention=False, sample_size=sizes.image_size,
+    )
+
+
+def build_unet(sizes: ComponentSizes) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=sizes.image_size // 4, in_channels=4, out_channels=4, block_out_channels=sizes.unet_channels,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=sizes.text_width, attention_head_dim=16, norm_num_groups=16,
+    )
+
+
+def build_text_encoder(sizes: ComponentSizes, vocab_size: int, pad_token_id: int) -> BertModel:
+    """A bidirectional transformer in the pipeline's ``text_encoder`` slot.
+
+    CLIP's text model is causal (hard-coded in transformers 5), so "red" never
+    sees "left"; a BERT encoder reads the whole caption.
+    """
+    return BertModel(
+        BertConfig(
+            vocab_size=vocab_size, hidden_size=sizes.text_width, num_hidden_layers=sizes.text_layers,
+            num_attention_heads=4, intermediate_size=sizes.text_width * 2, max_position_embeddings=sizes.max_tokens,
+            type_vocab_size=1, pad_token_id=pad_token_id, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        )
+    )
+
+
+def build_clip(sizes: ComponentSizes, vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPModel:
+    width = sizes.text_width
+    return CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                vocab_size=vocab_size, hidden_size=width, intermediate_size=width * 2, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=sizes.max_tokens, bos_token_id=bos_token_id,
+                eos_token_id=eos_token_id, pad_token_id=eos_token_id,
+            ),
+            vision_config=dict(
+                image_size=sizes.image_size, patch_size=sizes.clip_patch, hidden_size=width,
+                intermediate_size=width * 2, num_hidden_layers=sizes.clip_vision_layers, num_attention_heads=4,
+            ),
+            projection_dim=width,
+        )
+    )
+
+
+def build_train_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**NOISE_SCHEDULE)
+
+
+def build_inference_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**NOISE_SCHEDULE, set_alpha_to_one=False, steps_offset=1)

@@ -1,0 +1,97 @@
+"""Generate from the tiny text-to-image model and judge every sample with the ShapesWorld detector.
+
+Shared by ``bench/tiny_pack.py`` and the About tab's sample grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..shapesworld import COLOURS, SHAPES, Verdict, caption_verdict, detect, sample_scene
+
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 3.0
+# Training uses scene seeds 0..num_scenes-1; seeds from here on are unseen.
+UNSEEN_SEEDS = 10_000_000
+
+
+@dataclass
+class JudgedSample:
+    """One generated image, the caption it was asked for and the detector's verdict."""
+
+    image: np.ndarray  # uint8 [H, W, 3]
+    caption: str
+    seed: int
+    verdict: Verdict
+
+    @property
+    def label(self) -> str:
+        """A one-line verdict for people: what was right and what was not."""
+        v = self.verdict
+        parts = [("colour", v.colour_ok), ("shape", v.shape_ok)]
+        if len(v.spec.objects) > 1:
+            parts.append(("all objects", v.both_present))
+        if v.relation_ok is not None:
+            parts.append(("relation", v.relation_ok))
+        marks = " ".join(f"{'✓' if good else '✗'} {name}" for name, good in parts)
+        return f"{self.caption} — {marks}"
+
+
+@torch.no_grad()
+def generate_images(
+    pipe,
+    captions: list[str],
+    seeds: list[int],
+    num_inference_steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """Images for ``captions[i]`` with seed ``seeds[i]`` (one generator per image, so batching changes nothing)."""
+    images: list[np.ndarray] = []
+    starts = range(0, len(captions), batch_size)
+    for start in tqdm(starts, desc="generating", disable=not progress):
+        chunk = slice(start, start + batch_size)
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds[chunk]]
+        output = pipe(
+            captions[chunk], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            generator=generators, output_type="np",
+        )
+        images.extend((np.clip(output.images, 0, 1) * 255).round().astype(np.uint8))
+    return images
+
+
+def judge(images: list[np.ndarray], captions: list[str], seeds: list[int]) -> list[JudgedSample]:
+    return [JudgedSample(image, caption, seed, caption_verdict(image, caption))
+            for image, caption, seed in zip(images, captions, seeds)]
+
+
+def fresh_samples(pipe, n: int, seed: int, **kwargs) -> list[JudgedSample]:
+    """``n`` samples for captions of scenes the pack never saw (seeds past training's), judged; for the About grid."""
+    captions = [sample_scene(UNSEEN_SEEDS + seed + i).caption for i in range(n)]
+    seeds = [seed + i for i in range(n)]
+    return judge(generate_images(pipe, captions, seeds, progress=False, **kwargs), captions, seeds)
+
+
+def single_object_captions() -> list[str]:
+    """Every single-object caption: 'a red circle', 'an orange square', ..."""
+    from ..shapesworld.vocab import article
+
+    return [f"{article(colour)} {colour} {shape}" for colour in COLOURS for shape in SHAPES]
+
+
+def primary_detection_scores(images: list[np.ndarray], captions: list[str]) -> tuple[float, float]:
+    """Colour and shape accuracy of the largest detected object against a one-object caption."""
+    colour_right = shape_right = 0
+    for image, caption in zip(images, captions):
+        colour, shape = caption.split()[-2:]
+        detections = detect(image)
+        if detections:
+            main = max(detections, key=lambda d: d.area)
+            colour_right += main.colour == colour
+            shape_right += main.shape == shape
+    return colour_right / len(images), shape_right / len(images)

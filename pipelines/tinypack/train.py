@@ -1,0 +1,233 @@
+"""Training of the tiny pack through accelerate: autoencoder, text-to-image, CLIP.
+
+Each stage returns its trained module(s) and a loss history. The same code runs
+on a CPU (the default here), on a GPU and on several processes (``accelerate
+launch``); batches are drawn by index with a generator seeded per process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import CLIPModel
+
+from .config import TinyPackConfig, TrainSchedule, build_clip, build_text_encoder, build_train_scheduler, build_unet, build_vae
+from .data import SceneArrays, tokenize
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class StageLog:
+    """Loss every ``every`` steps and the stage's wall time."""
+
+    name: str
+    losses: list[float] = field(default_factory=list)
+    every: int = 10
+    seconds: float = 0.0
+
+
+def _loop(accelerator: Accelerator, schedule: TrainSchedule, seed: int, num_items: int, log: StageLog, step_fn):
+    """Run ``step_fn(indices) -> loss`` for ``schedule.steps`` steps with a progress bar."""
+    generator = np.random.default_rng(seed + 1000 * accelerator.process_index)
+    start, running = time.perf_counter(), []
+    bar = tqdm(range(schedule.steps), desc=log.name, disable=not accelerator.is_local_main_process)
+    for step in bar:
+        indices = generator.integers(0, num_items, size=schedule.batch_size)
+        loss = step_fn(indices)
+        running.append(loss)
+        if (step + 1) % log.every == 0 or step + 1 == schedule.steps:
+            log.losses.append(float(np.mean(running)))
+            bar.set_postfix(loss=f"{log.losses[-1]:.4f}")
+            running = []
+    log.seconds = time.perf_counter() - start
+
+
+def _optimizer(parameters, schedule: TrainSchedule):
+    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=1e-4)
+    warmup = min(100, max(1, schedule.steps // 10))
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, schedule.steps)
+
+
+class _AutoencoderWithKL(nn.Module):
+    """Forward returns the reconstruction and the KL term, so DDP sees one forward."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(pixels).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.kl().mean()
+
+
+def colourful_pixel_weights(pixels: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, H, W]: ``weight`` where chroma (max - min channel) exceeds 0.3, else 1.
+
+    Objects are small and saturated, backgrounds large and grey; without this the
+    autoencoder spends its capacity on the background and shifts small objects' colours.
+    """
+    channels = (pixels + 1.0) / 2.0
+    chroma = channels.amax(dim=1, keepdim=True) - channels.amin(dim=1, keepdim=True)
+    return 1.0 + (weight - 1.0) * (chroma > 0.3).float()
+
+
+def train_vae(config: TinyPackConfig, scenes: SceneArrays, accelerator: Accelerator) -> tuple[AutoencoderKL, StageLog]:
+    """Autoencoder: object-weighted MSE + L1 reconstruction + a small KL term.
+
+    Sets ``scaling_factor`` to 1/std of the latents, as Stable Diffusion does.
+    """
+    torch.manual_seed(config.seed)
+    model = _AutoencoderWithKL(build_vae(config.sizes))
+    optimizer, lr_schedule = _optimizer(model.parameters(), config.vae)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    log = StageLog("autoencoder")
+
+    def step(indices: np.ndarray) -> float:
+        pixels = scenes.pixel_batch(indices).to(accelerator.device)
+        reconstruction, kl = model(pixels)
+        error = (reconstruction - pixels).square() + 0.5 * (reconstruction - pixels).abs()  # [B, 3, H, W]
+        weights = colourful_pixel_weights(pixels, config.vae_object_weight)  # [B, 1, H, W]
+        loss = (error * weights).mean() / weights.mean() + config.vae_kl_weight * kl
+        accelerator.backward(loss)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    _loop(accelerator, config.vae, config.seed, len(scenes.images), log, step)
+    vae = accelerator.unwrap_model(model).vae.eval()
+    with torch.no_grad():
+        sample = scenes.pixel_batch(np.arange(min(1024, len(scenes.images)))).to(accelerator.device)
+        std = vae.encode(sample).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return vae, log
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, scenes: SceneArrays, device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every scene, cached so the UNet stage never runs the encoder."""
+    means, stds = [], []
+    for start in tqdm(range(0, len(scenes.images), batch_size), desc="encoding latents"):
+        index = np.arange(start, min(start + batch_size, len(scenes.images)))
+        posterior = vae.encode(scenes.pixel_batch(index).to(device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+class _Denoiser(nn.Module):
+    """The UNet conditioned on the text encoder, trained jointly."""
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.unet(noisy, timesteps, encoder_hidden_states=self.text_encoder(input_ids)[0]).sample
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for epsilon prediction: min(SNR, gamma) / SNR (1 when gamma is None)."""
+    if gamma is None:
+        return torch.ones_like(timesteps, dtype=torch.float32)
+    alpha_bar = alphas_cumprod[timesteps]
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def train_text_to_image(
+    config: TinyPackConfig, scenes: SceneArrays, vae: AutoencoderKL, tokenizer, accelerator: Accelerator
+) -> tuple[UNet2DConditionModel, nn.Module, StageLog]:
+    """UNet + bidirectional text encoder on cached latents: epsilon MSE, caption dropout, EMA."""
+    torch.manual_seed(config.seed + 1)
+    sizes = config.sizes
+    means, stds = encode_latents(vae, scenes, accelerator.device)
+    scaling = vae.config.scaling_factor
+    input_ids = tokenize(tokenizer, scenes.captions, sizes.max_tokens)
+    empty_ids = tokenize(tokenizer, [""], sizes.max_tokens)[0]
+    noise_scheduler = build_train_scheduler()
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
+
+    model = _Denoiser(build_unet(sizes), build_text_encoder(sizes, len(tokenizer), tokenizer.pad_token_id))
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
+    optimizer, lr_schedule = _optimizer(model.parameters(), config.text_to_image)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator().manual_seed(config.seed + 2 + accelerator.process_index)
+    log = StageLog("text-to-image")
+
+    def step(indices: np.ndarray) -> float:
+        index = torch.from_numpy(indices)
+        latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)) * scaling
+        ids = input_ids[index].clone()
+        dropped = torch.rand(len(ids), generator=generator) < config.caption_dropout
+        ids[dropped] = empty_ids
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(ids),), generator=generator)
+        latents, noise, ids, timesteps = (t.to(accelerator.device) for t in (latents, noise, ids, timesteps))
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = model(noisy, timesteps, ids)
+        per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+        return loss.item()
+
+    _loop(accelerator, config.text_to_image, config.seed + 3, len(scenes.images), log, step)
+    denoiser = accelerator.unwrap_model(model)
+    ema.copy_to(denoiser.parameters())
+    return denoiser.unet.eval(), denoiser.text_encoder.eval(), log
+
+
+def clip_pixels(scenes: SceneArrays, indices: np.ndarray) -> torch.Tensor:
+    """Images normalised as ``CLIPImageProcessor`` does with CLIP's mean and std."""
+    pixels = (scenes.pixel_batch(indices) + 1.0) / 2.0
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def train_clip(config: TinyPackConfig, scenes: SceneArrays, tokenizer, accelerator: Accelerator) -> tuple[CLIPModel, StageLog]:
+    """Contrastive CLIP; captions repeated in a batch are all positives (soft targets)."""
+    torch.manual_seed(config.seed + 4)
+    sizes = config.sizes
+    input_ids = tokenize(tokenizer, scenes.captions, sizes.max_tokens)
+    caption_ids = torch.from_numpy(np.unique(np.array(scenes.captions), return_inverse=True)[1])
+    model = build_clip(sizes, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    optimizer, lr_schedule = _optimizer(model.parameters(), config.clip)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    log = StageLog("clip")
+
+    def step(indices: np.ndarray) -> float:
+        index = torch.from_numpy(indices)
+        same = (caption_ids[index][:, None] == caption_ids[index][None, :]).float().to(accelerator.device)
+        targets = same / same.sum(dim=1, keepdim=True)
+        output = model(input_ids=input_ids[index].to(accelerator.device),
+                       pixel_values=clip_pixels(scenes, indices).to(accelerator.device))
+        loss = 0.5 * (
+            F.cross_entropy(output.logits_per_image, targets) + F.cross_entropy(output.logits_per_text, targets)
+        )
+        accelerator.backward(loss)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    _loop(accelerator, config.clip, config.seed + 5, len(scenes.images), log, step)
+    return accelerator.unwrap_model(model).eval(), log
