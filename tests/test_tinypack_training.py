@@ -21,6 +21,7 @@ def test_two_step_training_writes_loadable_safetensors(tmp_path):
     assert weights == {".safetensors"}
 
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "shapes-sd", local_files_only=True, safety_checker=None)
+    assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}  # stored as float16, loaded as float32
     image = pipe("a red circle", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 64, 64, 3)
     clip = CLIPModel.from_pretrained(tmp_path / "shapes-clip", local_files_only=True)

@@ -29,6 +29,16 @@ from .train import CLIP_MEAN, CLIP_STD, train_clip, train_text_to_image, train_v
 STAGES = ("vae", "t2i", "clip")
 
 
+def save_half_precision(model, folder: Path) -> None:
+    """Store ``model`` as float16 safetensors (diffusers loads them back as float32).
+
+    Keeps the UNet under the pack's 10 MB per file; the rounding is far below
+    the noise of sampling.
+    """
+    model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    model.to(torch.float32)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.tinypack", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("assets/models/tiny"))
@@ -81,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                 image_encoder=None, requires_safety_checker=False,
             )
             pipeline.save_pretrained(sd_dir, safe_serialization=True)
+            save_half_precision(unet, sd_dir / "unet")
     if "clip" in args.stages:
         clip, log = train_clip(config, scenes, tokenizer, accelerator)
         logs.append(log)
