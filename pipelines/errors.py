@@ -22,3 +22,7 @@ class UnknownPresetError(WorldStudioError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownWordsWarning(UserWarning):
+    """A prompt has words the model's tokenizer does not know (the tiny pack's closed vocabulary)."""

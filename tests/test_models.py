@@ -97,3 +97,14 @@ def test_closed_vocabulary_tokenizer_keeps_words_whole_and_spells_unknown_ones(t
     assert CLIPTokenizer.from_pretrained(tmp_path, local_files_only=True)("red square").input_ids == tokenizer(
         "red square"
     ).input_ids
+
+
+def test_unknown_words_are_named_in_a_warning():
+    from pipelines.errors import UnknownWordsWarning
+    from pipelines.models.tokenizers import unknown_words, warn_unknown_words
+
+    tokenizer = dummy_tokenizer()
+    assert unknown_words(tokenizer, "A red zebra, left of a Blue yak.") == ["zebra", "yak"]
+    with pytest.warns(UnknownWordsWarning, match="'zebra'"):
+        assert warn_unknown_words(tokenizer, ["a red zebra"]) == ["zebra"]
+    assert warn_unknown_words(tokenizer, ["a red circle"]) == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Iterable
 
 from transformers import CLIPTokenizer
+
+from ..errors import UnknownWordsWarning
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -47,3 +51,27 @@ def closed_vocabulary_tokenizer(words: Iterable[str], model_max_length: int = 77
         vocab=vocab, merges=merges, unk_token=EOS, bos_token=BOS, eos_token=EOS, pad_token=EOS,
         model_max_length=model_max_length,
     )
+
+
+def unknown_words(tokenizer, text: str) -> list[str]:
+    """Words of ``text`` that are not one whole token of ``tokenizer`` (spelt out piece by piece).
+
+    For the tiny pack's closed vocabulary this names the words the model never
+    saw; a hub CLIP tokenizer knows nearly every English word.
+    """
+    vocab = tokenizer.get_vocab()
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return list(dict.fromkeys(word for word in words if word + "</w>" not in vocab))
+
+
+def warn_unknown_words(tokenizer, texts: Iterable[str]) -> list[str]:
+    """Warn (:class:`UnknownWordsWarning`) about words the tokenizer does not know; return them."""
+    unknown = list(dict.fromkeys(word for text in texts for word in unknown_words(tokenizer, text)))
+    if unknown:
+        warnings.warn(
+            f"The model does not know the word(s) {', '.join(repr(w) for w in unknown)}; they are spelt out "
+            "letter by letter and will likely be ignored.",
+            UnknownWordsWarning,
+            stacklevel=2,
+        )
+    return unknown

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..models.tokenizers import warn_unknown_words
 from ..shapesworld import COLOURS, SHAPES, Verdict, caption_verdict, detect, sample_scene
 
 DEFAULT_STEPS = 25
@@ -51,7 +52,11 @@ def generate_images(
     batch_size: int = 8,
     progress: bool = True,
 ) -> list[np.ndarray]:
-    """Images for ``captions[i]`` with seed ``seeds[i]`` (one generator per image, so batching changes nothing)."""
+    """Images for ``captions[i]`` with seed ``seeds[i]`` (one generator per image, so batching changes nothing).
+
+    Words the tokenizer does not know raise an :class:`~pipelines.errors.UnknownWordsWarning`.
+    """
+    warn_unknown_words(pipe.tokenizer, captions)
     images: list[np.ndarray] = []
     starts = range(0, len(captions), batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress):
