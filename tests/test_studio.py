@@ -33,7 +33,7 @@ def test_about_table_lists_every_preset_role():
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
 def test_browser_sees_every_tab(tmp_path, artifacts_dir):
     with running_studio(tmp_path) as url, browser_page() as page:
-        page.goto(url, wait_until="networkidle")
+        page.goto(url, wait_until="load")  # gr.State keeps a heartbeat open: never "networkidle"
         tabs = page.get_by_role("tab")
         tabs.first.wait_for(timeout=30_000)
         shown = [name.strip() for name in tabs.all_inner_texts()]

@@ -1,0 +1,90 @@
+"""Morpho4D (thesis ch. 11): dynamic 3D Gaussian scenes with features, rendered on a CPU or GPU,
+edited by feature similarity, exported as PLY and video. No gradio here.
+
+Modules: ``scene`` (Scene4D, Camera, npz save/load, limits), ``rendering`` (one ``render`` entry point;
+gsplat on CUDA, the project's tile rasterizer on a CPU, a slow reference), ``fitting`` (eq. 11.8-11.12
+from RGB-D + features, Open3D initialisation), ``queries`` (text -> query feature), ``editing``
+(eq. 11.13-11.14, threshold search, recolour / delete / extract, undo/redo), ``export`` (3DGS PLY,
+video sweeps), ``shapes4d`` (ShapesWorld videos as 4D scenes). ``python -m pipelines.morpho4d`` is the
+command line. The command parameterizer and generation from video come in a later issue.
+"""
+
+from .editing import (
+    DEFAULT_THRESHOLDS,
+    OPERATIONS,
+    Edit,
+    EditSession,
+    NoMatchError,
+    QueryMatch,
+    Selection,
+    apply_edits,
+    gaussian_probabilities,
+    match_query,
+    parse_colour,
+    select,
+)
+from .export import PLY_PROPERTIES, export_video, read_ply, sweep_frames, write_ply, write_ply_sequence
+from .fitting import FitConfig, FitFrames, FitResult, fit_scene, frames_from_scene, init_from_rgbd, scene_loss
+from .queries import QueryEncoder, UnknownQueryError, WordQueryEncoder, default_encoder, encoder_for, register_encoder
+from .rendering import MODES, RendererUnavailableError, rasterize, render, to_uint8
+from .scene import (
+    Camera,
+    Scene4D,
+    SceneLimits,
+    SceneTooLargeError,
+    load_scene,
+    look_at,
+    orbit_camera,
+    save_scene,
+)
+from .shapes4d import build_shapes_scene, home_camera, truth_frames
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "MODES",
+    "OPERATIONS",
+    "PLY_PROPERTIES",
+    "Camera",
+    "Edit",
+    "EditSession",
+    "FitConfig",
+    "FitFrames",
+    "FitResult",
+    "NoMatchError",
+    "QueryEncoder",
+    "QueryMatch",
+    "RendererUnavailableError",
+    "Scene4D",
+    "SceneLimits",
+    "SceneTooLargeError",
+    "Selection",
+    "UnknownQueryError",
+    "WordQueryEncoder",
+    "apply_edits",
+    "build_shapes_scene",
+    "default_encoder",
+    "encoder_for",
+    "export_video",
+    "fit_scene",
+    "frames_from_scene",
+    "gaussian_probabilities",
+    "home_camera",
+    "init_from_rgbd",
+    "load_scene",
+    "look_at",
+    "match_query",
+    "orbit_camera",
+    "parse_colour",
+    "rasterize",
+    "read_ply",
+    "register_encoder",
+    "render",
+    "save_scene",
+    "scene_loss",
+    "select",
+    "sweep_frames",
+    "to_uint8",
+    "truth_frames",
+    "write_ply",
+    "write_ply_sequence",
+]

@@ -1,0 +1,376 @@
+"""Fitting a Scene4D to frames by differentiable rasterization, thesis eq. 11.8-11.12.
+
+Inputs (:class:`FitFrames`): T frames from one fixed camera (the thesis' generated scenes keep the
+camera fixed) with RGB, depth (camera z), per-pixel target features ``F^s`` (eq. 11.12; any 2D
+encoder's output) and, optionally, validity masks and instance ids (e.g. from a segmenter).
+
+1. Initialisation (:func:`init_from_rgbd`): every pixel is unprojected with Open3D
+   (``PointCloud.create_from_depth_image``; its pixel (u, v) is our pixel centre (u + 0.5, v + 0.5),
+   so the principal point is shifted by half a pixel). With instance ids, each instance's motion basis
+   is the translation of its 3D centroid over the frames; points of several frames are moved back to
+   frame 0 along their instance's basis, merged and averaged on a voxel grid sized to the requested
+   number of Gaussians. Without instance ids the scene is static (B = 0) and uses frame 0.
+2. Optimisation (:func:`fit_scene`): Adam on all Gaussian parameters, the motion coefficients and
+   bases, per-Gaussian latent features f_j in R^D and a small MLP decoder D^s (eq. 11.11). Each step
+   renders chosen frames once with values ``[colour | latent feature | camera z]`` (eq. 11.8 and 11.9
+   are the same rasterization) and minimises
+
+       L = w_rgb * L1(I_hat, I) + w_feat * MSE(D^s(F_hat), F^s) + w_depth * L1(depth_hat, depth) / mean depth
+
+   over valid pixels (eq. 11.10; L_feat with S = 1 feature space). As in the thesis (following
+   Feature 3DGS), the decoder trained on rendered 2D feature maps is then applied to each Gaussian's
+   latent: the fitted scene's ``features`` are ``D^s(f_j)``, in the query space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+from ..utils import seed_everything
+from .rendering import rasterize
+from .scene import SH_C0, Camera, Scene4D, check_gaussian_count, logit, rgb_to_sh
+
+
+@dataclass
+class FitFrames:
+    """Targets for fitting, all from one camera; see the module docstring."""
+
+    rgb: np.ndarray  # float32 [T, H, W, 3] in [0, 1]
+    depth: np.ndarray  # float32 [T, H, W], camera z; <= 0 = unknown
+    camera: Camera
+    features: np.ndarray | None = None  # float32 [T, H, W, Ds]
+    masks: np.ndarray | None = None  # bool [T, H, W]: pixels the losses use (default: all)
+    instance_ids: np.ndarray | None = None  # int [T, H, W]: 0 = background/static, k > 0 = instance k
+    names: tuple[str, ...] = ()  # names of instance ids, if known
+    feature_space: str = ""
+
+    def __post_init__(self) -> None:
+        self.rgb = np.asarray(self.rgb, dtype=np.float32)
+        self.depth = np.asarray(self.depth, dtype=np.float32)
+        if self.rgb.ndim != 4 or self.rgb.shape[-1] != 3:
+            raise InvalidInputError(f"rgb must be [T, H, W, 3], got {self.rgb.shape}.")
+        shape = self.rgb.shape[:3]
+        if self.depth.shape != shape:
+            raise InvalidInputError(f"depth must be {shape}, got {self.depth.shape}.")
+        if (self.camera.height, self.camera.width) != shape[1:]:
+            raise InvalidInputError(f"The camera is {self.camera.width}x{self.camera.height}; the frames are {shape[2]}x{shape[1]}.")
+        if self.features is not None:
+            self.features = np.asarray(self.features, dtype=np.float32)
+            if self.features.shape[:3] != shape or self.features.ndim != 4:
+                raise InvalidInputError(f"features must be {shape} + (Ds,), got {self.features.shape}.")
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks, dtype=bool)
+            if self.masks.shape != shape:
+                raise InvalidInputError(f"masks must be {shape}, got {self.masks.shape}.")
+        if self.instance_ids is not None:
+            self.instance_ids = np.asarray(self.instance_ids, dtype=np.int32)
+            if self.instance_ids.shape != shape or self.instance_ids.min() < 0:
+                raise InvalidInputError(f"instance_ids must be non-negative ints of shape {shape}.")
+        for name in ("rgb", "depth", "features"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value).all():
+                raise InvalidInputError(f"{name} has NaN or infinite values.")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @classmethod
+    def from_truth(cls, truth) -> FitFrames:
+        """From :class:`~pipelines.morpho4d.shapes4d.TruthFrames`."""
+        return cls(rgb=truth.rgb, depth=truth.depth, camera=truth.camera, features=truth.features,
+                   instance_ids=truth.instance_ids, names=truth.names)
+
+
+@dataclass
+class FitConfig:
+    """Settings of :func:`fit_scene`."""
+
+    # Optimisation steps, and frames rendered per step.
+    steps: int = 200
+    frames_per_step: int = 2
+    # Loss weights (module docstring).
+    rgb_weight: float = 1.0
+    feature_weight: float = 1.0
+    depth_weight: float = 0.2
+    # Adam learning rates per parameter group (means and motion in world units).
+    lr_means: float = 2e-4
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacity: float = 2e-2
+    lr_colour: float = 1e-2
+    lr_features: float = 1e-3
+    lr_motion: float = 2e-4
+    lr_decoder: float = 1e-3
+    # Hidden width of the feature decoder MLP.
+    decoder_hidden: int = 32
+    # Gaussians to initialise (about), and the frames whose points are merged.
+    init_gaussians: int = 3000
+    init_frames: int = 3
+    seed: int = 0
+
+
+class FeatureDecoder(torch.nn.Module):
+    """D^s of eq. 11.11: latent [.., D] -> editing features [.., Ds]; starts as identity (or a linear map)."""
+
+    def __init__(self, dim: int, out_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.skip = torch.nn.Identity() if dim == out_dim else torch.nn.Linear(dim, out_dim, bias=False)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out_dim))
+        torch.nn.init.zeros_(self.mlp[2].weight)
+        torch.nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.mlp(x)
+
+
+@dataclass
+class FitResult:
+    """A fitted scene and its loss history."""
+
+    scene: Scene4D
+    # Loss of each step (on that step's frames).
+    losses: list[float] = field(default_factory=list)
+    # Total loss over all frames before and after fitting (same definition).
+    initial_loss: float = math.nan
+    final_loss: float = math.nan
+
+
+def unproject_frame(depth: np.ndarray, camera: Camera) -> np.ndarray:
+    """World points of every pixel of a depth map with Open3D: float32 ``[H, W, 3]`` (NaN where depth <= 0)."""
+    import open3d as o3d
+
+    K = camera.K.astype(np.float64)
+    intrinsic = o3d.camera.PinholeCameraIntrinsic(
+        camera.width, camera.height, K[0, 0], K[1, 1], K[0, 2] - 0.5, K[1, 2] - 0.5
+    )
+    image = o3d.geometry.Image(np.ascontiguousarray(np.where(depth > 0, depth, 0).astype(np.float32)))
+    cloud = o3d.geometry.PointCloud.create_from_depth_image(
+        image, intrinsic, camera.viewmat.astype(np.float64), depth_scale=1.0, depth_trunc=1e9,
+        stride=1, project_valid_depth_only=False,
+    )
+    points = np.asarray(cloud.points, dtype=np.float32).reshape(camera.height, camera.width, 3)
+    points[depth <= 0] = np.nan
+    return points
+
+
+def _voxel_average(points, attributes, groups, n_target):
+    """Average points and attributes per (group, voxel); the voxel size is searched to give about
+    ``n_target`` cells. Returns (points, attributes, group of each cell)."""
+    extent = float(np.nanmax(points, axis=0).max() - np.nanmin(points, axis=0).min()) or 1.0
+    low, high = extent * 1e-4, extent
+    for _ in range(30):
+        voxel = math.sqrt(low * high)
+        keys = np.concatenate([groups[:, None], np.floor(points / voxel).astype(np.int64)], axis=1)
+        _, inverse = np.unique(keys, axis=0, return_inverse=True)
+        count = int(inverse.max()) + 1
+        if abs(count - n_target) <= 0.05 * n_target:
+            break
+        low, high = (voxel, high) if count > n_target else (low, voxel)
+    inverse = inverse.reshape(-1)
+    weights = np.bincount(inverse).astype(np.float64)[:, None]
+    mean = lambda values: (np.stack([np.bincount(inverse, values[:, i]) for i in range(values.shape[1])], 1) / weights)  # noqa: E731
+    cell_group = np.zeros(count, dtype=np.int64)
+    cell_group[inverse] = groups
+    return mean(points).astype(np.float32), mean(attributes).astype(np.float32), cell_group, voxel
+
+
+def init_from_rgbd(frames: FitFrames, n_gaussians: int = 3000, n_init_frames: int = 3) -> Scene4D:
+    """A first Scene4D from RGB-D points unprojected with Open3D (module docstring, step 1)."""
+    check_gaussian_count(n_gaussians)
+    T = frames.n_frames
+    ids = frames.instance_ids if frames.instance_ids is not None else np.zeros(frames.rgb.shape[:3], np.int32)
+    valid = (frames.depth > 0) & (frames.masks if frames.masks is not None else True)
+    clouds = [unproject_frame(frames.depth[t], frames.camera) for t in range(T)]
+
+    # Motion bases: each instance k > 0's centroid path (carried over frames where it is not seen).
+    instances = [int(k) for k in np.unique(ids) if k > 0]
+    bases = np.zeros((len(instances), T, 3), np.float32)
+    for b, k in enumerate(instances):
+        path, last = [], None
+        for t in range(T):
+            where = (ids[t] == k) & valid[t]
+            last = clouds[t][where].mean(axis=0) if where.any() else last
+            path.append(last)
+        first = next(p for p in path if p is not None)
+        path = [first if p is None else p for p in path]
+        bases[b] = np.asarray(path) - path[0]
+    moving = [b for b in range(len(instances)) if np.abs(bases[b]).max() > 1e-6]
+    basis_of = {instances[b]: j for j, b in enumerate(moving)}
+    bases = bases[moving]
+
+    # Points of a few frames, moved back to frame 0 along their instance's basis.
+    chosen = sorted(set(np.linspace(0, T - 1, max(1, min(n_init_frames, T))).round().astype(int).tolist()))
+    if frames.instance_ids is None:
+        chosen = [0]
+    feats = frames.features if frames.features is not None else np.zeros(frames.rgb.shape[:3] + (1,), np.float32)
+    points, attributes, groups = [], [], []
+    for t in chosen:
+        where = valid[t] & np.isfinite(clouds[t]).all(axis=-1)
+        p, k = clouds[t][where], ids[t][where]
+        for instance, b in basis_of.items():
+            p[k == instance] -= bases[b, t]
+        points.append(p)
+        attributes.append(np.concatenate([frames.rgb[t][where], feats[t][where]], axis=1))
+        groups.append(k)
+    points, attributes, groups = np.concatenate(points), np.concatenate(attributes), np.concatenate(groups)
+    if len(points) == 0:
+        raise InvalidInputError("No pixel has a valid depth: there is nothing to unproject.")
+    means, attributes, cell_group, voxel = _voxel_average(points, attributes, groups.astype(np.int64), n_gaussians)
+    n = len(means)
+    coeffs = np.zeros((n, len(moving)), np.float32)
+    for instance, b in basis_of.items():
+        coeffs[cell_group == instance, b] = 1.0
+    names = frames.names if frames.names else tuple(["background", *(f"instance {k}" for k in instances)])
+    return Scene4D(
+        means=means,
+        quats=np.tile(np.array([1, 0, 0, 0], np.float32), (n, 1)),
+        log_scales=np.full((n, 3), math.log(0.6 * voxel), np.float32),
+        opacity_logits=np.full(n, logit(0.9), np.float32),
+        sh_dc=rgb_to_sh(np.clip(attributes[:, :3], 0, 1)),
+        features=attributes[:, 3:],
+        object_ids=np.where(cell_group < len(names), cell_group, -1).astype(np.int32),
+        motion_bases=bases,
+        motion_coeffs=coeffs,
+        camera=frames.camera,
+        object_names=names,
+        feature_space=frames.feature_space if frames.features is not None else "",
+        background=tuple(float(c) for c in np.median(frames.rgb.reshape(-1, 3), axis=0)),
+        meta={"source": "fit", "init_voxel": float(voxel)},
+    )
+
+
+class _Parameters(torch.nn.Module):
+    """The trainable state of a Scene4D (raw 3DGS parameters, latent features, motion, decoder)."""
+
+    def __init__(self, scene: Scene4D, feature_dim: int | None, hidden: int) -> None:
+        super().__init__()
+        p = lambda array: torch.nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32)))  # noqa: E731
+        self.means, self.quats, self.log_scales = p(scene.means), p(scene.quats), p(scene.log_scales)
+        self.opacity_logits, self.sh_dc, self.latent = p(scene.opacity_logits), p(scene.sh_dc), p(scene.features)
+        self.motion_coeffs, self.motion_bases = p(scene.motion_coeffs), p(scene.motion_bases)
+        out_dim = feature_dim or scene.feature_dim
+        self.decoder = FeatureDecoder(scene.feature_dim, out_dim, hidden)
+
+    def render(self, t: int, camera: Camera, background: torch.Tensor):
+        """Rendered RGB [H, W, 3], decoded features [H, W, Ds], depth [H, W], alpha [H, W] at frame t."""
+        means = self.means + (self.motion_coeffs @ self.motion_bases[:, t] if self.motion_bases.shape[0] else 0.0)
+        viewmat = torch.from_numpy(camera.viewmat).to(means.device)
+        K = torch.from_numpy(camera.K).to(means.device)
+        depth = (means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2:3]
+        colours = torch.clamp_min(0.5 + SH_C0 * self.sh_dc, 0.0)
+        values = torch.cat([colours, self.latent, depth], dim=1)
+        image, alpha = rasterize(means, self.quats, torch.exp(self.log_scales), torch.sigmoid(self.opacity_logits),
+                                 values, viewmat, K, camera.width, camera.height)
+        rgb = image[..., :3] + (1.0 - alpha)[..., None] * background
+        features = self.decoder(image[..., 3:-1])
+        return rgb, features, image[..., -1] / alpha.clamp(min=1e-6), alpha
+
+    def to_scene(self, template: Scene4D) -> Scene4D:
+        with torch.no_grad():
+            array = lambda x: x.detach().cpu().numpy().astype(np.float32).copy()  # noqa: E731
+            return Scene4D(
+                means=array(self.means), quats=array(self.quats), log_scales=array(self.log_scales),
+                opacity_logits=array(self.opacity_logits), sh_dc=array(self.sh_dc),
+                features=array(self.decoder(self.latent)), object_ids=template.object_ids.copy(),
+                motion_bases=array(self.motion_bases), motion_coeffs=array(self.motion_coeffs),
+                camera=template.camera, object_names=template.object_names, feature_space=template.feature_space,
+                background=template.background, meta={**template.meta, "source": "fit"},
+            )
+
+
+def _frame_loss(params: _Parameters, frames: FitFrames, t: int, config: FitConfig, background) -> torch.Tensor:
+    """The loss of one frame (module docstring)."""
+    rgb, features, depth, _ = params.render(t, frames.camera, background)
+    valid = torch.from_numpy(frames.masks[t] if frames.masks is not None else np.ones(rgb.shape[:2], bool))
+    weight = valid.float() / valid.float().sum().clamp(min=1.0)
+    loss = config.rgb_weight * ((rgb - torch.from_numpy(frames.rgb[t])).abs().mean(-1) * weight).sum()
+    if frames.features is not None and config.feature_weight > 0:
+        target = torch.from_numpy(frames.features[t])
+        loss = loss + config.feature_weight * (((features - target) ** 2).mean(-1) * weight).sum()
+    if config.depth_weight > 0:
+        target = torch.from_numpy(frames.depth[t])
+        known = (target > 0).float() * weight
+        scale = float(frames.depth[frames.depth > 0].mean()) if (frames.depth > 0).any() else 1.0
+        loss = loss + config.depth_weight * ((depth - target).abs() * known).sum() / scale
+    return loss
+
+
+def scene_loss(params_or_scene, frames: FitFrames, config: FitConfig | None = None) -> float:
+    """The fitting loss summed over all frames (mean per frame) for a Scene4D or trainable state.
+    A Scene4D's features are compared with the targets directly (its decoder is the identity)."""
+    config = config or FitConfig()
+    params = params_or_scene
+    if isinstance(params_or_scene, Scene4D):
+        params = _Parameters(params_or_scene, None, config.decoder_hidden)
+    background = torch.tensor(_background_of(params_or_scene, frames), dtype=torch.float32)
+    with torch.no_grad():
+        return float(np.mean([_frame_loss(params, frames, t, config, background).item() for t in range(frames.n_frames)]))
+
+
+def _background_of(scene_or_params, frames: FitFrames):
+    if isinstance(scene_or_params, Scene4D):
+        return scene_or_params.background
+    return getattr(scene_or_params, "background_rgb", np.median(frames.rgb.reshape(-1, 3), axis=0))
+
+
+def fit_scene(
+    frames: FitFrames,
+    config: FitConfig | None = None,
+    init: Scene4D | None = None,
+    callback=None,
+) -> FitResult:
+    """Fit a Scene4D to ``frames`` (module docstring). ``callback(step, loss)`` is called after each step
+    and may return True to stop early (a Stop button)."""
+    config = config or FitConfig()
+    if config.steps < 0 or config.frames_per_step < 1:
+        raise InvalidInputError("steps must be >= 0 and frames_per_step >= 1.")
+    generator = seed_everything(config.seed)
+    init = init or init_from_rgbd(frames, config.init_gaussians, config.init_frames)
+    out_dim = frames.features.shape[-1] if frames.features is not None else None
+    params = _Parameters(init, out_dim, config.decoder_hidden)
+    params.background_rgb = init.background
+    background = torch.tensor(init.background, dtype=torch.float32)
+    groups = [
+        {"params": [params.means], "lr": config.lr_means},
+        {"params": [params.log_scales], "lr": config.lr_scales},
+        {"params": [params.quats], "lr": config.lr_quats},
+        {"params": [params.opacity_logits], "lr": config.lr_opacity},
+        {"params": [params.sh_dc], "lr": config.lr_colour / SH_C0},
+        {"params": [params.latent], "lr": config.lr_features},
+        {"params": [params.motion_coeffs, params.motion_bases], "lr": config.lr_motion},
+        {"params": params.decoder.parameters(), "lr": config.lr_decoder},
+    ]
+    optimizer = torch.optim.Adam(groups, eps=1e-15)
+    result = FitResult(scene=init, initial_loss=scene_loss(params, frames, config))
+    for step in range(config.steps):
+        chosen = torch.randperm(frames.n_frames, generator=generator)[: config.frames_per_step].tolist()
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(_frame_loss(params, frames, t, config, background) for t in chosen) / len(chosen)
+        loss.backward()
+        optimizer.step()
+        result.losses.append(float(loss.detach()))
+        if callback is not None and callback(step, float(loss)):
+            break
+    result.final_loss = scene_loss(params, frames, config)
+    result.scene = params.to_scene(init)
+    return result
+
+
+def frames_from_scene(scene: Scene4D, camera: Camera | None = None) -> FitFrames:
+    """Targets rendered from a known scene (RGB, depth, features at every frame): fitting them from a
+    perturbed start must recover a low loss, since ``scene`` itself fits them exactly."""
+    from .rendering import render
+
+    camera = camera or scene.camera
+    times = range(scene.n_frames)
+    rgb = np.stack([render(scene, camera, t, "rgb", backend="cpu").numpy() for t in times])
+    depth = np.stack([render(scene, camera, t, "depth", backend="cpu").numpy() for t in times])
+    features = np.stack([render(scene, camera, t, "features", backend="cpu").numpy() for t in times])
+    return FitFrames(rgb=rgb, depth=depth, camera=camera, features=features, names=scene.object_names,
+                     feature_space=scene.feature_space)
