@@ -386,3 +386,46 @@ def test_aggregate_maps_heatmaps(unet2d, unet3d):
     with torch.no_grad(), CrossAttentionControl(unet3d) as ctl:
         unet3d(latent(1, 4, 3, 16, 16), 10, encoder_hidden_states=text(1))
     assert aggregate_maps(ctl.store, [1]).shape == (3, 16, 16)
+
+
+# -- pre-softmax recording (values="logits", what the Discffusion score pools) ----------------
+
+
+def test_logits_mode_gives_back_probabilities_and_leaves_output_unchanged(unet2d):
+    x, emb = latent(2, 4, 16, 16), text(2)
+    with torch.no_grad():
+        plain = unet2d(x, 10, encoder_hidden_states=emb).sample
+        with CrossAttentionControl(unet2d) as probs_ctl:
+            unet2d(x, 10, encoder_hidden_states=emb)
+        with CrossAttentionControl(unet2d, values="logits") as logits_ctl:
+            recorded = unet2d(x, 10, encoder_hidden_states=emb).sample
+    torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
+    assert logits_ctl.store.values == "logits" and probs_ctl.store.values == "probs"
+    for name in probs_ctl.store.layer_names:
+        logits = logits_ctl.store.maps_for(name)
+        probs = probs_ctl.store.maps_for(name)
+        assert logits.shape == probs.shape and logits.dtype == torch.float32
+        assert not torch.allclose(logits.sum(-1), torch.ones(logits.shape[:-1]), atol=1e-2)
+        torch.testing.assert_close(logits.softmax(-1), probs, atol=1e-5, rtol=1e-5)
+        # LSE of the logits is the log-normaliser Z that softmax discards: s_ij - log p_ij
+        lse = torch.logsumexp(logits, dim=-1)
+        torch.testing.assert_close(lse, logits[..., 0] - probs[..., 0].log(), atol=1e-4, rtol=1e-4)
+    # heatmaps read a logits store through its softmax
+    torch.testing.assert_close(
+        aggregate_maps(logits_ctl.store, [1, 2]), aggregate_maps(probs_ctl.store, [1, 2]), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_logits_are_differentiable_with_offsets(unet2d):
+    offsets = AttentionOffsets.from_unet(unet2d, layers="mid_block")
+    params = prompt_learning_mode(offsets, unet2d)
+    with CrossAttentionControl(unet2d, values="logits", differentiable=True, offsets=offsets, layers="mid_block") as ctl:
+        unet2d(latent(1, 4, 16, 16), 10, encoder_hidden_states=text(1))
+    lse_pool(ctl.store.maps_for(ctl.layers[0])).sum().backward()
+    assert params[0].grad is not None and params[0].grad.abs().sum() > 0
+    unet2d.requires_grad_(True)
+
+
+def test_store_rejects_unknown_values():
+    with pytest.raises(InvalidInputError, match="values"):
+        CrossAttentionControl(make_unet2d(), values="scores")

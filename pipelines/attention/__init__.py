@@ -2,7 +2,8 @@
 
 One context manager, :class:`CrossAttentionControl`, over any diffusers UNet
 (image or video) or ControlNet: it records cross-attention probabilities per
-layer, head, token and step into an :class:`AttentionStore` (detached, or with
+layer, head, token and step into an :class:`AttentionStore` (probabilities, or
+the pre-softmax logits with ``values="logits"``; detached, or with
 their graph for an energy on the latent, thesis eq. 10.5-10.7), and adds
 learnable key/value offsets (:class:`AttentionOffsets`, thesis eq. 5.5).
 :func:`token_indices` finds a phrase's tokens; :func:`lse_pool` (eq. 5.4) and
@@ -13,7 +14,7 @@ from .control import CrossAttentionControl
 from .layers import cross_attention_layers
 from .offsets import AttentionOffsets, prompt_learning_mode
 from .pooling import aggregate_maps, heatmap_size, lse_pool
-from .processor import CrossAttentionProcessor
+from .processor import CrossAttentionProcessor, attention_logits
 from .store import AttentionStore, LayerSelector, StepMaps, StepSelector, latent_grid
 from .tokens import token_indices
 
@@ -26,6 +27,7 @@ __all__ = [
     "StepMaps",
     "StepSelector",
     "aggregate_maps",
+    "attention_logits",
     "cross_attention_layers",
     "heatmap_size",
     "latent_grid",

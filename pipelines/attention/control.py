@@ -43,6 +43,8 @@ class CrossAttentionControl:
         keep_steps: ``"last"`` keeps only the latest recorded step.
         offsets: learnable ``p_k``, ``p_v`` added to ``W_k``, ``W_v`` (thesis eq. 5.5).
         to_cpu: move detached maps to the CPU as float32 (ignored when differentiable).
+        values: record ``"probs"`` (softmax, the default) or the pre-softmax ``"logits"``
+            ``QK^T / sqrt(d)`` that Discffusion's score pools (thesis eq. 5.4).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class CrossAttentionControl:
         keep_steps: Literal["all", "last"] = "all",
         offsets: AttentionOffsets | None = None,
         to_cpu: bool = False,
+        values: Literal["probs", "logits"] = "probs",
     ) -> None:
         available = cross_attention_layers(unet)
         if not available:
@@ -74,7 +77,9 @@ class CrossAttentionControl:
 
         self.unet = unet
         self.offsets = offsets
-        self.store = AttentionStore(differentiable=differentiable, to_cpu=to_cpu, steps=steps, keep_steps=keep_steps)
+        self.store = AttentionStore(
+            differentiable=differentiable, to_cpu=to_cpu, steps=steps, keep_steps=keep_steps, values=values
+        )
         self.step = 0  # UNet calls this control has seen (across its blocks); the next call's index
         self._original: dict[str, Any] | None = None
         self._hook: RemovableHandle | None = None

@@ -58,7 +58,8 @@ def aggregate_maps(
     """Per-token heatmap: attention mass on ``token_ids``, averaged over heads, layers and steps.
 
     For every selected recorded step (``steps`` indexes ``store.records``,
-    default all) and layer, the probabilities of the tokens are summed (the
+    default all) and layer, the probabilities of the tokens (the softmax of a
+    ``values="logits"`` store) are summed (the
     mass a position gives to a word or phrase), averaged over heads,
     bilinearly resized to a common size (see :func:`heatmap_size`; the default
     is the latent size, so the image's aspect ratio is kept) and averaged.
@@ -83,7 +84,10 @@ def aggregate_maps(
             num_tokens = maps.shape[-1]
             if not all(-num_tokens <= i < num_tokens for i in ids):
                 raise InvalidInputError(f"token_ids {ids} out of range for {num_tokens} tokens.")
-            mass = maps[batch_index][..., ids].sum(dim=-1)  # [(F,) heads, h, w]
+            chosen = maps[batch_index]  # [(F,) heads, h, w, m]
+            if store.values == "logits":
+                chosen = chosen.softmax(dim=-1)
+            mass = chosen[..., ids].sum(dim=-1)  # [(F,) heads, h, w]
             mass = mass.mean(dim=-3, keepdim=True)  # [(F,) 1, h, w]
             if mass.ndim == 3:
                 mass = mass.unsqueeze(0)  # [1, 1, h, w]

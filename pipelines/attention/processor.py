@@ -9,6 +9,22 @@ from diffusers.models.attention_processor import Attention
 from .store import AttentionStore
 
 
+def attention_logits(
+    attn: Attention, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pre-softmax scores ``QK^T / sqrt(d)`` (+ additive mask), float32, ``[B*heads, n, m]``.
+
+    The same product as ``Attention.get_attention_scores`` without its softmax:
+    the Discffusion code pools these logits with LogSumExp (thesis eq. 5.4),
+    which a softmax would reduce to a near-constant (each row of probabilities
+    sums to one). ``softmax(logits, -1)`` gives the probabilities back exactly.
+    """
+    logits = torch.bmm(query.float(), key.float().transpose(-1, -2)) * attn.scale  # [B*heads, n, m]
+    if attention_mask is not None:
+        logits = logits + attention_mask.float()
+    return logits
+
+
 class CrossAttentionProcessor:
     """A diffusers attention processor for one cross-attention layer.
 
@@ -18,7 +34,10 @@ class CrossAttentionProcessor:
 
     - with ``store``, the probabilities ``softmax(QK^T / sqrt(d))`` (thesis
       ch. 5.3.2; the maps A of eq. 5.4 and eq. 10.5) come from
-      ``attn.get_attention_scores`` and are handed to the store;
+      ``attn.get_attention_scores`` and are handed to the store; a store with
+      ``values="logits"`` gets the pre-softmax scores ``QK^T / sqrt(d)``
+      instead (:func:`attention_logits`, what the Discffusion code pools) and
+      the layer's output uses their softmax;
     - with ``offsets = (p_k, p_v)``, the key and value projections become
       ``W_k + p_k`` and ``W_v + p_v`` (thesis eq. 5.5), computed as
       ``to_k(c) + c @ p_k^T`` so ``to_k`` itself (LoRA or not) is untouched.
@@ -83,8 +102,13 @@ class CrossAttentionProcessor:
             key = attn.norm_k(key)
 
         if self.store is not None and self.store.recording:
-            probs = attn.get_attention_scores(query.flatten(0, 1), key.flatten(0, 1), attention_mask)  # [B*heads, n, m]
-            self.store.add(self.name, probs, heads)
+            if self.store.values == "logits":
+                logits = attention_logits(attn, query.flatten(0, 1), key.flatten(0, 1), attention_mask)  # [B*heads, n, m]
+                self.store.add(self.name, logits, heads)
+                probs = logits.softmax(dim=-1).to(query.dtype)
+            else:
+                probs = attn.get_attention_scores(query.flatten(0, 1), key.flatten(0, 1), attention_mask)
+                self.store.add(self.name, probs, heads)  # [B*heads, n, m]
             hidden_states = torch.bmm(probs, value.flatten(0, 1))  # [B*heads, n, d]
             hidden_states = hidden_states.view(batch_size, heads, -1, head_dim)  # [B, heads, n, d]
         else:

@@ -1,7 +1,8 @@
 """Storage for recorded cross-attention probabilities, one entry per UNet call.
 
 A UNet call is one *step*. Each step keeps, per cross-attention layer, the
-probabilities softmax(QK^T / sqrt(d)) reshaped to the layer's spatial grid:
+probabilities softmax(QK^T / sqrt(d)) (or, with ``values="logits"``, the
+pre-softmax scores QK^T / sqrt(d)) reshaped to the layer's spatial grid:
 
 - image UNets (sample ``[B, C, H, W]``): ``[B, heads, h, w, tokens]``
 - video UNets (sample ``[B, C, F, H, W]``): ``[B, F, heads, h, w, tokens]``
@@ -107,7 +108,10 @@ class AttentionStore:
     Otherwise maps are detached, and ``to_cpu=True`` also moves them to the CPU
     as float32. ``keep_steps="last"`` drops the previous step's maps (and the
     graph they hold) when a new step is recorded, so a guided sampling loop
-    does not grow memory; ``reset()`` drops everything.
+    does not grow memory; ``reset()`` drops everything. ``values="logits"``
+    records the pre-softmax scores ``QK^T / sqrt(d)`` in float32 instead of
+    the probabilities (their softmax over the last axis gives the
+    probabilities back); the Discffusion score pools these (thesis eq. 5.4).
     """
 
     def __init__(
@@ -117,9 +121,13 @@ class AttentionStore:
         to_cpu: bool = False,
         steps: StepSelector = None,
         keep_steps: Literal["all", "last"] = "all",
+        values: Literal["probs", "logits"] = "probs",
     ) -> None:
         if keep_steps not in ("all", "last"):
             raise InvalidInputError(f"keep_steps must be 'all' or 'last', got {keep_steps!r}.")
+        if values not in ("probs", "logits"):
+            raise InvalidInputError(f"values must be 'probs' or 'logits', got {values!r}.")
+        self.values = values
         self.differentiable = differentiable
         self.to_cpu = to_cpu
         self.keep_steps = keep_steps
