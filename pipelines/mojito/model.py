@@ -1,0 +1,72 @@
+"""The tiny text-to-video backbone: a UNet3D whose spatial layers come from the tiny text-to-image UNet.
+
+Thesis 10.3.4 / 10.5.1: like LVDM, ModelScope and Align-your-Latents, the
+video UNet keeps the image UNet's spatial convolutions and spatial transformers
+(cross-attention to the text, where Directional Motion Control acts) and adds
+temporal layers (temporal convolutions and temporal self-attention) between
+them. :func:`inflate_unet` copies every 2D weight to its 3D twin and makes the
+temporal layers start as the identity, so before any training the video model
+denoises each frame exactly as the image model does.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel, UNet3DConditionModel
+
+from ..tinypack.config import ComponentSizes
+
+
+def build_unet3d(sizes: ComponentSizes) -> UNet3DConditionModel:
+    """The tiny pack's UNet layout (cross-attention at 16x16, 8x8 and the 4x4 mid block) in 3D."""
+    return UNet3DConditionModel(
+        sample_size=sizes.image_size // 4, in_channels=4, out_channels=4, block_out_channels=sizes.unet_channels,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=sizes.text_width, attention_head_dim=16, norm_num_groups=16,
+    )
+
+
+def zero_temporal_attention(unet: UNet3DConditionModel) -> None:
+    """Zero the output projection of every temporal transformer, so each is the identity (residual only).
+
+    diffusers already zeroes the last layer of each temporal convolution; its
+    temporal transformers add ``proj_out(...)`` to the input, which is the input
+    when ``proj_out`` is zero.
+    """
+    for name, module in unet.named_modules():
+        if name == "transformer_in" or name.split(".")[-2:-1] == ["temp_attentions"]:
+            torch.nn.init.zeros_(module.proj_out.weight)
+            torch.nn.init.zeros_(module.proj_out.bias)
+
+
+def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = None) -> UNet3DConditionModel:
+    """A UNet3D carrying every weight of ``unet2d``; its temporal layers start as the identity.
+
+    The 3D blocks name their spatial parts as the 2D ones do (``resnets``,
+    ``attentions``, samplers, ``conv_in``/``conv_out``, time embedding); the only
+    layout change is the spatial transformers' 1x1-conv ``proj_in``/``proj_out``,
+    which the 3D model holds as linear layers (same matrix, trailing 1x1 dropped).
+    Raises ``ValueError`` if any 2D weight has no 3D twin.
+    """
+    config = unet2d.config
+    sizes = sizes or ComponentSizes(
+        image_size=config.sample_size * 4, unet_channels=tuple(config.block_out_channels),
+        text_width=config.cross_attention_dim,
+    )
+    unet3d = build_unet3d(sizes)
+    zero_temporal_attention(unet3d)
+    target = unet3d.state_dict()
+    mapped = {}
+    for key, value in unet2d.state_dict().items():
+        if key not in target:
+            raise ValueError(f"2D weight {key!r} has no counterpart in the UNet3D")
+        if value.shape != target[key].shape:
+            value = value.reshape(target[key].shape)
+        mapped[key] = value.to(target[key].dtype)
+    missing = unet3d.load_state_dict(mapped, strict=False).missing_keys
+    spatial_missing = [k for k in missing if "temp_" not in k and not k.startswith("transformer_in.")]
+    if spatial_missing:
+        raise ValueError(f"UNet3D spatial weights left uninitialised: {spatial_missing[:5]}")
+    return unet3d

@@ -1,0 +1,231 @@
+"""Training of the tiny text-to-video model with the Motion Intensity Modulator (thesis 10.3.3-10.3.4).
+
+``python -m pipelines.mojito.train`` (``make tiny-t2v``) inflates the tiny
+pack's text-to-image UNet into a UNet3D (:func:`.model.inflate_unet`),
+encodes ShapesWorld videos frame by frame with the pack's frozen autoencoder
+once, and trains the UNet3D, the bidirectional text encoder and the Motion
+Intensity Encoder jointly on eq. 10.8, ||eps - eps_theta(z_t, t, c_T, c_M)||^2,
+with the tiny pack's training loop (accelerate, min-SNR weighting, EMA,
+caption dropout). Intensities are dropped to "none" for a share of the
+samples, so the same model also generates without MIM (the ablation of
+Table 10.4). The result is a ``TextToVideoSDPipeline`` folder plus a
+``motion_encoder`` subfolder (:class:`.pipeline.MojitoPipeline` loads both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import StableDiffusionPipeline
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import WorldStudioError
+from ..models.presets import TINY_PACK_DIR
+from ..shapesworld import sample_video
+from ..tinypack.config import TrainSchedule, build_train_scheduler
+from ..tinypack.data import SceneArrays, tokenize
+from ..tinypack.report import write_report
+from ..tinypack.train import StageLog, _loop, _optimizer, encode_latents, min_snr_weights
+from ..utils import seed_everything, set_torch_threads
+from .model import inflate_unet
+from .modulator import MotionIntensityEncoder
+from .pack import save_pack
+
+
+@dataclass
+class VideoTrainConfig:
+    """Everything ``make tiny-t2v`` needs; the defaults take about an hour on a 2-core CPU."""
+
+    # Frames per training video and distinct ShapesWorld videos (seeds 0..n-1).
+    n_frames: int = 16
+    num_videos: int = 2000
+    schedule: TrainSchedule = field(default_factory=lambda: TrainSchedule(steps=800, batch_size=4, learning_rate=4e-4))
+    # Samples whose caption (and intensity) become empty, for classifier-free guidance.
+    caption_dropout: float = 0.1
+    # Further samples whose intensity becomes "none": the model also learns to generate without MIM.
+    intensity_dropout: float = 0.2
+    snr_gamma: float | None = 5.0
+    ema_decay: float = 0.999
+    # Save the EMA weights this often (steps) so a long run can be packaged early.
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> "VideoTrainConfig":
+        """Two steps on a handful of 4-frame videos: proves the script runs."""
+        return cls(n_frames=4, num_videos=8, schedule=TrainSchedule(2, 2, 1e-4), checkpoint_every=1)
+
+
+@dataclass
+class VideoArrays:
+    """Training videos: frames uint8 [N, T, H, W, 3], captions and measured intensities 1..10."""
+
+    frames: np.ndarray
+    captions: list[str]
+    intensities: np.ndarray
+
+
+def build_video_arrays(num_videos: int, size: int, n_frames: int) -> VideoArrays:
+    """Render ShapesWorld videos ``0..num_videos-1`` (one or two objects, every direction, verb and speed)."""
+    frames = np.empty((num_videos, n_frames, size, size, 3), dtype=np.uint8)
+    captions, intensities = [], np.empty(num_videos, dtype=np.int64)
+    for seed in tqdm(range(num_videos), desc="ShapesWorld videos"):
+        video = sample_video(seed, size=size, n_frames=n_frames)
+        frames[seed], intensities[seed] = video.frames, video.intensity
+        captions.append(video.caption)
+    return VideoArrays(frames, captions, intensities)
+
+
+class VideoDenoiser(nn.Module):
+    """UNet3D conditioned on c_L = c_T + c_M (eq. 10.8); all three parts train jointly."""
+
+    def __init__(self, unet: nn.Module, text_encoder: nn.Module, motion_encoder: MotionIntensityEncoder) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.motion_encoder = motion_encoder
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor, rows: torch.Tensor):
+        condition = self.motion_encoder(self.text_encoder(input_ids)[0], rows)
+        return self.unet(noisy, timesteps, encoder_hidden_states=condition).sample
+
+
+def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, accelerator: Accelerator,
+                        checkpoint_dir: Path | None = None) -> tuple[VideoDenoiser, StageLog]:
+    """Train on cached per-frame latents; returns the EMA model and the loss log."""
+    torch.manual_seed(config.seed + 11)
+    n, frames = len(videos.captions), config.n_frames
+    flat = SceneArrays(videos.frames.reshape(n * frames, *videos.frames.shape[2:]), [])
+    means, stds = encode_latents(base.vae, flat, accelerator.device)
+    shape = (n, frames, *means.shape[1:])
+    means, stds = means.reshape(shape), stds.reshape(shape)
+    scaling = base.vae.config.scaling_factor
+    max_tokens = base.tokenizer.model_max_length
+    input_ids = tokenize(base.tokenizer, videos.captions, max_tokens)
+    empty_ids = tokenize(base.tokenizer, [""], max_tokens)[0]
+    levels = torch.from_numpy(videos.intensities)
+    noise_scheduler = build_train_scheduler()
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
+
+    motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size)
+    model = VideoDenoiser(inflate_unet(base.unet), base.text_encoder, motion_encoder).train()
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
+    optimizer, lr_schedule = _optimizer(model.parameters(), config.schedule)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator().manual_seed(config.seed + 12 + accelerator.process_index)
+    log = StageLog("text-to-video")
+    done = [0]
+
+    def step(indices: np.ndarray) -> float:
+        index = torch.from_numpy(indices)
+        latents = (means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)) * scaling
+        latents = latents.permute(0, 2, 1, 3, 4)  # [B, C, T, h, w] as the UNet3D reads videos
+        ids, rows = input_ids[index].clone(), levels[index].clone()
+        draw = torch.rand(len(ids), generator=generator)
+        no_caption = draw < config.caption_dropout
+        ids[no_caption] = empty_ids
+        rows[draw < config.caption_dropout + config.intensity_dropout] = 0
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(ids),), generator=generator)
+        latents, noise, ids, rows, timesteps = (t.to(accelerator.device) for t in (latents, noise, ids, rows, timesteps))
+        prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
+        per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+        loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+        done[0] += 1
+        if checkpoint_dir is not None and accelerator.is_main_process and done[0] % config.checkpoint_every == 0:
+            save_checkpoint(accelerator.unwrap_model(model), ema, checkpoint_dir / f"step-{done[0]:05d}.safetensors")
+        return loss.item()
+
+    _loop(accelerator, config.schedule, config.seed + 13, n, log, step)
+    denoiser = accelerator.unwrap_model(model)
+    ema.copy_to(denoiser.parameters())
+    return denoiser.eval(), log
+
+
+def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
+    """The EMA weights of every part, as one safetensors file (the live weights are left as they were)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    ema.restore(model.parameters())
+
+
+def load_base(base_dir: Path) -> StableDiffusionPipeline:
+    """The tiny text-to-image pack whose autoencoder, tokenizer, text encoder and UNet the video model starts from."""
+    return StableDiffusionPipeline.from_pretrained(base_dir, local_files_only=True, safety_checker=None,
+                                                   use_safetensors=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.mojito.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=TINY_PACK_DIR / "shapes-sd")
+    parser.add_argument("--out", type=Path, default=TINY_PACK_DIR / "shapes-t2v")
+    parser.add_argument("--checkpoints", type=Path, default=Path("runs/mojito"))
+    parser.add_argument("--smoke", action="store_true", help="two steps on 8 short videos")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--num-videos", type=int, default=None)
+    parser.add_argument("--from-checkpoint", type=Path, default=None,
+                        help="package a saved checkpoint into --out instead of training")
+    args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.num_videos is not None and args.num_videos < 4:
+        parser.error("--num-videos must be at least 4")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    set_torch_threads()
+    config = VideoTrainConfig.smoke() if args.smoke else VideoTrainConfig()
+    if args.steps:
+        config.schedule.steps = args.steps
+    if args.num_videos:
+        config.num_videos = args.num_videos
+    seed_everything(config.seed)
+    started = time.perf_counter()
+    base = load_base(args.base)
+    if args.from_checkpoint is not None:
+        model = VideoDenoiser(inflate_unet(base.unet), base.text_encoder,
+                              MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size))
+        model.load_state_dict(load_file(str(args.from_checkpoint)))
+        save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
+        return {"packaged": str(args.from_checkpoint)}
+    accelerator = Accelerator()
+    videos = build_video_arrays(config.num_videos, base.unet.config.sample_size * 4, config.n_frames)
+    model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints)
+    report = {}
+    if accelerator.is_main_process:
+        save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
+        report = write_report([log], args.out, {
+            "num_videos": config.num_videos, "n_frames": config.n_frames, "steps": config.schedule.steps,
+            "batch_size": config.schedule.batch_size, "smoke": args.smoke, "threads": torch.get_num_threads(),
+            "device": str(accelerator.device), "total_seconds": round(time.perf_counter() - started, 1),
+        })
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except WorldStudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
