@@ -1,0 +1,168 @@
+"""The Diffusion Classifier (thesis eq. 5.9) with uniform and hierarchical (section 5.5) sampling.
+
+A caption's score is minus its weighted denoising error
+``E_{t,eps}[w_t ||eps - eps_theta(z_t, c)||^2]`` (``w_t = 1``), estimated on a
+fixed grid of timesteps with one seeded ``epsilon`` per (timestep, sample),
+shared by every caption (common random numbers, so differences between
+captions are not noise differences).
+
+* ``uniform``: every caption at every timestep and sample (Li et al. 2023).
+* ``hierarchical``: timesteps are visited coarse-to-fine; after each one the
+  beam keeps the best ``ceil(|beam| / b)`` captions (BeamFactor ``b``) once
+  ``warmup`` timesteps have been seen; a pruned caption is never evaluated
+  again; the search stops early when one caption has led for ``patience``
+  timesteps in a row or one caption is left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+from .backbone import DiffusionBackbone, coarse_to_fine, stratified_timesteps
+from .discffusion import MatchResult
+from .inputs import check_captions, check_image
+
+Sampling = Literal["uniform", "hierarchical"]
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Settings of the Diffusion Classifier."""
+
+    sampling: Sampling = "uniform"
+    # timesteps on a stratified grid over [0, T) and noise samples N per timestep
+    num_timesteps: int = 16
+    samples_per_timestep: int = 1
+    seed: int = 0
+    # hierarchical: BeamFactor b (beam shrinks to ceil(|beam| / b)), timesteps seen before pruning,
+    # and how many timesteps in a row one caption must lead to stop early
+    beam_factor: float = 2.0
+    warmup: int = 4
+    patience: int = 4
+    # UNet rows per batch
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.sampling not in ("uniform", "hierarchical"):
+            raise InvalidInputError(f"sampling must be 'uniform' or 'hierarchical', got {self.sampling!r}.")
+        if self.num_timesteps < 1 or self.samples_per_timestep < 1:
+            raise InvalidInputError("num_timesteps and samples_per_timestep must be positive.")
+        if self.beam_factor <= 1:
+            raise InvalidInputError(f"beam_factor must be > 1, got {self.beam_factor}.")
+        if self.warmup < 1 or self.patience < 1:
+            raise InvalidInputError("warmup and patience must be positive.")
+
+
+@dataclass
+class ClassifierTrace:
+    """What the sampler did: per caption, how many UNet rows and at which timestep it was pruned."""
+
+    evaluations: list[int]
+    # index into the visited timesteps after which the caption left the beam, or None
+    pruned_after: list[int | None]
+    # the beam after each visited timestep
+    beams: list[list[int]] = field(default_factory=list)
+    # (caption, visit number) of every evaluation, in order (visit v is timestep coarse_to_fine(T)[v])
+    calls: list[tuple[int, int]] = field(default_factory=list)
+
+
+class DiffusionClassifier:
+    """Rank captions by how well each one helps the UNet denoise the image (eq. 5.9)."""
+
+    def __init__(self, backbone: DiffusionBackbone, config: ClassifierConfig | None = None) -> None:
+        self.backbone = backbone
+        self.config = config or ClassifierConfig()
+        self.last_trace: ClassifierTrace | None = None
+
+    def _errors(self, latent: torch.Tensor, text: torch.Tensor, jobs: Sequence[tuple[int, int]]) -> list[float]:
+        """Mean squared error ``||eps - eps_theta||^2 / dim`` of each (caption, timestep index) job."""
+        timesteps = stratified_timesteps(self.config.num_timesteps, self.backbone.num_train_timesteps)
+        results: list[float] = []
+        samples = self.config.samples_per_timestep
+        rows = [(c, k, s) for c, k in jobs for s in range(samples)]
+        errors: list[float] = []
+        for start in range(0, len(rows), self.config.batch_size):
+            chunk = rows[start : start + self.config.batch_size]
+            by_step: dict[int, list[int]] = {}
+            for position, (_, k, _) in enumerate(chunk):
+                by_step.setdefault(timesteps[k], []).append(position)
+            chunk_errors = [0.0] * len(chunk)
+            for timestep, positions in by_step.items():
+                noises = torch.cat([self._noise(latent, chunk[p][1], chunk[p][2]) for p in positions])
+                z_t = self.backbone.add_noise(latent, noises, timestep)
+                prediction = self.backbone.predict_noise(z_t, timestep, text[[chunk[p][0] for p in positions]])
+                squared = (prediction.float() - noises.float()).pow(2).flatten(1).mean(dim=1)
+                for p, value in zip(positions, squared.tolist()):
+                    chunk_errors[p] = value
+            errors.extend(chunk_errors)
+        for j in range(len(jobs)):
+            results.append(float(np.mean(errors[j * samples : (j + 1) * samples])))
+        return results
+
+    def _noise(self, latent: torch.Tensor, timestep_index: int, sample: int) -> torch.Tensor:
+        return self.backbone.noise(latent.shape, self.config.seed, timestep_index * 1009 + sample)
+
+    @torch.no_grad()
+    def score(self, image, captions: str | Sequence[str]) -> MatchResult:
+        """Scores ``-mean error`` per caption (pruned captions keep their error when pruned; higher = better)."""
+        started = time.perf_counter()
+        array = check_image(image)
+        captions = check_captions(captions, self.backbone.tokenizer)
+        before = self.backbone.unet_evaluations
+        latent = self.backbone.encode_image(array)
+        text = self.backbone.encode_text(captions)
+        count = len(captions)
+        order = coarse_to_fine(self.config.num_timesteps)
+        totals = np.zeros(count)
+        seen = np.zeros(count, dtype=int)
+        trace = ClassifierTrace(evaluations=[0] * count, pruned_after=[None] * count)
+        if self.config.sampling == "uniform":
+            jobs = [(c, k) for c in range(count) for k in order]
+            for (c, k), error in zip(jobs, self._errors(latent, text, jobs)):
+                totals[c] += error
+                seen[c] += 1
+                trace.calls.append((c, order.index(k)))
+            trace.beams.append(list(range(count)))
+        else:
+            beam = list(range(count))
+            leader, streak = None, 0
+            for step, k in enumerate(order):
+                jobs = [(c, k) for c in beam]
+                for (c, _), error in zip(jobs, self._errors(latent, text, jobs)):
+                    totals[c] += error
+                    seen[c] += 1
+                    trace.calls.append((c, step))
+                means = {c: totals[c] / seen[c] for c in beam}
+                best = min(beam, key=means.__getitem__)
+                streak = streak + 1 if best == leader else 1
+                leader = best
+                if step + 1 >= self.config.warmup and len(beam) > 1:
+                    keep = max(1, math.ceil(len(beam) / self.config.beam_factor))
+                    survivors = sorted(beam, key=means.__getitem__)[:keep]
+                    for c in beam:
+                        if c not in survivors:
+                            trace.pruned_after[c] = step
+                    beam = sorted(survivors)
+                trace.beams.append(list(beam))
+                if len(beam) == 1 or (step + 1 >= self.config.warmup and streak >= self.config.patience):
+                    break
+        for c, _ in trace.calls:
+            trace.evaluations[c] += self.config.samples_per_timestep
+        self.last_trace = trace
+        mean_error = totals / np.maximum(seen, 1)
+        # a pruned caption ranks below every survivor, in the order it was pruned
+        penalty = np.array([0.0 if p is None else 1e3 * (len(order) - p) for p in trace.pruned_after])
+        scores = -(mean_error + penalty)
+        return MatchResult(
+            captions=captions, scores=scores, method=f"dc-{self.config.sampling}",
+            unet_evaluations=self.backbone.unet_evaluations - before, seconds=time.perf_counter() - started,
+            terms={"mean_squared_error": mean_error},
+        )
