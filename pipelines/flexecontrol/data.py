@@ -1,0 +1,120 @@
+"""ShapesWorld training data for FlexEControl: images, captions, condition maps, object masks and object words.
+
+ShapesWorld knows every object's mask and its words in the caption, so the
+thesis' dataset augmentation (9.2.3: an LLM parses the objects, CLIPSeg finds
+their masks) is exact here: object ``j``'s mask is ``M_j`` of eq. 9.4 and its
+colour and shape tokens are ``T_j`` of eq. 9.3. A parser for free text is a
+hook (``object_phrases``) for the hub path.
+
+Several conditions of one training step come from one scene: a single map, or
+the scene split by object (object ``a``'s map in one condition, the other
+objects' in the other), which gives the homogeneous (two canny) and
+heterogeneous (canny + segmentation) cases of thesis 9.3.3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..attention import token_indices
+from ..errors import InvalidInputError
+from ..shapesworld import sample_scene
+from ..shapesworld.conditions import CONDITION_TYPES, condition_maps
+from ..shapesworld.scene import Scene
+from .conditions import map_tensor
+
+MAX_OBJECTS = 3
+# Object masks are dilated by this many pixels before cutting a map by object, so outlines stay whole.
+SPLIT_DILATION = 2
+
+
+def object_phrases(scene: Scene) -> list[str]:
+    """The caption's phrase for each object (ShapesWorld: "colour shape"); replace with a parser for free text."""
+    return [f"{obj.colour} {obj.shape}" for obj in scene.objects]
+
+
+@dataclass
+class ControlScenes:
+    """Training scenes with everything the FlexEControl losses need, as arrays."""
+
+    images: np.ndarray  # uint8 [N, H, W, 3]
+    captions: list[str]
+    # condition type -> uint8 [N, 3, H, W] (see ``map_batch``)
+    maps: dict[str, torch.Tensor]
+    # bool [N, J, H, W] object masks (J = MAX_OBJECTS; missing objects are all False)
+    masks: torch.Tensor
+    # float [N, J, tokens]: 1 where token i is one of object j's words (eq. 9.3's Iverson bracket)
+    token_sets: torch.Tensor
+    # bool [N, J]: which objects exist and were found in the caption
+    valid: torch.Tensor
+
+    def pixel_batch(self, index: np.ndarray) -> torch.Tensor:
+        """Images as float [B, 3, H, W] in [-1, 1] (the interface of ``tinypack.train.encode_latents``)."""
+        return torch.from_numpy(self.images[index]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def map_batch(self, kind: str, index: np.ndarray) -> torch.Tensor:
+        """Condition maps of ``kind`` as the encoder's input, float [B, 3, H, W] in [0, 1]."""
+        return self.maps[kind][torch.from_numpy(index)].float() / 255.0
+
+    def split_masks(self, index: np.ndarray, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each scene, one random object's dilated mask and the rest: two float [B, 1, H, W]."""
+        chosen_masks, rest_masks = [], []
+        kernel = np.ones((2 * SPLIT_DILATION + 1,) * 2, np.uint8)
+        for i in index:
+            present = self.valid[i].nonzero().flatten().tolist() or [0]
+            pick = present[int(torch.randint(len(present), (1,), generator=generator))]
+            dilated = [cv2.dilate(m.numpy().astype(np.uint8), kernel) for m in self.masks[i]]
+            chosen = dilated[pick] > 0
+            rest = np.any([d > 0 for j, d in enumerate(dilated) if j != pick], axis=0) & ~chosen
+            chosen_masks.append(torch.from_numpy(chosen))
+            rest_masks.append(torch.from_numpy(rest))
+        return torch.stack(chosen_masks)[:, None].float(), torch.stack(rest_masks)[:, None].float()
+
+
+def object_token_sets(tokenizer, scene: Scene, max_tokens: int,
+                      phrases: Callable[[Scene], Sequence[str]] = object_phrases) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[J, max_tokens]`` token indicators per object and ``[J]`` validity (phrase found within the tokens)."""
+    sets = torch.zeros(MAX_OBJECTS, max_tokens)
+    valid = torch.zeros(MAX_OBJECTS, dtype=torch.bool)
+    seen: dict[str, int] = {}
+    for j, phrase in enumerate(list(phrases(scene))[:MAX_OBJECTS]):
+        occurrence = seen.get(phrase, 0)
+        seen[phrase] = occurrence + 1
+        try:
+            positions = [p for p in token_indices(tokenizer, scene.caption, phrase, occurrence=occurrence) if p < max_tokens]
+        except InvalidInputError:
+            continue
+        if positions:
+            sets[j, positions] = 1.0
+            valid[j] = True
+    return sets, valid
+
+
+def build_control_scenes(num_scenes: int, size: int, tokenizer, max_tokens: int, split: str = "train",
+                         first_seed: int = 0) -> ControlScenes:
+    """Render scenes ``first_seed ..`` of ``split`` with their maps, masks and object words."""
+    images, captions, masks, sets, valid = [], [], [], [], []
+    maps: dict[str, list[torch.Tensor]] = {t: [] for t in CONDITION_TYPES}
+    for seed in tqdm(range(first_seed, first_seed + num_scenes), desc="FlexEControl scenes"):
+        scene = sample_scene(seed, size=size, split=split)
+        images.append(scene.image)
+        captions.append(scene.caption)
+        for kind, image in condition_maps(scene).items():
+            maps[kind].append((map_tensor(image) * 255).round().byte())
+        object_masks = np.zeros((MAX_OBJECTS, size, size), dtype=bool)
+        for j, obj in enumerate(scene.objects[:MAX_OBJECTS]):
+            object_masks[j] = obj.mask
+        masks.append(torch.from_numpy(object_masks))
+        token_set, found = object_token_sets(tokenizer, scene, max_tokens)
+        sets.append(token_set)
+        valid.append(found)
+    return ControlScenes(
+        images=np.stack(images), captions=captions, maps={k: torch.stack(v) for k, v in maps.items()},
+        masks=torch.stack(masks), token_sets=torch.stack(sets), valid=torch.stack(valid),
+    )

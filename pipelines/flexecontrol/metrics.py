@@ -1,0 +1,63 @@
+"""Controllability numbers (thesis table 9.2): SSIM between edge maps, mIoU between segmentations."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..shapesworld.conditions import CANNY_HIGH, CANNY_LOW, SEGMENTATION_PALETTE, segmentation_from_detections
+from ..shapesworld.detector import detect
+from ..utils import to_rgb_array
+
+_PALETTE = np.array(list(SEGMENTATION_PALETTE.values()), dtype=np.int32)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean structural similarity of two grey images (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, 8-bit constants)."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise InvalidInputError(f"SSIM needs two grey images of one shape, got {a.shape} and {b.shape}.")
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    index = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(index.mean())
+
+
+def image_edges(image) -> np.ndarray:
+    """Canny edges of an image with the ShapesWorld thresholds (uint8 [H, W], 255 on edges)."""
+    return cv2.Canny(cv2.cvtColor(to_rgb_array(image), cv2.COLOR_RGB2GRAY), CANNY_LOW, CANNY_HIGH)
+
+
+def edge_ssim(condition_edges: np.ndarray, image) -> float:
+    """SSIM between a condition's edge map and the Canny edges of the generated ``image``."""
+    edges = image_edges(image)
+    if condition_edges.shape != edges.shape:
+        condition_edges = cv2.resize(condition_edges, edges.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return ssim(condition_edges, edges)
+
+
+def palette_classes(segmentation: np.ndarray) -> np.ndarray:
+    """Class index per pixel (order of ``SEGMENTATION_PALETTE``, 0 = background) of a palette map."""
+    distances = np.abs(segmentation[..., None, :].astype(np.int32) - _PALETTE).sum(axis=-1)
+    return distances.argmin(axis=-1)
+
+
+def segmentation_miou(condition: np.ndarray, image) -> float:
+    """Mean IoU between a segmentation condition and the detector's segmentation of ``image``.
+
+    Classes are the palette's (background, circle, square, triangle); the mean
+    runs over the classes present in either map.
+    """
+    rgb = to_rgb_array(image)
+    predicted = palette_classes(segmentation_from_detections(detect(rgb), rgb.shape[:2]))
+    target = palette_classes(condition if condition.shape[:2] == rgb.shape[:2]
+                             else cv2.resize(condition, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST))
+    ious = []
+    for label in np.union1d(np.unique(predicted), np.unique(target)):
+        inter = np.logical_and(predicted == label, target == label).sum()
+        union = np.logical_or(predicted == label, target == label).sum()
+        ious.append(inter / union)
+    return float(np.mean(ious))

@@ -1,0 +1,184 @@
+"""FlexEControlPipeline: text + 1-4 condition maps -> an image, through one shared copied encoder.
+
+Fusion of several conditions (thesis 9.2; Fig. 9.1): every condition map runs
+through the *same* copied encoder with its own type's fast weights ``u, v``
+and the shared ``H`` (eq. 9.2). At denoising step ``i`` of ``N`` a condition
+is active when ``start <= i / N < end``; the residuals of the active
+conditions are summed, each multiplied by its weight, and added to the frozen
+UNet's skip connections and middle block (:func:`fuse_residuals`). Repeated
+types (two canny maps) are two passes with the same weights. With no
+condition the pipeline generates from the text alone and says so.
+Classifier-free guidance applies the control to both halves of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import InvalidInputError
+from ..models.tokenizers import warn_unknown_words
+from .conditions import MAX_CONDITIONS, Condition, map_tensor, prepare_conditions
+from .encoder import CopiedEncoder, load_copied_encoder
+
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 3.0
+
+Residuals = tuple[tuple[torch.Tensor, ...], torch.Tensor]
+
+
+def fuse_residuals(residuals: Sequence[Residuals], weights: Sequence[float]) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """Weighted sum of several conditions' ``(down residuals, mid residual)``; ``(None, None)`` when there are none."""
+    if not residuals:
+        return None, None
+    down = [sum(w * r[0][level] for w, r in zip(weights, residuals)) for level in range(len(residuals[0][0]))]
+    mid = sum(w * r[1] for w, r in zip(weights, residuals))
+    return down, mid
+
+
+@dataclass
+class ConditionBatch:
+    """One condition slot for a batch of images: a type, maps ``[B, 3, H, W]`` in [0, 1], weight and active span."""
+
+    type: str
+    maps: torch.Tensor
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def active(self, step: int, num_steps: int) -> bool:
+        return self.start <= step / num_steps < self.end
+
+
+@dataclass
+class FlexEControlOutput:
+    """Generated images and what the pipeline did with the conditions."""
+
+    # uint8 [B, H, W, 3]
+    images: np.ndarray
+    # The conditions as used (checked, resized to the image size).
+    conditions: list[Condition] = field(default_factory=list)
+    # Messages for people: text-only fallback, resized maps.
+    notes: list[str] = field(default_factory=list)
+
+
+class FlexEControlPipeline:
+    """A frozen text-to-image model (tokenizer, text encoder, vae, unet, scheduler) steered by a copied encoder."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, encoder: CopiedEncoder) -> None:
+        self.vae, self.text_encoder, self.tokenizer, self.unet = vae, text_encoder, tokenizer, unet
+        self.scheduler, self.encoder = scheduler, encoder
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        for module in (vae, text_encoder, unet, encoder):
+            module.requires_grad_(False).eval()
+
+    @classmethod
+    def from_pretrained(cls, base, encoder_folder: str | Path) -> "FlexEControlPipeline":
+        """From a loaded ``StableDiffusionPipeline`` ``base`` and a folder saved by :meth:`CopiedEncoder.save`."""
+        encoder = load_copied_encoder(encoder_folder, base.unet, base.vae_scale_factor).to(base.device, base.unet.dtype)
+        return cls(base.vae, base.text_encoder, base.tokenizer, base.unet, base.scheduler, encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    def check_inputs(self, prompt: str, conditions: Sequence[Condition], num_inference_steps: int, guidance_scale: float):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError(f"The prompt must be non-empty text, got {prompt!r}.")
+        if not 1 <= int(num_inference_steps) <= 1000:
+            raise InvalidInputError(f"num_inference_steps must be in [1, 1000], got {num_inference_steps}.")
+        if not 0.0 <= float(guidance_scale) <= 30.0:
+            raise InvalidInputError(f"guidance_scale must be in [0, 30], got {guidance_scale}.")
+        if len(conditions) > MAX_CONDITIONS:
+            raise InvalidInputError(f"{len(conditions)} conditions were given; at most {MAX_CONDITIONS} are supported.")
+        return prepare_conditions(conditions, self.image_size)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str], negative: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings ``[B, tokens, width]`` of the prompts and of the negative (unconditional) prompt."""
+        warn_unknown_words(self.tokenizer, list(prompts))
+        def encode(texts):
+            ids = self.tokenizer(list(texts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+            return self.text_encoder(ids)[0]
+        return encode(prompts), encode([negative] * len(prompts))
+
+    def __call__(
+        self,
+        prompt: str,
+        conditions: Sequence[Condition] = (),
+        negative_prompt: str = "",
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+        callback_on_step_end: Callable[[int, int], None] | None = None,
+    ) -> FlexEControlOutput:
+        # 1. Check inputs; maps resized to the image size, notes for people
+        prepared, notes = self.check_inputs(prompt, conditions, num_inference_steps, guidance_scale)
+        # 2. Condition slots (batch of one image)
+        slots = [ConditionBatch(c.type, map_tensor(c.image)[None], c.weight, c.start, c.end) for c in prepared]
+        # 3-6. Encode the prompt, denoise, decode
+        images = self.generate([prompt], slots, [generator] if generator is not None else None, negative_prompt,
+                               num_inference_steps, guidance_scale, progress, callback_on_step_end)
+        return FlexEControlOutput(images=images, conditions=prepared, notes=notes)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        slots: Sequence[ConditionBatch],
+        generators: Sequence[torch.Generator] | None = None,
+        negative_prompt: str = "",
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        progress: bool = True,
+        callback_on_step_end: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """A batch of images, one per prompt; ``slots[k].maps[b]`` is image ``b``'s ``k``-th condition (checked maps)."""
+        batch, device, dtype = len(prompts), self.device, self.unet.dtype
+        for slot in slots:
+            if slot.maps.shape[0] != batch:
+                raise InvalidInputError(f"A condition slot has {slot.maps.shape[0]} maps for {batch} prompts.")
+        # 3. Encode the prompt (unconditional half first, as diffusers does)
+        text, uncond = self.encode_prompts(prompts, negative_prompt)
+        guided = guidance_scale > 1.0
+        embeddings = torch.cat([uncond, text]) if guided else text
+        # 4. Timesteps and initial latents (one generator per image, so batching changes nothing)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        side = int(self.unet.config.sample_size)
+        shape = (1, self.unet.config.in_channels, side, side)
+        generators = generators or [None] * batch
+        latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]).to(device, dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+        maps = [s.maps.to(device, dtype) for s in slots]
+        maps = [torch.cat([m, m]) if guided else m for m in maps]
+        # 5. Denoising loop with the fused control residuals
+        timesteps = self.scheduler.timesteps
+        for i, t in enumerate(tqdm(timesteps, desc="FlexEControl", disable=not progress)):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            active = [(s, m) for s, m in zip(slots, maps) if s.active(i, len(timesteps))]
+            residuals = self.encoder(model_input, t, embeddings, [(s.type, m) for s, m in active]) if active else []
+            down, mid = fuse_residuals(residuals, [s.weight for s, _ in active])
+            noise = self.unet(model_input, t, encoder_hidden_states=embeddings, down_block_additional_residuals=down,
+                              mid_block_additional_residual=mid).sample
+            if guided:
+                noise_uncond, noise_text = noise.chunk(2)
+                noise = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+            latents = self.scheduler.step(noise, t, latents).prev_sample
+            if callback_on_step_end is not None:
+                callback_on_step_end(i, len(timesteps))
+        # 6. Decode
+        pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        pixels = ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().byte()
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
