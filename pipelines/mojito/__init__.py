@@ -1,10 +1,17 @@
 """Mojito (thesis ch. 10): text-to-video with directional motion control and a motion-intensity modulator.
 
 Modules: ``trajectory`` (keyframed boxes per object phrase, eq. 10.3-10.4),
-``model`` (UNet3D inflated from the tiny image UNet), ``modulator`` (the
-Motion Intensity Modulator, eq. 10.8), ``train`` (``make tiny-t2v``),
-``pack`` (writing the tiny text-to-video pack).
+``guidance`` (Directional Motion Control, eq. 10.5-10.7), ``modulator`` (the
+Motion Intensity Modulator, eq. 10.8), ``pipeline`` (``MojitoPipeline``, a
+``TextToVideoSDPipeline`` subclass), ``evaluate`` (detector -> mIoU, AP50, CD,
+plausible share; motion alignment), ``export`` (videos, GIF, box overlays),
+``model`` (UNet3D inflated from the tiny image UNet), ``train``
+(``make tiny-t2v``), ``pack`` (writing the tiny text-to-video pack).
 """
+
+from .guidance import GuidanceConfig, GuidanceDivergedError
+from .modulator import MotionIntensityEncoder
+from .pipeline import MojitoPipeline, MojitoPipelineOutput
 
 from .trajectory import (
     PRESETS,
@@ -24,6 +31,11 @@ from .trajectory import (
 )
 
 __all__ = [
+    "GuidanceConfig",
+    "GuidanceDivergedError",
+    "MojitoPipeline",
+    "MojitoPipelineOutput",
+    "MotionIntensityEncoder",
     "PRESETS",
     "BoxOutsideFrameError",
     "BoxSizeError",

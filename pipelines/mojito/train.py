@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import StableDiffusionPipeline
+from diffusers.optimization import get_constant_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -36,7 +37,7 @@ from ..shapesworld import sample_video
 from ..tinypack.config import TrainSchedule, build_train_scheduler
 from ..tinypack.data import SceneArrays, tokenize
 from ..tinypack.report import write_report
-from ..tinypack.train import StageLog, _loop, _optimizer, encode_latents, min_snr_weights
+from ..tinypack.train import StageLog, _loop, encode_latents, min_snr_weights
 from ..utils import seed_everything, set_torch_threads
 from .model import inflate_unet
 from .modulator import MotionIntensityEncoder
@@ -57,14 +58,17 @@ class VideoTrainConfig:
     intensity_dropout: float = 0.2
     snr_gamma: float | None = 5.0
     ema_decay: float = 0.999
-    # Save the EMA weights this often (steps) so a long run can be packaged early.
+    # Linear warm-up, then a constant learning rate: the run up to step N is the same whatever
+    # the total, so a checkpoint at step N is exactly what ``--steps N`` produces.
+    warmup_steps: int = 100
+    # Save the EMA weights this often (steps).
     checkpoint_every: int = 100
     seed: int = 0
 
     @classmethod
     def smoke(cls) -> "VideoTrainConfig":
         """Two steps on a handful of 4-frame videos: proves the script runs."""
-        return cls(n_frames=4, num_videos=8, schedule=TrainSchedule(2, 2, 1e-4), checkpoint_every=1)
+        return cls(n_frames=4, num_videos=8, schedule=TrainSchedule(2, 2, 1e-4), warmup_steps=1, checkpoint_every=1)
 
 
 @dataclass
@@ -121,7 +125,8 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size)
     model = VideoDenoiser(inflate_unet(base.unet), base.text_encoder, motion_encoder).train()
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
-    optimizer, lr_schedule = _optimizer(model.parameters(), config.schedule)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
+    lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     generator = torch.Generator().manual_seed(config.seed + 12 + accelerator.process_index)
     log = StageLog("text-to-video")

@@ -1,0 +1,254 @@
+"""``MojitoPipeline``: text-to-video with Directional Motion Control and the Motion Intensity Modulator.
+
+A subclass of diffusers' ``TextToVideoSDPipeline`` with one optional extra
+component, ``motion_encoder`` (:class:`.modulator.MotionIntensityEncoder`).
+Any UNet3D text-to-video checkpoint works for directional control (thesis
+10.4.4: the DMC module is model-agnostic); intensity control needs a model
+trained with the modulator (the tiny pack's ``shapes-t2v``).
+
+    pipe = MojitoPipeline.from_pretrained("assets/models/tiny/shapes-t2v")
+    out = pipe("a red circle moves from left to right quickly",
+               trajectories={"red circle": boxes},   # [T, 4] fractions, or Trajectory objects
+               intensity=8, num_frames=16, generator=torch.Generator().manual_seed(0))
+    out.frames  # uint8 [T, H, W, 3]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import TextToVideoSDPipeline
+from diffusers.utils import BaseOutput
+
+from ..attention import CrossAttentionControl, token_indices
+from ..errors import InvalidInputError
+from .guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guidance_step, phrase_maps, total_energy
+from .modulator import MotionIntensityEncoder, check_intensity
+from .pack import MOTION_ENCODER_FOLDER
+from .trajectory import check_trajectories
+
+MAX_FRAMES = 64
+MAX_STEPS = 200
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the last guided cross-attention layer has run: the rest of the UNet is not needed."""
+
+
+@dataclass
+class MojitoPipelineOutput(BaseOutput):
+    """A generated video and what guided it."""
+
+    # uint8 [T, H, W, 3]
+    frames: np.ndarray
+    # phrase -> target boxes [T, 4], fractions of the frame
+    boxes: dict[str, np.ndarray]
+    # Intensity level the Motion Intensity Modulator was given (None: no MIM).
+    intensity: int | None
+    # Whether Directional Motion Control changed the latent.
+    guided: bool
+    # Per guided step: phrase -> mean E_i (eq. 10.5) over frames and layers, before that step's update.
+    energies: list[dict[str, float]] = field(default_factory=list)
+    # phrase -> float32 [T, h, w] cross-attention maps of the last denoising step (if asked for).
+    attention: dict[str, np.ndarray] | None = None
+    seconds: float = 0.0
+
+
+class MojitoPipeline(TextToVideoSDPipeline):
+    """TextToVideoSD plus trajectories (eq. 10.5-10.7) and motion intensity (eq. 10.8)."""
+
+    _optional_components = ["motion_encoder"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler,
+                 motion_encoder: MotionIntensityEncoder | None = None) -> None:
+        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.register_modules(motion_encoder=motion_encoder)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MojitoPipeline":
+        """Load the pipeline; a local folder's ``motion_encoder`` subfolder (if any) becomes the MIM."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = Path(str(pretrained_model_name_or_path)) / MOTION_ENCODER_FOLDER
+        if getattr(pipe, "motion_encoder", None) is None and folder.is_dir():
+            pipe.register_modules(motion_encoder=MotionIntensityEncoder.from_pretrained(folder, use_safetensors=True))
+        return pipe
+
+    @classmethod
+    def from_base(cls, base: TextToVideoSDPipeline, motion_encoder: MotionIntensityEncoder | None = None):
+        """Wrap an already loaded ``TextToVideoSDPipeline`` (e.g. from the ModelManager)."""
+        return cls(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
+                   scheduler=base.scheduler, motion_encoder=motion_encoder)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def check_mojito_inputs(self, prompt, num_frames, num_inference_steps, intensity, guidance: GuidanceConfig,
+                            guidance_scale) -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError(f"The prompt must be a non-empty string, got {prompt!r}.")
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 2 <= num_frames <= MAX_FRAMES:
+            raise InvalidInputError(f"num_frames must be an integer in 2..{MAX_FRAMES}, got {num_frames!r}.")
+        if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int)
+                or not 1 <= num_inference_steps <= MAX_STEPS):
+            raise InvalidInputError(f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}.")
+        if intensity is not None:
+            check_intensity(intensity)
+        if guidance.steps > num_inference_steps:
+            raise InvalidInputError(
+                f"Guidance steps ({guidance.steps}) cannot exceed the denoising steps ({num_inference_steps})."
+            )
+        if not np.isfinite(guidance_scale) or guidance_scale < 0:
+            raise InvalidInputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}.")
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def condition(self, prompt: str, intensity: int | None, cfg: bool) -> torch.Tensor:
+        """c_L = c_T + c_M (eq. 10.8) for the prompt; with CFG, [uncond ("" and no intensity), cond]."""
+        cond, uncond = self.encode_prompt(prompt, self._execution_device, 1, cfg, negative_prompt=None)
+        if self.motion_encoder is not None:
+            cond = self.motion_encoder(cond, self.motion_encoder.index([intensity]))
+            if cfg:
+                uncond = self.motion_encoder(uncond, self.motion_encoder.index([None]))
+        return torch.cat([uncond, cond]) if cfg else cond
+
+    def _guide(self, latents, t, cond, targets, guidance: GuidanceConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        """One gradient update of eq. 10.7 on the latent (the conditional branch's maps)."""
+        with torch.enable_grad():
+            latents = latents.detach().requires_grad_(True)
+            control = CrossAttentionControl(self.unet, differentiable=True, layers=list(guidance.layers),
+                                            keep_steps="last")
+            pending = set(control.layers)
+
+            def done(name):
+                def hook(module, args, output):
+                    pending.discard(name)
+                    if not pending:
+                        raise _StopForward
+                return hook
+
+            hooks = [self.unet.get_submodule(name).register_forward_hook(done(name)) for name in control.layers]
+            try:
+                with control:
+                    self.unet(self.scheduler.scale_model_input(latents, t), t, encoder_hidden_states=cond)
+            except _StopForward:
+                pass
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            maps = {layer: control.store.maps_for(layer)[0] for layer in control.layers}  # [F, heads, h, w, tokens]
+            energy, per_phrase = total_energy(maps, targets, guidance.smoothness)
+            if not torch.isfinite(energy):
+                raise GuidanceDivergedError("The guidance energy became NaN/inf; lower the guidance strength.")
+            (gradient,) = torch.autograd.grad(energy, latents)
+        return guidance_step(latents.detach(), gradient, guidance, self.scheduler, t), per_phrase
+
+    def _record_maps(self, targets, layers, latent_input, t, embeds) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """The CFG UNet call, recording the phrases' maps (conditional half) in ``layers``."""
+        with CrossAttentionControl(self.unet, layers=list(layers), keep_steps="last", to_cpu=True) as control:
+            noise = self.unet(latent_input, t, encoder_hidden_states=embeds).sample
+        maps = {}
+        for target in targets:
+            per_layer = [phrase_maps(control.store.maps_for(layer)[-1], target.tokens) for layer in control.layers]
+            size = max(m.shape[-1] for m in per_layer)
+            resized = [F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+                       for m in per_layer]
+            maps[target.phrase] = torch.stack(resized).mean(0).numpy()
+        return noise, maps
+
+    # -- generation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        trajectories=None,
+        intensity: int | None = None,
+        *,
+        num_frames: int = 16,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 7.5,
+        guidance: GuidanceConfig | None = None,
+        use_motion_encoder: bool = True,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        return_attention: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> MojitoPipelineOutput:
+        """Generate one video.
+
+        Args:
+            prompt: the caption.
+            trajectories: ``{phrase: boxes [num_frames, 4] or Trajectory}`` or a list of
+                :class:`~.trajectory.Trajectory`; each phrase must be words of the prompt.
+                None: no directional control.
+            intensity: motion intensity 1-10 for the MIM (ignored by a model without one).
+            guidance: DMC settings (eta, K, lambda, layers); default :class:`GuidanceConfig`.
+            use_motion_encoder: False generates without MIM (the intensity row "none").
+            return_attention: also return the phrases' maps at the last step.
+            callback: called as ``callback(step, total)`` after each denoising step.
+        """
+        started = time.perf_counter()
+        guidance = guidance or GuidanceConfig()
+        self.check_mojito_inputs(prompt, num_frames, num_inference_steps, intensity, guidance, guidance_scale)
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        boxes = check_trajectories(prompt, trajectories, num_frames) if trajectories is not None else {}
+        targets = [GuidanceTarget(phrase, token_indices(self.tokenizer, prompt, phrase), b) for phrase, b in boxes.items()]
+        guided = bool(targets) and guidance.active
+        mim_level = intensity if (use_motion_encoder and self.motion_encoder is not None) else None
+        self.unet.requires_grad_(False)
+
+        cfg = guidance_scale > 1.0
+        embeds = self.condition(prompt, mim_level, cfg)
+        cond = embeds[-1:]
+        device = self._execution_device
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = self.prepare_latents(1, self.unet.config.in_channels, num_frames, height, width, embeds.dtype,
+                                       device, generator, latents)
+        extra = self.prepare_extra_step_kwargs(generator, 0.0)
+        energies, attention = [], None
+        timesteps = self.scheduler.timesteps
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if guided and i < guidance.steps:
+                    for _ in range(guidance.inner_steps):
+                        latents, per_phrase = self._guide(latents, t, cond, targets, guidance)
+                    energies.append(per_phrase)
+                latent_input = torch.cat([latents] * 2) if cfg else latents
+                latent_input = self.scheduler.scale_model_input(latent_input, t)
+                if return_attention and targets and i == len(timesteps) - 1:
+                    noise, attention = self._record_maps(targets, guidance.layers, latent_input, t, embeds)
+                else:
+                    noise = self.unet(latent_input, t, encoder_hidden_states=embeds).sample
+                if cfg:
+                    uncond, text = noise.chunk(2)
+                    noise = uncond + guidance_scale * (text - uncond)
+                b, c, f, h, w = latents.shape
+                flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+                noise = noise.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+                flat = self.scheduler.step(noise, t, flat, **extra).prev_sample
+                latents = flat.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+                if not torch.isfinite(latents).all():
+                    raise GuidanceDivergedError(
+                        f"The latent became NaN/inf at denoising step {i + 1}"
+                        + (f"; guidance strength {guidance.strength} is too large." if guided else ".")
+                    )
+                bar.update()
+                if callback is not None:
+                    callback(i + 1, len(timesteps))
+
+        video = self.decode_latents(latents)  # [1, 3, T, H, W] in [-1, 1]
+        if not torch.isfinite(video).all():
+            raise GuidanceDivergedError("The decoded video has NaN/inf values; lower the guidance strength.")
+        frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        return MojitoPipelineOutput(
+            frames=frames, boxes=boxes, intensity=mim_level, guided=guided, energies=energies, attention=attention,
+            seconds=time.perf_counter() - started,
+        )
