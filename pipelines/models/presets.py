@@ -20,8 +20,8 @@ from ..errors import UnknownPresetError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_PACK_DIR = REPO_ROOT / "assets" / "models" / "tiny"
 
-Role = Literal["text-to-image", "control-base", "text-to-video", "clip", "depth", "detector"]
-ROLES: tuple[str, ...] = ("text-to-image", "control-base", "text-to-video", "clip", "depth", "detector")
+Role = Literal["text-to-image", "control-base", "text-to-video", "clip", "depth", "detector", "language"]
+ROLES: tuple[str, ...] = ("text-to-image", "control-base", "text-to-video", "clip", "depth", "detector", "language")
 
 # Classes a source may name. Looked up by name in the library's namespace, so
 # nothing from a config file is ever evaluated.
@@ -31,7 +31,8 @@ LOADABLE_CLASSES: Mapping[str, frozenset[str]] = MappingProxyType(
             {"StableDiffusionPipeline", "TextToVideoSDPipeline", "DiffusionPipeline", "ControlNetModel"}
         ),
         "transformers": frozenset(
-            {"CLIPModel", "AutoModelForDepthEstimation", "OwlViTForObjectDetection", "AutoModel"}
+            {"CLIPModel", "AutoModelForDepthEstimation", "OwlViTForObjectDetection", "AutoModel",
+             "AutoModelForCausalLM"}
         ),
     }
 )
@@ -121,6 +122,10 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                     "detector": _hub(
                         "google/owlvit-base-patch32", "transformers", "OwlViTForObjectDetection",
                         "open-vocabulary boxes for Mojito's evaluation",
+                    ),
+                    "language": _hub(
+                        "Qwen/Qwen2.5-0.5B-Instruct", "transformers", "AutoModelForCausalLM",
+                        "Morpho4D's optional LLM command parameterizer (eq. 11.5), Apache-2.0, ~1 GB",
                     ),
                 }
             ),

@@ -6,7 +6,10 @@ gsplat on CUDA, the project's tile rasterizer on a CPU, a slow reference), ``fit
 from RGB-D + features, Open3D initialisation), ``queries`` (text -> query feature), ``editing``
 (eq. 11.13-11.14, threshold search, recolour / delete / extract, undo/redo), ``export`` (3DGS PLY,
 video sweeps), ``shapes4d`` (ShapesWorld videos as 4D scenes). ``python -m pipelines.morpho4d`` is the
-command line. The command parameterizer and generation from video come in a later issue.
+command line.
+
+Language (thesis 11.3.2-11.3.3): ``plan`` (the plan of eq. 11.5 and its JSON schema), ``commands`` (the
+command parameterizer: a grammar parser and an optional local LLM back end).
 """
 
 from .editing import (
@@ -23,8 +26,21 @@ from .editing import (
     parse_colour,
     select,
 )
+from .commands import (
+    CommandError,
+    CommandTooLongError,
+    EmptyCommandError,
+    GrammarParser,
+    InstructionSmugglingError,
+    LLMCommandParser,
+    NonEnglishCommandError,
+    ParseResult,
+    UnparsedCommandError,
+    parse_command,
+)
 from .export import PLY_PROPERTIES, export_video, read_ply, sweep_frames, write_ply, write_ply_sequence
 from .fitting import FitConfig, FitFrames, FitResult, fit_scene, frames_from_scene, init_from_rgbd, scene_loss
+from .plan import PLAN_SCHEMA, GenObject, Plan, PlanError
 from .queries import QueryEncoder, UnknownQueryError, WordQueryEncoder, default_encoder, encoder_for, register_encoder
 from .rendering import MODES, RendererUnavailableError, rasterize, render, to_uint8
 from .scene import (
@@ -40,6 +56,20 @@ from .scene import (
 from .shapes4d import build_shapes_scene, home_camera, truth_frames
 
 __all__ = [
+    "PLAN_SCHEMA",
+    "CommandError",
+    "CommandTooLongError",
+    "EmptyCommandError",
+    "GenObject",
+    "GrammarParser",
+    "InstructionSmugglingError",
+    "LLMCommandParser",
+    "NonEnglishCommandError",
+    "ParseResult",
+    "Plan",
+    "PlanError",
+    "UnparsedCommandError",
+    "parse_command",
     "DEFAULT_THRESHOLDS",
     "MODES",
     "OPERATIONS",
