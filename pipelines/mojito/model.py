@@ -17,14 +17,15 @@ from diffusers import UNet2DConditionModel, UNet3DConditionModel
 from ..tinypack.config import ComponentSizes
 
 
-def build_unet3d(sizes: ComponentSizes) -> UNet3DConditionModel:
+def build_unet3d(sizes: ComponentSizes, attention_head_dim: int = 16, norm_num_groups: int = 16) -> UNet3DConditionModel:
     """The tiny pack's UNet layout (cross-attention at 16x16, 8x8 and the 4x4 mid block) in 3D."""
     return UNet3DConditionModel(
         sample_size=sizes.image_size // 4, in_channels=4, out_channels=4, block_out_channels=sizes.unet_channels,
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-        cross_attention_dim=sizes.text_width, attention_head_dim=16, norm_num_groups=16,
+        cross_attention_dim=sizes.text_width, attention_head_dim=attention_head_dim,
+        norm_num_groups=norm_num_groups,
     )
 
 
@@ -49,13 +50,20 @@ def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = No
     layout change is the spatial transformers' 1x1-conv ``proj_in``/``proj_out``,
     which the 3D model holds as linear layers (same matrix, trailing 1x1 dropped).
     Raises ``ValueError`` if any 2D weight has no 3D twin.
+
+    One thing does not carry over exactly: with an integer ``attention_head_dim``
+    a, diffusers' 2D blocks split a C-channel attention into a heads of C/a
+    channels, its 3D blocks into C/a heads of a channels. The two coincide when
+    C = a^2 (then the video model is the image model frame by frame, as the
+    tests check); for the tiny pack (C = 48, 96, 128, a = 16) the copied
+    projections are regrouped into fewer, wider heads, and training re-adapts them.
     """
     config = unet2d.config
     sizes = sizes or ComponentSizes(
         image_size=config.sample_size * 4, unet_channels=tuple(config.block_out_channels),
         text_width=config.cross_attention_dim,
     )
-    unet3d = build_unet3d(sizes)
+    unet3d = build_unet3d(sizes, config.attention_head_dim, config.norm_num_groups)
     zero_temporal_attention(unet3d)
     target = unet3d.state_dict()
     mapped = {}

@@ -46,8 +46,8 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
         return self.config.words[check_intensity(level) - 1]
 
     def index(self, levels) -> torch.Tensor:
-        """Row indices [B] for levels (int 1..10, or None / 0 for "none")."""
-        rows = [0 if level in (None, 0) else self.config.words.index(self.word(level)) + 1 for level in levels]
+        """Row indices [B] for levels (int 1..10, or None for "none")."""
+        rows = [0 if level is None else self.config.words.index(self.word(level)) + 1 for level in levels]
         return torch.tensor(rows, dtype=torch.long, device=self.embedding.weight.device)
 
     def forward(self, text_embeddings: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

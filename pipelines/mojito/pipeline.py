@@ -88,7 +88,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
     # -- checks ---------------------------------------------------------------------------
 
     def check_mojito_inputs(self, prompt, num_frames, num_inference_steps, intensity, guidance: GuidanceConfig,
-                            guidance_scale) -> None:
+                            guidance_scale, guided: bool) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError(f"The prompt must be a non-empty string, got {prompt!r}.")
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 2 <= num_frames <= MAX_FRAMES:
@@ -98,7 +98,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
             raise InvalidInputError(f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}.")
         if intensity is not None:
             check_intensity(intensity)
-        if guidance.steps > num_inference_steps:
+        if guided and guidance.steps > num_inference_steps:
             raise InvalidInputError(
                 f"Guidance steps ({guidance.steps}) cannot exceed the denoising steps ({num_inference_steps})."
             )
@@ -196,7 +196,8 @@ class MojitoPipeline(TextToVideoSDPipeline):
         """
         started = time.perf_counter()
         guidance = guidance or GuidanceConfig()
-        self.check_mojito_inputs(prompt, num_frames, num_inference_steps, intensity, guidance, guidance_scale)
+        self.check_mojito_inputs(prompt, num_frames, num_inference_steps, intensity, guidance, guidance_scale,
+                                 trajectories is not None)
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         boxes = check_trajectories(prompt, trajectories, num_frames) if trajectories is not None else {}

@@ -1,0 +1,393 @@
+"""Mojito (thesis ch. 10) with tiny random components: trajectories, DMC energy, MIM, pipeline, export."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet3DConditionModel
+from dummies import dummy_tokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from pipelines.errors import InvalidInputError
+from pipelines.mojito import (
+    BoxOutsideFrameError,
+    BoxSizeError,
+    GuidanceConfig,
+    GuidanceDivergedError,
+    Keyframe,
+    KeyframeOrderError,
+    KeyframeRangeError,
+    MojitoPipeline,
+    MotionIntensityEncoder,
+    PhraseNotInPromptError,
+    PRESETS,
+    TooFewKeyframesError,
+    Trajectory,
+    boxes_from_points,
+    preset_trajectory,
+)
+from pipelines.mojito.evaluate import FrameDetection, motion_alignment, owlvit_detections, track_metrics
+from pipelines.mojito.export import overlay_boxes, write_gif, write_video
+from pipelines.mojito.guidance import (
+    box_energy,
+    box_masks,
+    guidance_step,
+    sigma_squared,
+    temporal_smoothness,
+)
+from pipelines.mojito.model import inflate_unet
+from pipelines.mojito.pack import save_pack
+from pipelines.shapesworld import sample_video
+
+PROMPT = "a red circle left of a blue square"
+
+
+def tiny_components(seed: int = 0) -> dict:
+    """A 32x32, 2-level UNet3D text-to-video model with random weights and a MIM."""
+    torch.manual_seed(seed)
+    unet = UNet3DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+    )
+    tokenizer = dummy_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              steps_offset=1)
+    motion_encoder = MotionIntensityEncoder(embedding_dim=32)
+    torch.nn.init.normal_(motion_encoder.embedding.weight, std=0.5)
+    return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                motion_encoder=motion_encoder)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> MojitoPipeline:
+    pipeline = MojitoPipeline(**tiny_components())
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def left_to_right(n_frames: int) -> Trajectory:
+    return preset_trajectory("left to right", "red circle", n_frames, side=0.5)
+
+
+# -- trajectories ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "smooth"])
+def test_interpolation_hits_every_keyframe_exactly(interpolation):
+    keys = ((0, (0.0, 0.0, 0.3, 0.3)), (5, (0.6, 0.1, 0.9, 0.4)), (9, (0.2, 0.6, 0.5, 0.9)), (15, (0.7, 0.7, 1.0, 1.0)))
+    trajectory = Trajectory("red circle", keys, interpolation)
+    boxes = trajectory.boxes(20)
+    assert boxes.shape == (20, 4)
+    for frame, box in keys:
+        assert tuple(boxes[frame]) == box
+    assert np.all(boxes[15:] == boxes[15])  # held after the last keyframe
+    assert boxes.min() >= 0.0 and boxes.max() <= 1.0  # the smooth curve does not overshoot the frame
+    # between keyframes 0 and 5, x0 moves monotonically from 0 to 0.6
+    assert np.all(np.diff(boxes[:6, 0]) > 0)
+
+
+def test_smooth_differs_from_linear_between_keyframes():
+    keys = ((0, (0.0, 0.0, 0.2, 0.2)), (4, (0.4, 0.0, 0.6, 0.2)), (12, (0.8, 0.6, 1.0, 0.8)))
+    linear = Trajectory("red circle", keys, "linear").boxes(13)
+    smooth = Trajectory("red circle", keys, "smooth").boxes(13)
+    assert np.abs(linear - smooth).max() > 0.01
+
+
+def test_point_path_to_boxes_by_tolerance():
+    points = np.array([[0.3, 0.4], [0.5, 0.5], [0.7, 0.6]])
+    boxes = boxes_from_points(points, (0.1, 0.2))  # eq. 10.4
+    np.testing.assert_allclose(boxes[:, 2] - boxes[:, 0], 0.2)
+    np.testing.assert_allclose(boxes[:, 3] - boxes[:, 1], 0.4)
+    np.testing.assert_allclose((boxes[:, :2] + boxes[:, 2:]) / 2, points)
+    with pytest.raises(BoxOutsideFrameError):
+        boxes_from_points([[0.05, 0.5], [0.5, 0.5]], 0.1)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_stay_inside_and_move(name):
+    centres = preset_trajectory(name, "red circle", 16, side=0.3).centres(16)
+    boxes = preset_trajectory(name, "red circle", 16, side=0.3).boxes(16)
+    assert boxes.min() >= 0 and boxes.max() <= 1
+    assert np.linalg.norm(centres[-1] - centres[0]) > 0.3 or name == "circle"
+    if name == "left to right":
+        assert np.all(np.diff(centres[:, 0]) > 0)
+    if name == "up":
+        assert np.all(np.diff(centres[:, 1]) < 0)
+    if name == "circle":
+        np.testing.assert_allclose(centres[0], centres[-1], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "keyframes, error",
+    [
+        (((0, (0.1, 0.1, 0.4, 0.4)),), TooFewKeyframesError),
+        (((5, (0.1, 0.1, 0.4, 0.4)), (2, (0.5, 0.1, 0.8, 0.4))), KeyframeOrderError),
+        (((2, (0.1, 0.1, 0.4, 0.4)), (2, (0.5, 0.1, 0.8, 0.4))), KeyframeOrderError),
+        (((0, (0.1, 0.1, 0.4, 0.4)), (3, (0.8, 0.1, 1.2, 0.4))), BoxOutsideFrameError),
+        (((0, (-0.1, 0.1, 0.4, 0.4)), (3, (0.5, 0.1, 0.8, 0.4))), BoxOutsideFrameError),
+        (((0, (0.1, 0.1, 0.1, 0.4)), (3, (0.5, 0.1, 0.8, 0.4))), BoxSizeError),
+        (((0, (0.4, 0.1, 0.1, 0.4)), (3, (0.5, 0.1, 0.8, 0.4))), BoxSizeError),
+        (((0, (0.1, 0.1, 0.12, 0.4)), (3, (0.5, 0.1, 0.8, 0.4))), BoxSizeError),
+        (((-1, (0.1, 0.1, 0.4, 0.4)), (3, (0.5, 0.1, 0.8, 0.4))), KeyframeRangeError),
+    ],
+)
+def test_bad_keyframes_raise_typed_errors(keyframes, error):
+    with pytest.raises(error) as raised:
+        Trajectory("red circle", keyframes)
+    assert isinstance(raised.value, InvalidInputError)
+
+
+def test_keyframe_beyond_last_frame():
+    trajectory = Trajectory("red circle", (Keyframe(0, (0.1, 0.1, 0.4, 0.4)), Keyframe(20, (0.5, 0.1, 0.8, 0.4))))
+    with pytest.raises(KeyframeRangeError, match="frame 20"):
+        trajectory.boxes(16)
+
+
+def test_rows_round_trip():
+    trajectory = left_to_right(8)
+    again = Trajectory.from_rows("red circle", trajectory.rows())
+    np.testing.assert_array_equal(again.boxes(8), trajectory.boxes(8))
+
+
+# -- Directional Motion Control ---------------------------------------------------------------
+
+
+def test_energy_is_zero_inside_and_one_outside():
+    masks = box_masks(np.array([[0.0, 0.0, 0.5, 0.5]] * 3), 8, 8)  # top-left quarter, grid-aligned
+    assert masks.sum().item() == 3 * 16
+    inside = torch.zeros(3, 8, 8)
+    inside[:, :4, :4] = torch.rand(3, 4, 4) + 0.1
+    outside = torch.zeros(3, 8, 8)
+    outside[:, 4:, :] = torch.rand(3, 4, 8) + 0.1
+    np.testing.assert_allclose(box_energy(inside, masks).numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(box_energy(outside, masks).numpy(), 1.0, atol=1e-6)
+    half = torch.ones(3, 8, 8)  # uniform attention: a quarter inside -> (1 - 1/4)^2
+    np.testing.assert_allclose(box_energy(half, masks).numpy(), 0.5625, atol=1e-6)
+
+
+def test_box_masks_cover_cut_cells_partially():
+    masks = box_masks(np.array([[0.0, 0.0, 0.1875, 1.0]]), 4, 4)  # 3/16 of the width: 3/4 of the first column
+    np.testing.assert_allclose(masks[0, :, 0].numpy(), 0.75)
+    assert masks[0, :, 1:].sum().item() == 0
+
+
+def test_smoothness_is_zero_for_identical_frames():
+    frame = torch.rand(1, 8, 8)
+    assert temporal_smoothness(frame.repeat(5, 1, 1)).item() == 0.0
+    changing = torch.rand(5, 8, 8)
+    expected = np.mean([((changing[i] - changing[i - 1]) ** 2).sum().item() for i in range(1, 5)])
+    assert temporal_smoothness(changing).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sigma_follows_the_scheduler(pipe):
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(10)
+    values = []
+    for t in scheduler.timesteps:
+        alpha_bar = scheduler.alphas_cumprod[int(t)].item()
+        assert sigma_squared(scheduler, t) == pytest.approx((1 - alpha_bar) / alpha_bar, rel=1e-6)
+        values.append(sigma_squared(scheduler, t))
+    assert all(a > b for a, b in zip(values, values[1:]))  # falls as the noise falls
+
+
+def test_guidance_step_goes_down_the_gradient_and_catches_nan(pipe):
+    latents = torch.zeros(1, 4, 2, 4, 4)
+    gradient = torch.ones_like(latents)
+    raw = guidance_step(latents, gradient, GuidanceConfig(strength=2.0, gradient="raw"), pipe.scheduler, 500)
+    expected = -sigma_squared(pipe.scheduler, 500) * 2.0
+    np.testing.assert_allclose(raw.numpy(), expected, rtol=1e-5)
+    normalized = guidance_step(latents, 3 * gradient, GuidanceConfig(strength=2.0), pipe.scheduler, 500)
+    alpha_bar = pipe.scheduler.alphas_cumprod[500].item()
+    np.testing.assert_allclose(normalized.numpy(), -2.0 * (1 - alpha_bar), rtol=1e-5)
+    with pytest.raises(GuidanceDivergedError):
+        guidance_step(latents, gradient * 1e36, GuidanceConfig(strength=1e10, gradient="raw"), pipe.scheduler, 999)
+
+
+def test_bad_guidance_settings():
+    for bad in (dict(strength=-1.0), dict(strength=float("nan")), dict(steps=-1), dict(smoothness=-0.5),
+                dict(gradient="sideways"), dict(inner_steps=0), dict(layers=())):
+        with pytest.raises(InvalidInputError):
+            GuidanceConfig(**bad)
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+def test_inflated_unet_equals_the_image_unet_per_frame():
+    """Weights mapped, temporal layers the identity: frame by frame, the video UNet is the image UNet.
+
+    (Channels C = a^2 so that diffusers' 2D and 3D head splits coincide, see ``inflate_unet``.)
+    """
+    torch.manual_seed(0)
+    unet2d = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 16, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    ).eval()
+    unet3d = inflate_unet(unet2d).eval()
+    video = torch.randn(1, 4, 3, 8, 8)
+    text = torch.randn(1, 5, 16)
+    with torch.no_grad():
+        out3d = unet3d(video, 10, encoder_hidden_states=text).sample
+        for f in range(3):
+            out2d = unet2d(video[:, :, f], 10, encoder_hidden_states=text).sample
+            torch.testing.assert_close(out3d[:, :, f], out2d, atol=1e-4, rtol=1e-4)
+    assert sum(p.numel() for p in unet3d.parameters()) > sum(p.numel() for p in unet2d.parameters())
+
+
+def test_motion_encoder_adds_one_embedding_to_every_token():
+    encoder = MotionIntensityEncoder(embedding_dim=8)
+    torch.nn.init.normal_(encoder.embedding.weight)
+    text = torch.randn(2, 5, 8)
+    rows = encoder.index([7, None])
+    combined = encoder(text, rows)
+    added = combined - text
+    torch.testing.assert_close(added[0], encoder.embedding.weight[7].expand(5, 8))  # c_L = c_T + c_M, duplicated
+    assert torch.equal(added[1], torch.zeros(5, 8))  # "none" leaves c_T unchanged
+    assert encoder.word(7) == "seven"
+    for bad in (0, 11, 2.5, "3", True, float("nan")):
+        with pytest.raises(InvalidInputError):
+            encoder.index([bad])
+
+
+# -- pipeline ----------------------------------------------------------------------------
+
+
+def test_pipeline_generates_guided_video_with_maps(pipe):
+    out = pipe(PROMPT, trajectories=[left_to_right(4)], intensity=5, num_frames=4, num_inference_steps=3,
+               guidance=GuidanceConfig(strength=1.0, steps=2), generator=torch.Generator().manual_seed(0),
+               return_attention=True)
+    assert out.frames.shape == (4, 32, 32, 3) and out.frames.dtype == np.uint8
+    assert out.guided and len(out.energies) == 2 and out.intensity == 5
+    assert 0.0 <= out.energies[0]["red circle"] <= 1.0
+    assert out.attention["red circle"].shape[0] == 4
+    np.testing.assert_array_equal(out.boxes["red circle"], left_to_right(4).boxes(4))
+
+
+def test_guidance_lowers_the_energy(pipe):
+    """Gradient steps of eq. 10.7 lower E on a random model: the update goes the right way."""
+    trajectory = {"red circle": left_to_right(2).boxes(2)}
+    out = pipe(PROMPT, trajectories=trajectory, num_frames=2, num_inference_steps=5, guidance_scale=1.0,
+               guidance=GuidanceConfig(strength=0.3, steps=5, smoothness=0.0), generator=torch.Generator().manual_seed(1))
+    first, last = out.energies[0]["red circle"], out.energies[-1]["red circle"]
+    assert last < first
+
+
+def test_intensity_and_mim_change_the_video(pipe):
+    def run(**kwargs):
+        return pipe("a red circle", num_frames=2, num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(0), **kwargs).frames.astype(int)
+
+    assert np.abs(run(intensity=2) - run(intensity=9)).mean() > 0
+    assert np.array_equal(run(intensity=9, use_motion_encoder=False), run(intensity=2, use_motion_encoder=False))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(trajectories={"green triangle": np.full((4, 4), 0.5)}), PhraseNotInPromptError, "not in the prompt"),
+        (dict(trajectories=[Trajectory("red circle", ((0, (0.1, 0.1, 0.4, 0.4)), (9, (0.5, 0.1, 0.8, 0.4))))]),
+         KeyframeRangeError, "beyond the last frame"),
+        (dict(intensity=11), InvalidInputError, "1 to 10"),
+        (dict(intensity=0), InvalidInputError, "1 to 10"),
+        (dict(num_frames=1), InvalidInputError, "num_frames"),
+        (dict(prompt=""), InvalidInputError, "prompt"),
+        (dict(trajectories=[left_to_right(4)], guidance=GuidanceConfig(steps=12)), InvalidInputError, "cannot exceed"),
+    ],
+)
+def test_pipeline_bad_input(pipe, kwargs, error, words):
+    call = dict(prompt=PROMPT, num_frames=4, num_inference_steps=10)
+    call.update(kwargs)
+    with pytest.raises(error, match=words):
+        pipe(call.pop("prompt"), **call)
+
+
+def test_too_large_guidance_is_reported_not_returned_black(pipe):
+    with pytest.raises(GuidanceDivergedError, match="guidance strength"):
+        pipe(PROMPT, trajectories=[left_to_right(2)], num_frames=2, num_inference_steps=2,
+             guidance=GuidanceConfig(strength=1e38, steps=1, gradient="raw"), generator=torch.Generator().manual_seed(0))
+
+
+def test_pack_round_trip(tmp_path):
+    components = tiny_components(1)
+    base = MojitoPipeline(**components)
+    save_pack(tmp_path, base, components["unet"], components["text_encoder"], components["motion_encoder"])
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert max(p.stat().st_size for p in files) < 10 * 2**20
+    assert "motion_encoder" not in json.loads((tmp_path / "model_index.json").read_text())
+    loaded = MojitoPipeline.from_pretrained(tmp_path, local_files_only=True)
+    assert loaded.unet.dtype == torch.float32
+    torch.testing.assert_close(loaded.motion_encoder.embedding.weight, components["motion_encoder"].embedding.weight)
+
+
+# -- evaluation and export -----------------------------------------------------------------
+
+
+def test_metrics_on_a_true_video():
+    video = sample_video(3, 64, 8, n_objects=1, direction="from left to right", intensity=6)
+    thing = video.objects[0]
+    from pipelines.mojito.evaluate import shapes_detections
+
+    detections = shapes_detections(video.frames, f"{thing.colour} {thing.shape}")
+    good = track_metrics(detections, thing.boxes / 64.0, 64)
+    assert good.miou > 0.9 and good.ap50 == 1.0 and good.cd < 0.01 and good.plausible == 1.0
+    reversed_path = track_metrics(detections, thing.boxes[::-1] / 64.0, 64)
+    assert reversed_path.miou < 0.5 and reversed_path.cd > 0.05
+    missing = track_metrics([FrameDetection(None)] * 8, thing.boxes / 64.0, 64)
+    assert missing.miou == 0.0 and missing.detected == 0.0
+    measured, error = motion_alignment(video.frames, 6)
+    assert abs(measured - 6) < 1 and error < 0.1
+
+
+def test_owlvit_detections_structurally():
+    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+
+    tokenizer = dummy_tokenizer()
+    config = OwlViTConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2),
+        projection_dim=16,
+    )
+    model = OwlViTForObjectDetection(config).eval()
+    processor = OwlViTProcessor(
+        image_processor=OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    frames = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    detections = owlvit_detections(frames, "red circle", model, processor)
+    assert len(detections) == 3
+    for det in detections:
+        assert len(det.box) == 4 and 0.0 <= det.confidence <= 1.0 and det.size > 0
+
+
+def test_export_has_the_right_frames(tmp_path):
+    frames = sample_video(1, 64, 12, n_objects=1).frames
+    boxed = overlay_boxes(frames, {"red circle": left_to_right(12).boxes(12)}, scale=2)
+    assert boxed.shape == (12, 128, 128, 3) and not np.array_equal(boxed[:, :, :, 0], np.repeat(np.repeat(frames, 2, 1), 2, 2)[..., 0])
+    for codec in ("h264", "vp9"):
+        path = write_video(boxed, tmp_path / "video", codec=codec)
+        capture = cv2.VideoCapture(str(path))
+        count = 0
+        while capture.read()[0]:
+            count += 1
+        assert count == 12
+    from PIL import Image
+
+    gif = Image.open(write_gif(frames, tmp_path / "video"))
+    assert gif.n_frames == 12
