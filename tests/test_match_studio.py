@@ -1,0 +1,110 @@
+"""Match tab: handlers on the shipped tiny pack keep each user's data apart and explain bad input;
+a real browser loads an example, scores it and sees the bars and the heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from studio_server import CHROMIUM, browser_page, running_studio
+
+from pipelines.errors import InvalidInputError
+from pipelines.matching import Matchers
+from pipelines.models import TINY_PACK_DIR, ModelManager
+from studio import match as tab
+from studio import tab_titles
+
+PACK = Path(TINY_PACK_DIR)
+needs_pack = pytest.mark.skipif(not (PACK / "shapes-sd").is_dir() or not (PACK / "shapes-clip").is_dir(),
+                                reason="the tiny pack (assets/models/tiny) is not on disk")
+
+
+@pytest.fixture(scope="module")
+def matchers() -> Matchers:
+    return Matchers(ModelManager("tiny"))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return tab.example_items()
+
+
+def test_tab_is_listed_first():
+    assert tab_titles()[0] == "Match"
+
+
+def test_examples_and_samples_give_an_image_and_captions(examples):
+    assert len(examples) >= 3
+    image, captions = tab.load_example(next(iter(examples)), examples)
+    assert image.ndim == 3 and image.shape[2] == 3 and len(captions.splitlines()) == 5
+    image, captions = tab.shapesworld_sample(4)
+    lines = captions.splitlines()
+    assert image.shape == (128, 128, 3) and len(lines) >= 3 and len(set(lines)) == len(lines)
+
+
+@needs_pack
+def test_score_ranks_plots_and_gives_one_heatmap_per_word(matchers, examples):
+    image, captions = tab.load_example(next(iter(examples)), examples)
+    outputs = tab.score(matchers, None, image, captions, ["discffusion", "clip"], False)
+    session, table, figure, _, layers, levels, gallery, status = outputs
+    assert len(table) == 2 * 5 and {row[0] for row in table} == {"discffusion", "clip"}
+    assert len(figure.data) == 2 and all(len(bar.y) == 5 for bar in figure.data)
+    words = captions.splitlines()[0].split()
+    assert [label.split(" (")[0] for _, label in gallery] == list(dict.fromkeys(words))
+    assert all(overlay.shape == (160, 160, 3) for overlay, _ in gallery)
+    # another caption, one layer and one noise level
+    layer = layers["choices"][1]
+    level = levels["choices"][1]
+    second = captions.splitlines()[1]
+    again = tab.refresh_heatmaps(matchers, session, second, layer, level)
+    assert [label.split(" (")[0] for _, label in again] == list(dict.fromkeys(second.split()))
+    assert "Scored 5 captions" in status
+    # each call builds its own session: nothing of this user reaches another
+    other = tab.score(matchers, None, image, "a red circle", ["clip"], False)[0]
+    assert other is not session and other.features is None and session.features is not None
+
+
+@needs_pack
+def test_handlers_explain_bad_input(matchers, examples):
+    image, captions = tab.load_example(next(iter(examples)), examples)
+    with pytest.raises(InvalidInputError, match="No image"):
+        tab.score(matchers, None, None, captions, ["clip"], False)
+    with pytest.raises(InvalidInputError, match="No captions"):
+        tab.score(matchers, None, image, " \n ", ["clip"], False)
+    with pytest.raises(InvalidInputError, match="at most 32"):
+        tab.score(matchers, None, image, "\n".join(["a red circle"] * 40), ["clip"], False)
+    with pytest.raises(InvalidInputError, match="knows none of the words"):
+        tab.score(matchers, None, image, "quantum flapjack", ["clip"], False)
+    with pytest.raises(InvalidInputError, match="at least 8 pixels"):
+        tab.score(matchers, None, np.zeros((1, 1, 3), np.uint8), captions, ["clip"], False)
+    with pytest.raises(InvalidInputError, match="Tick at least one"):
+        tab.score(matchers, None, image, captions, [], False)
+    with pytest.raises(InvalidInputError, match="Score with Discffusion first"):
+        tab.refresh_heatmaps(matchers, None, "a red circle", None, None)
+    with pytest.raises(InvalidInputError, match="Write a prompt"):
+        tab.generate(matchers, "  ", 0)
+
+
+@pytest.mark.browser
+@needs_pack
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
+def test_browser_loads_an_example_scores_it_and_sees_bars_and_heatmaps(tmp_path, artifacts_dir):
+    with running_studio(tmp_path) as url, browser_page() as page:
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Match").click()
+        page.get_by_role("button", name="Load example").click()
+        page.wait_for_function(
+            "document.querySelector('#match-captions textarea')?.value.split('\\n').length === 5", timeout=30_000
+        )
+        page.locator("#match-image img").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Score").click()
+        page.get_by_text("Scored 5 captions").first.wait_for(timeout=90_000)
+        bars = page.locator("#match-plot .js-plotly-plot .bars path")
+        bars.first.wait_for(timeout=30_000)
+        assert bars.count() >= 10  # 5 captions x 2 methods
+        heatmaps = page.locator("#match-heatmaps img")
+        heatmaps.first.wait_for(timeout=30_000)
+        assert heatmaps.count() >= 4
+        assert "discffusion" in page.locator("#match-table").inner_text()
+        page.screenshot(path=str(artifacts_dir / "match-scored.png"), full_page=True)
