@@ -166,6 +166,14 @@ def load_base_pipeline(path: str | Path, device="cpu"):
     ).to(device)
 
 
+def _repository_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it (so saved configs name no machine's folders)."""
+    from ..models.presets import REPO_ROOT
+
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
 def train_flexecontrol(base_path: str | Path, out: str | Path, config: FlexTrainConfig) -> dict:
     """Train on ShapesWorld and save the encoder's trained tensors and a report to ``out``."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -173,7 +181,7 @@ def train_flexecontrol(base_path: str | Path, out: str | Path, config: FlexTrain
     scenes = build_control_scenes(config.num_scenes, pipe.vae.config.sample_size, pipe.tokenizer,
                                   pipe.tokenizer.model_max_length)
     base = prepare_base(pipe, scenes, accelerator.device)
-    config.encoder.base = str(base_path)
+    config.encoder.base = _repository_relative(base_path)
     trainer = FlexTrainer(config, base, scenes, accelerator)
     start = time.perf_counter()
     log = trainer.run()

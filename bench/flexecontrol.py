@@ -1,0 +1,261 @@
+"""FlexEControl efficiency and controllability (issue 5; thesis tables 9.1-9.3).
+
+Prints JSON lines:
+
+1. ``trainable_parameters``: FlexEControl, full copy, LoRA and PHM copied encoders over the tiny UNet and
+   over Stable Diffusion 1.5's UNet, both built on the ``meta`` device from their configs (no weights).
+   Bar: FlexEControl <= 0.5x the full copy on SD 1.5.
+2. ``peak_training_memory_mb`` and ``seconds_per_iteration`` on the tiny config, same batch, steps and
+   condition draws for every method, each method in a fresh process. Memory is the peak resident set
+   size sampled every 2 ms during the timed steps minus the resident size just before them (CPU: no
+   allocator statistics exist), so it counts activations, gradients and optimiser state. Bars: <= 0.7x
+   and <= 0.5x the full copy.
+3. ``controllability`` on held-out ShapesWorld scenes (the test split; training used train-split scenes)
+   after equal training (the weights `make tiny-flexecontrol` trains with the same steps, batch, data and
+   seed): SSIM between the scene's Canny edges and the output's, mIoU between the scene's segmentation
+   and the detector's segmentation of the output, for a single condition, two canny maps (the scene split
+   by object) and canny + segmentation (split by object); FlexEControl vs the full copy vs no condition,
+   and FlexEControl trained without L_ca and without L_mask.
+4. ``studio_seconds``: the studio's generation path (the tab's ``run_generation``) for a 64x64 image with
+   two drawn conditions at 25 steps. Bar: <= 3 s.
+
+Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/flexecontrol.py > bench/results/flexecontrol.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import emit, machine  # noqa: E402
+from pipelines.flexecontrol.encoder import METHODS, EncoderConfig, build_copied_encoder  # noqa: E402
+from pipelines.models import TINY_PACK_DIR  # noqa: E402
+from pipelines.utils import set_torch_threads  # noqa: E402
+
+BENCH = "flexecontrol"
+BASE = TINY_PACK_DIR / "shapes-sd"
+WEIGHTS = TINY_PACK_DIR / "flexecontrol"
+# Variants trained with equal steps by `make tiny-flexecontrol` (folder -> label).
+VARIANTS = {"flexecontrol": WEIGHTS, "full": WEIGHTS / "equal-training" / "full",
+            "flexecontrol_without_ca": WEIGHTS / "equal-training" / "without-ca",
+            "flexecontrol_without_mask": WEIGHTS / "equal-training" / "without-mask"}
+# Stable Diffusion 1.5's UNet (runwayml/stable-diffusion-v1-5 unet/config.json), for counting only.
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+)
+
+
+def parameter_counts() -> None:
+    from diffusers import UNet2DConditionModel
+
+    tiny_config = json.loads((BASE / "unet" / "config.json").read_text())
+    tiny_config = {k: v for k, v in tiny_config.items() if not k.startswith("_")}
+    for name, config, scale in (("tiny", tiny_config, 4), ("sd15", SD15_UNET, 8)):
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(**config)
+            counts = {m: build_copied_encoder(unet, scale, EncoderConfig(method=m), copy_weights=False).num_trainable()
+                      for m in METHODS}
+        for method, count in counts.items():
+            emit(BENCH, "trainable_parameters", count, config=name, method=method,
+                 ratio_to_full=round(count / counts["full"], 4))
+        emit(BENCH, "trainable_parameters_bar", counts["flexecontrol"] / counts["full"] <= 0.5, config=name,
+             bar="flexecontrol <= 0.5x full", ratio=round(counts["flexecontrol"] / counts["full"], 4))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure_training(method: str, steps: int, batch: int, warmup: int) -> dict:
+    """Run in a fresh process: train ``method`` for ``warmup + steps`` steps; peak RSS above the start, s/iter."""
+    from accelerate import Accelerator
+
+    from pipelines.flexecontrol.data import build_control_scenes
+    from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer, load_base_pipeline, prepare_base
+    from pipelines.tinypack.train import TrainSchedule
+
+    accelerator = Accelerator(cpu=True)
+    pipe = load_base_pipeline(BASE)
+    scenes = build_control_scenes(128, 64, pipe.tokenizer, pipe.tokenizer.model_max_length)
+    base = prepare_base(pipe, scenes, "cpu")
+    config = FlexTrainConfig(encoder=EncoderConfig(method=method), schedule=TrainSchedule(steps + warmup, batch, 1e-3))
+    trainer = FlexTrainer(config, base, scenes, accelerator)
+    draws = np.random.default_rng(0)
+    for _ in range(warmup):
+        trainer.step(draws.integers(0, len(scenes.images), batch))
+    trainer.optimizer.zero_grad(set_to_none=True)
+    before, peak, running = _rss_mb(), [0.0], [True]
+
+    def sample():
+        while running[0]:
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        trainer.step(draws.integers(0, len(scenes.images), batch))
+        times.append(time.perf_counter() - start)
+    running[0] = False
+    sampler.join()
+    return {"method": method, "peak_mb": peak[0] - before, "s_per_iter": statistics.median(times),
+            "s_per_iter_mean": statistics.mean(times), "trainable": trainer.encoder.num_trainable()}
+
+
+def efficiency(steps: int, batch: int, warmup: int) -> None:
+    results = {}
+    for method in METHODS:
+        command = [sys.executable, __file__, "--measure-training", method, "--steps", str(steps), "--batch", str(batch),
+                   "--warmup", str(warmup)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ))
+        if done.returncode != 0:
+            raise RuntimeError(f"measuring {method} failed:\n{done.stderr[-2000:]}")
+        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    full = results["full"]
+    for method, r in results.items():
+        emit(BENCH, "peak_training_memory_mb", round(r["peak_mb"], 1), method=method, batch=batch, steps=steps,
+             ratio_to_full=round(r["peak_mb"] / full["peak_mb"], 3))
+        emit(BENCH, "seconds_per_iteration", round(r["s_per_iter"], 4), method=method, batch=batch, steps=steps,
+             mean=round(r["s_per_iter_mean"], 4), ratio_to_full=round(r["s_per_iter"] / full["s_per_iter"], 3))
+    flex = results["flexecontrol"]
+    emit(BENCH, "memory_bar", flex["peak_mb"] <= 0.7 * full["peak_mb"], bar="flexecontrol <= 0.7x full",
+         ratio=round(flex["peak_mb"] / full["peak_mb"], 3))
+    emit(BENCH, "speed_bar", flex["s_per_iter"] <= 0.5 * full["s_per_iter"], bar="flexecontrol <= 0.5x full",
+         ratio=round(flex["s_per_iter"] / full["s_per_iter"], 3))
+
+
+SETTINGS = {
+    "single_canny": [("canny", "all")],
+    "single_segmentation": [("segmentation", "all")],
+    "two_canny": [("canny", "chosen"), ("canny", "rest")],
+    "canny_segmentation": [("canny", "chosen"), ("segmentation", "rest")],
+}
+
+
+def controllability(num_scenes: int, steps: int) -> None:
+    from pipelines.flexecontrol import ConditionBatch, FlexEControlPipeline
+    from pipelines.flexecontrol.data import build_control_scenes
+    from pipelines.flexecontrol.metrics import edge_ssim, segmentation_miou
+    from pipelines.flexecontrol.train import composition_maps, load_base_pipeline
+    from pipelines.shapesworld import sample_scene
+    from pipelines.shapesworld.conditions import canny, segmentation
+
+    base = load_base_pipeline(BASE)
+    scenes = build_control_scenes(num_scenes, 64, base.tokenizer, base.tokenizer.model_max_length, split="test")
+    truth = [sample_scene(seed, size=64, split="test") for seed in range(num_scenes)]
+    edges, segs = [canny(s) for s in truth], [segmentation(s) for s in truth]
+    index = np.arange(num_scenes)
+
+    def score(images, setting, label, seconds):
+        ssims = [edge_ssim(e, im) for e, im in zip(edges, images)]
+        mious = [segmentation_miou(s, im) for s, im in zip(segs, images)]
+        emit(BENCH, "controllability", {"ssim_canny": round(float(np.mean(ssims)), 4),
+                                        "miou_segmentation": round(float(np.mean(mious)), 4)},
+             setting=setting, model=label, scenes=num_scenes, steps=steps, seconds=round(seconds, 1))
+        return float(np.mean(ssims)), float(np.mean(mious))
+
+    def generators():
+        return [torch.Generator().manual_seed(i) for i in range(num_scenes)]
+
+    scores: dict[tuple[str, str], tuple[float, float]] = {}
+    for label, folder in VARIANTS.items():
+        if not folder.is_dir():
+            emit(BENCH, "controllability_missing", str(folder.relative_to(ROOT)), model=label)
+            continue
+        pipe = FlexEControlPipeline.from_pretrained(base, folder)
+        if label == "flexecontrol":
+            start = time.perf_counter()
+            images = pipe.generate(scenes.captions, [], generators(), num_inference_steps=steps, progress=False)
+            for setting in SETTINGS:
+                scores[(setting, "no_condition")] = score(images, setting, "no_condition", time.perf_counter() - start)
+        for setting, composition in SETTINGS.items():
+            maps = composition_maps(scenes, index, composition, torch.Generator().manual_seed(0))
+            slots = [ConditionBatch(kind, m) for kind, m in maps]
+            start = time.perf_counter()
+            images = pipe.generate(scenes.captions, slots, generators(), num_inference_steps=steps, progress=False)
+            scores[(setting, label)] = score(images, setting, label, time.perf_counter() - start)
+    for setting in SETTINGS:
+        if (setting, "flexecontrol") not in scores or (setting, "full") not in scores:
+            continue
+        flex, full, none = scores[(setting, "flexecontrol")], scores[(setting, "full")], scores[(setting, "no_condition")]
+        metric = 1 if setting == "single_segmentation" else 0
+        emit(BENCH, "controllability_bar", bool(flex[metric] >= 0.9 * full[metric] and flex[metric] > none[metric]),
+             setting=setting, metric=("ssim_canny", "miou_segmentation")[metric],
+             bar="flexecontrol within 10% of full copy and above no condition",
+             flexecontrol=round(flex[metric], 4), full=round(full[metric], 4), no_condition=round(none[metric], 4))
+
+
+def studio_time(repeats: int) -> None:
+    from pipelines.flexecontrol.conditions import from_upload
+    from pipelines.shapesworld import sample_scene
+    from pipelines.shapesworld.conditions import canny
+    from studio.context import StudioContext
+    from studio.flexecontrol import LayerInput, PipelineCache, run_generation
+
+    scene = sample_scene(0, split="test")
+    edges = cv2_resize(canny(scene), 256)
+    segments = cv2_resize(from_upload(scene.image, "segmentation", 64), 256)
+    layers = [LayerInput("canny", "draw", {"composite": edges}, None, 1.0, 0.0, 1.0),
+              LayerInput("segmentation", "draw", {"composite": segments}, None, 1.0, 0.0, 1.0)]
+    cache = PipelineCache(StudioContext(preset="tiny", device="cpu"))
+    run_generation(cache, scene.caption, layers, 0, 25, 3.0)  # load and warm up
+    times = []
+    for seed in range(repeats):
+        start = time.perf_counter()
+        run_generation(cache, scene.caption, layers, seed, 25, 3.0)
+        times.append(time.perf_counter() - start)
+    emit(BENCH, "studio_seconds", round(statistics.median(times), 3), best=round(min(times), 3), repeats=repeats,
+         conditions=2, steps=25, size=64, threads=torch.get_num_threads())
+    emit(BENCH, "studio_bar", statistics.median(times) <= 3.0, bar="64x64, two conditions, 25 steps <= 3 s")
+
+
+def cv2_resize(image: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps per method")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--scenes", type=int, default=24, help="held-out scenes for controllability")
+    parser.add_argument("--sample-steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--measure-training", choices=METHODS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    set_torch_threads()
+    if args.measure_training:
+        print(json.dumps(measure_training(args.measure_training, args.steps, args.batch, args.warmup)))
+        return
+    started = time.perf_counter()
+    emit(BENCH, "machine", machine())
+    parameter_counts()
+    efficiency(args.steps, args.batch, args.warmup)
+    studio_time(args.repeats)
+    controllability(args.scenes, args.sample_steps)
+    emit(BENCH, "total_seconds", round(time.perf_counter() - started, 1), bar="< 1200 s")
+
+
+if __name__ == "__main__":
+    main()

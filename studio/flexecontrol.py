@@ -1,0 +1,275 @@
+"""FlexEControl tab: draw or upload up to four condition maps, type a prompt, get an image that obeys them all.
+
+Each layer has a type, a black canvas (or an upload run through the
+extractor), a weight and a start/end span. The extracted maps are previewed;
+the output can show the conditions overlaid, and under it stand the
+controllability numbers (SSIM between condition edges and output edges, mIoU
+between a segmentation condition and the detector's segmentation of the
+output; thesis table 9.2). Results live in ``gr.State``; only the models are
+shared.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import gradio as gr
+import numpy as np
+import torch
+
+from pipelines.errors import InvalidInputError, ModelNotFoundError
+from pipelines.flexecontrol import (
+    MAX_CONDITIONS,
+    WEIGHT_RANGE,
+    Condition,
+    FlexEControlPipeline,
+    edge_ssim,
+    from_drawing,
+    from_upload,
+    prepare_conditions,
+    segmentation_miou,
+)
+from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from pipelines.models import TINY_PACK_DIR
+from pipelines.shapesworld.conditions import CONDITION_TYPES, SEGMENTATION_PALETTE
+from pipelines.utils import to_rgb_array
+
+from .context import StudioContext
+from .errors import shows_errors
+
+TITLE = "FlexEControl"
+# Trained by `make tiny-flexecontrol` over the preset's 'control-base' model.
+WEIGHTS_DIR = TINY_PACK_DIR / "flexecontrol"
+CANVAS = 256
+VIEW = 256
+NONE = "none"
+LAYER_TYPES = (NONE, *CONDITION_TYPES)
+# Brush colours: white lines (edges, sketch), greys (depth: near = bright), the segmentation palette.
+BRUSH_COLOURS = ["#ffffff", "#c0c0c0", "#808080", "#404040",
+                 *(f"#{r:02x}{g:02x}{b:02x}" for name, (r, g, b) in SEGMENTATION_PALETTE.items() if name != "background")]
+OVERLAY_COLOUR = np.array([255, 40, 40], np.float32)
+
+INTRO = f"""\
+## FlexEControl: several conditions, one shared encoder
+Pick a **type** for up to {MAX_CONDITIONS} condition layers and **draw** on the black canvas (white strokes are
+edges or sketch lines; grey levels are depth, bright is near; for segmentation the cyan, magenta and white brushes
+paint circle, square and triangle regions) or **upload** an image to extract the map from. Each layer has a **weight** and the span of denoising steps (**start**/**end**) where it acts. All layers
+run through one copied encoder whose Kronecker x low-rank updates are shared across condition types (thesis eq. 9.2).
+"""
+
+
+@dataclass
+class LayerInput:
+    """What one condition layer's widgets hold."""
+
+    type: str
+    source: str  # "draw" or "upload"
+    drawing: dict | np.ndarray | None
+    upload: np.ndarray | None
+    weight: float
+    start: float
+    end: float
+
+
+def _black_on_transparent(image) -> np.ndarray:
+    """A drawing's pixels with transparent ones black (to_rgb_array composites alpha on white)."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 4:
+        return (array[..., :3].astype(np.float32) * (array[..., 3:] / 255.0)).astype(np.uint8)
+    return to_rgb_array(array)
+
+
+def read_layers(layers: list[LayerInput], size: int, depth_model=None) -> tuple[list[Condition], list[str]]:
+    """Turn the layers' widgets into condition maps (layers of type 'none' are skipped) and notes."""
+    conditions, notes = [], []
+    for number, layer in enumerate(layers, start=1):
+        if layer.type == NONE:
+            continue
+        label = f"Condition {number} ({layer.type})"
+        if layer.source == "upload":
+            if layer.upload is None:
+                raise InvalidInputError(f"{label}: upload an image, or switch the layer to 'draw'.")
+            image = to_rgb_array(layer.upload)
+            if image.shape[:2] != (size, size):
+                notes.append(f"{label}: the {image.shape[1]}x{image.shape[0]} upload was resized to {size}x{size}.")
+            conditions.append(Condition(layer.type, from_upload(image, layer.type, size, depth_model),
+                                        layer.weight, layer.start, layer.end))
+        else:
+            drawing = layer.drawing.get("composite") if isinstance(layer.drawing, dict) else layer.drawing
+            if drawing is None:
+                raise InvalidInputError(f"{label}: its canvas is empty; draw on it or switch the layer to 'upload'.")
+            conditions.append(Condition(layer.type, from_drawing(_black_on_transparent(drawing), layer.type, size),
+                                        layer.weight, layer.start, layer.end))
+    prepared, more = prepare_conditions(conditions, size)
+    return prepared, notes + more
+
+
+def overlay(image: np.ndarray, conditions: list[Condition]) -> np.ndarray:
+    """The output with segments blended in and condition edges drawn in red on top."""
+    out = image.astype(np.float32)
+    for condition in sorted(conditions, key=lambda c: c.type != "segmentation"):
+        if condition.type == "segmentation":
+            painted = condition.image.any(axis=-1, keepdims=True)
+            out = np.where(painted, 0.55 * out + 0.45 * condition.image, out)
+        elif condition.type in ("canny", "sketch"):
+            out[condition.image > 0] = OVERLAY_COLOUR
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def controllability(conditions: list[Condition], image: np.ndarray) -> list[dict]:
+    """Per condition: SSIM of its edges against the output's edges, or mIoU of its segmentation."""
+    rows = []
+    for number, condition in enumerate(conditions, start=1):
+        if condition.type in ("canny", "sketch"):
+            rows.append({"condition": number, "type": condition.type, "metric": "SSIM (edges)",
+                         "value": edge_ssim(condition.image, image)})
+        elif condition.type == "segmentation":
+            rows.append({"condition": number, "type": condition.type, "metric": "mIoU (segmentation)",
+                         "value": segmentation_miou(condition.image, image)})
+    return rows
+
+
+def numbers_markdown(rows: list[dict], seconds: float) -> str:
+    lines = [f"Generated in {seconds:.2f} s."]
+    if rows:
+        lines += ["", "| condition | type | controllability | value |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['condition']} | {r['type']} | {r['metric']} | {r['value']:.3f} |" for r in rows]
+    else:
+        lines.append("No edge or segmentation condition, so no controllability number.")
+    return "\n".join(lines)
+
+
+def _view(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (VIEW, VIEW), interpolation=cv2.INTER_NEAREST)
+
+
+def previews(conditions: list[Condition]) -> list[tuple[np.ndarray, str]]:
+    return [(_view(to_rgb_array(c.image)), f"{n}: {c.type} (weight {c.weight:g}, steps {c.start:g}-{c.end:g})")
+            for n, c in enumerate(conditions, start=1)]
+
+
+class PipelineCache:
+    """The FlexEControl pipeline over the preset's 'control-base' model, loaded once per server (models only)."""
+
+    def __init__(self, context: StudioContext) -> None:
+        self.context = context
+        self._pipe: FlexEControlPipeline | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> FlexEControlPipeline:
+        with self._lock:
+            if self._pipe is None:
+                base = self.context.manager.get("control-base")
+                if not WEIGHTS_DIR.is_dir():
+                    raise ModelNotFoundError(f"No FlexEControl weights at {WEIGHTS_DIR}; run `make tiny-flexecontrol`.")
+                self._pipe = FlexEControlPipeline.from_pretrained(base, WEIGHTS_DIR)
+            return self._pipe
+
+    def depth_model(self):
+        """The preset's depth estimator, or None (uploads are then read as grey-level depth)."""
+        manager = self.context.manager
+        try:
+            return manager.get("depth") if manager.is_available("depth") else None
+        except Exception:  # a preset without a depth model is fine: grey levels are used
+            return None
+
+
+def run_generation(cache: PipelineCache, prompt: str, layers: list[LayerInput], seed: int, steps: int,
+                   guidance: float, progress=None):
+    """Generate; return (image uint8 [H, W, 3], conditions used, notes, numbers, seconds)."""
+    pipe = cache.get()
+    wants_depth = any(l.type == "depth" and l.source == "upload" for l in layers)
+    conditions, notes = read_layers(layers, pipe.image_size, cache.depth_model() if wants_depth else None)
+    start = time.perf_counter()
+    out = pipe(prompt, conditions, num_inference_steps=int(steps), guidance_scale=float(guidance),
+               generator=torch.Generator().manual_seed(int(seed)), progress=True)
+    seconds = time.perf_counter() - start
+    image = out.images[0]
+    return image, out.conditions, notes + out.notes, controllability(out.conditions, image), seconds
+
+
+def create_tab(context: StudioContext) -> None:
+    cache = PipelineCache(context)
+    black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
+    with gr.Tab(TITLE):
+        gr.Markdown(INTRO)
+        result = gr.State(None)  # (image, conditions) of this user's last generation
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox("a red circle left of a blue square", label="Prompt", elem_id="flexecontrol-prompt")
+                widgets = []
+                with gr.Tabs():
+                    for k in range(1, MAX_CONDITIONS + 1):
+                        with gr.Tab(f"Condition {k}"):
+                            with gr.Row():
+                                kind = gr.Dropdown(list(LAYER_TYPES), value="canny" if k == 1 else NONE, label="Type",
+                                                   elem_id=f"flexecontrol-type-{k}")
+                                source = gr.Radio(["draw", "upload"], value="draw", label="Source")
+                            with gr.Row():
+                                drawing = gr.ImageEditor(
+                                    value={"background": black, "layers": [], "composite": black},
+                                    type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False,
+                                    canvas_size=(CANVAS, CANVAS), fixed_canvas=True, height=320,
+                                    brush=gr.Brush(default_size=8, colors=BRUSH_COLOURS, default_color="#ffffff",
+                                                   color_mode="defaults"),
+                                    label="Canvas (draw on black)", elem_id=f"flexecontrol-canvas-{k}",
+                                )
+                                upload = gr.Image(type="numpy", label="Upload (run through the extractor)",
+                                                  sources=("upload", "clipboard"), height=320)
+                            with gr.Row():
+                                weight = gr.Slider(*WEIGHT_RANGE, value=1.0, step=0.05, label="Weight")
+                                start = gr.Slider(0, 1, value=0.0, step=0.05, label="Start (fraction of steps)")
+                                end = gr.Slider(0, 1, value=1.0, step=0.05, label="End (fraction of steps)")
+                            widgets.append((kind, source, drawing, upload, weight, start, end))
+                with gr.Row():
+                    seed = gr.Number(0, precision=0, label="Seed")
+                    steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
+                    guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
+                with gr.Row():
+                    extract = gr.Button("Extract maps")
+                    generate = gr.Button("Generate", variant="primary")
+            with gr.Column(scale=2):
+                maps = gr.Gallery(label="Extracted condition maps", columns=4, height=200, object_fit="contain",
+                                  elem_id="flexecontrol-previews")
+                output = gr.Image(label="Output", type="numpy", interactive=False, height=VIEW,
+                                  elem_id="flexecontrol-output")
+                show_overlay = gr.Checkbox(False, label="Overlay the conditions")
+                numbers = gr.Markdown(elem_id="flexecontrol-numbers")
+                notes = gr.Markdown(elem_id="flexecontrol-notes")
+
+        layer_components = [c for layer in widgets for c in layer]
+
+        def layers_from(values: list) -> list[LayerInput]:
+            return [LayerInput(*values[i : i + 7]) for i in range(0, len(values), 7)]
+
+        @shows_errors
+        def on_extract(*values):
+            conditions, found = read_layers(layers_from(list(values)), cache.get().image_size,
+                                            cache.depth_model() if any(v == "upload" for v in values[1::7]) else None)
+            return previews(conditions), "\n".join(f"- {n}" for n in found)
+
+        @shows_errors
+        def on_generate(prompt_text, seed_value, steps_value, guidance_value, overlay_on, *values,
+                        progress=gr.Progress(track_tqdm=True)):
+            image, conditions, found, rows, seconds = run_generation(
+                cache, prompt_text, layers_from(list(values)), seed_value, steps_value, guidance_value)
+            for note in found:
+                gr.Warning(note)
+            shown = overlay(image, conditions) if overlay_on else image
+            return (_view(shown), numbers_markdown(rows, seconds), "\n".join(f"- {n}" for n in found),
+                    previews(conditions), (image, conditions))
+
+        @shows_errors
+        def on_overlay(overlay_on, state):
+            if state is None:
+                return gr.update()
+            image, conditions = state
+            return _view(overlay(image, conditions) if overlay_on else image)
+
+        extract.click(on_extract, inputs=layer_components, outputs=[maps, notes])
+        generate.click(on_generate, inputs=[prompt, seed, steps, guidance, show_overlay, *layer_components],
+                       outputs=[output, numbers, notes, maps, result])
+        show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output)
