@@ -114,8 +114,7 @@ def generate(matchers: Matchers, prompt: str, seed) -> tuple[np.ndarray, str]:
     if not prompt or not prompt.strip():
         raise InvalidInputError("Write a prompt to generate an image from.")
     prompt = check_captions([prompt], matchers.backbone.tokenizer)[0]
-    pipe = matchers._manager.get("text-to-image")
-    image = generate_images(pipe, [prompt], [int(seed)], progress=False)[0]
+    image = generate_images(matchers.text_to_image(), [prompt], [int(seed)], progress=False)[0]
     try:
         captions = [prompt, *swapped_captions(prompt)]
     except InvalidInputError:  # not in the ShapesWorld grammar: no automatic swaps
@@ -150,7 +149,8 @@ def bar_chart(results: dict[str, MatchResult]) -> go.Figure:
         pad = max(1e-6, (high - low) * 0.25)
         figure.update_xaxes(range=[low - pad, high + pad], row=1, col=column)
     figure.update_yaxes(autorange="reversed")
-    figure.update_layout(height=120 + 40 * len(next(iter(results.values())).captions), margin=dict(l=10, r=10, t=40, b=10))
+    captions = len(next(iter(results.values())).captions)
+    figure.update_layout(height=120 + 40 * captions, margin=dict(l=10, r=10, t=40, b=10))
     return figure
 
 

@@ -66,6 +66,14 @@ def test_score_ranks_plots_and_gives_one_heatmap_per_word(matchers, examples):
 
 
 @needs_pack
+def test_generate_from_prompt_gives_the_prompt_and_its_swaps(matchers):
+    image, captions = tab.generate(matchers, "a red circle left of a blue square", 0)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert captions.splitlines() == ["a red circle left of a blue square", "a blue circle left of a red square",
+                                     "a red square left of a blue circle", "a red circle right of a blue square"]
+
+
+@needs_pack
 def test_handlers_explain_bad_input(matchers, examples):
     image, captions = tab.load_example(next(iter(examples)), examples)
     with pytest.raises(InvalidInputError, match="No image"):

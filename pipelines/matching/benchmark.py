@@ -45,7 +45,7 @@ class Summary:
 
 
 def shapesworld_groups(n: int, seed: int = 0, size: int = 64) -> list[Group]:
-    """The ShapesWorld compositional split (held out of the tiny pack's training, :mod:`~pipelines.shapesworld.splits`)."""
+    """The ShapesWorld compositional split, held out of the tiny pack's training (:mod:`~pipelines.shapesworld.splits`)."""
     return compositional_groups(n, seed=seed, size=size)
 
 

@@ -67,6 +67,12 @@ class Matchers:
             self._backbone = backbone_from_manager(self._manager)
         return self._backbone
 
+    def text_to_image(self):
+        """The preset's text-to-image pipeline (to generate an image to match)."""
+        if self._manager is None:
+            raise InvalidInputError("Generating an image needs a model manager.")
+        return self._manager.get("text-to-image")
+
     @cached_property
     def clip(self) -> ClipMatcher:
         if self._clip is None:
