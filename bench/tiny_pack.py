@@ -79,11 +79,8 @@ def clip_zero_shot(clip_dir: Path, n: int, seed: int) -> float:
     processor = CLIPProcessor.from_pretrained(clip_dir, local_files_only=True)
     candidates = single_object_captions()
     scenes = [sample_scene(UNSEEN_SEEDS + seed + i, n_objects=1) for i in range(n)]
-    text = processor(text=candidates, return_tensors="pt", padding="max_length", max_length=model.config.text_config.max_position_embeddings)
-    text_features = model.get_text_features(**text)
-    images = processor(images=[s.image for s in scenes], return_tensors="pt")
-    image_features = model.get_image_features(**images)
-    scores = torch.nn.functional.normalize(image_features, dim=-1) @ torch.nn.functional.normalize(text_features, dim=-1).T
+    inputs = processor(text=candidates, images=[s.image for s in scenes], return_tensors="pt", padding=True)
+    scores = model(**inputs).logits_per_image  # [images, captions]
     predicted = [candidates[i] for i in scores.argmax(dim=1).tolist()]
     truth = [s.caption for s in scenes]
     return float(np.mean([p == t for p, t in zip(predicted, truth)]))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from typing import Iterable
 
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
 
 from ..errors import UnknownWordsWarning
@@ -16,28 +18,26 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 def closed_vocabulary_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-pair vocab and merges under which every word of ``words`` is one token.
 
-    Each word gets a left-to-right merge chain (``r e`` -> ``re``, ``re d</w>``
-    -> ``red</w>``); single letters stay in the vocabulary, so an unknown word is
-    spelt out letter by letter instead of vanishing.
+    The merges are learnt by byte-pair encoding over the words themselves (the
+    ``tokenizers`` trainer, run until no pair is left), so applying them in rank
+    order rebuilds each word whole. Hand-written left-to-right chains do not:
+    ``r i`` from "right" outranks ``t r`` from "triangle" and strands it in
+    pieces. Single letters (and letter + ``</w>``) stay in the vocabulary, so an
+    unknown word is spelt out letter by letter instead of vanishing.
     """
-    vocab: dict[str, int] = {BOS: 0, EOS: 1}
-    merges: list[tuple[str, str]] = []
-    seen_merges: set[tuple[str, str]] = set()
-    for letter in "abcdefghijklmnopqrstuvwxyz0123456789,.'-":
-        for piece in (letter, letter + "</w>"):
-            vocab.setdefault(piece, len(vocab))
-    for word in sorted({w.lower() for w in words if w}):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        for piece in pieces:
-            vocab.setdefault(piece, len(vocab))
-        current = pieces[0]
-        for piece in pieces[1:]:
-            pair = (current, piece)
-            current = current + piece
-            if pair not in seen_merges:
-                seen_merges.add(pair)
-                merges.append(pair)
-            vocab.setdefault(current, len(vocab))
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789,.'-")
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1_000_000, min_frequency=1, special_tokens=[BOS, EOS], initial_alphabet=alphabet,
+        end_of_word_suffix="</w>", show_progress=False,
+    )
+    bpe.train_from_iterator(sorted({w.lower() for w in words if w}), trainer)
+    learnt = json.loads(bpe.to_str())["model"]
+    vocab = dict(sorted(learnt["vocab"].items(), key=lambda item: item[1]))
+    for letter in alphabet:
+        vocab.setdefault(letter + "</w>", len(vocab))
+    merges = [tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in learnt["merges"]]
     return vocab, merges
 
 
