@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # One torch thread in tests: on 2 cores a busy neighbour made 2 threads 50-150x slower.
 TEST_THREADS ?= 1
 
-.PHONY: setup studio test test-all bench tiny-models system-deps browser-deps clean
+.PHONY: setup studio test test-all bench tiny-models tiny-depth system-deps browser-deps clean
 
 # Debian packages: libusb for open3d, ffmpeg for H.264 video export.
 system-deps:
@@ -41,6 +41,10 @@ test-all: setup browser-deps
 # Several GPUs or machines: .venv/bin/accelerate launch -m pipelines.tinypack
 tiny-models: setup
 	WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.tinypack --out assets/models/tiny
+
+# Morpho4D's depth model (a ~150k-parameter GLPN on ShapesWorld truth depth; ~5 min on one CPU thread).
+tiny-depth: setup
+	WORLDSTUDIO_THREADS=1 $(PY) -m pipelines.morpho4d.depth --out assets/models/tiny/shapes-depth
 
 bench: setup
 	@for script in $(filter-out bench/common.py bench/__init__.py,$(wildcard bench/*.py)); do echo "# $$script"; $(PY) $$script || exit 1; done

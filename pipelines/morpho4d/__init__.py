@@ -9,7 +9,10 @@ video sweeps), ``shapes4d`` (ShapesWorld videos as 4D scenes). ``python -m pipel
 command line.
 
 Language (thesis 11.3.2-11.3.3): ``plan`` (the plan of eq. 11.5 and its JSON schema), ``commands`` (the
-command parameterizer: a grammar parser and an optional local LLM back end).
+command parameterizer: a grammar parser and an optional local LLM back end), ``motion`` (words to
+per-frame boxes with speed-dependent spacing), ``depth`` (the tiny depth model), ``generation`` (GEN:
+frames from Mojito or a labelled stand-in -> depth -> features -> fitted Scene4D), ``language``
+(:class:`CommandSession`: commands applied to a scene, motion edits that regenerate and replay).
 """
 
 from .editing import (
@@ -40,6 +43,18 @@ from .commands import (
 )
 from .export import PLY_PROPERTIES, export_video, read_ply, sweep_frames, write_ply, write_ply_sequence
 from .fitting import FitConfig, FitFrames, FitResult, fit_scene, frames_from_scene, init_from_rgbd, scene_loss
+from .generation import (
+    STAND_IN_LABEL,
+    GenConfig,
+    GenResult,
+    MojitoSource,
+    ShapesWorldStandIn,
+    UndrawableObjectError,
+    default_source,
+    generate_scene,
+)
+from .language import CommandRecord, CommandSession, NoSceneError, UnknownTargetError
+from .motion import plan_trajectories
 from .plan import PLAN_SCHEMA, GenObject, Plan, PlanError
 from .queries import QueryEncoder, UnknownQueryError, WordQueryEncoder, default_encoder, encoder_for, register_encoder
 from .rendering import MODES, RendererUnavailableError, rasterize, render, to_uint8
@@ -56,6 +71,19 @@ from .scene import (
 from .shapes4d import build_shapes_scene, home_camera, truth_frames
 
 __all__ = [
+    "STAND_IN_LABEL",
+    "CommandRecord",
+    "CommandSession",
+    "GenConfig",
+    "GenResult",
+    "MojitoSource",
+    "NoSceneError",
+    "ShapesWorldStandIn",
+    "UndrawableObjectError",
+    "UnknownTargetError",
+    "default_source",
+    "generate_scene",
+    "plan_trajectories",
     "PLAN_SCHEMA",
     "CommandError",
     "CommandTooLongError",

@@ -1,0 +1,334 @@
+"""GEN: a plan -> a fitted, editable Scene4D (thesis 11.3.2, scene generating module and "Scene Reconstruction").
+
+1. **Trajectory** (:mod:`.motion`): per object, boxes per frame with speed-dependent spacing.
+2. **Frames** from a :class:`FrameSource`:
+
+   * :class:`MojitoSource`: Mojito's guided text-to-video generation (issue 6,
+     :class:`~pipelines.mojito.pipeline.MojitoPipeline`) along the trajectories, with the Motion
+     Intensity Modulator's level from the speed word; it also returns the generator's own
+     cross-attention maps of each object phrase at the last denoising step.
+   * :class:`ShapesWorldStandIn`: **not a generator**. ShapesWorld's renderer draws the plan's objects
+     along the same boxes on a ShapesWorld background. It stands in while no text-to-video model is
+     available (the tiny pack's ``shapes-t2v`` is missing), and every scene it makes says so
+     (``meta["source"]``, ``meta["generated"] = False``).
+
+   :func:`default_source` picks Mojito when the preset's text-to-video model loads, else the stand-in.
+3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline).
+4. **Instances**: ShapesWorld's detector on each frame; each detection is matched to the plan's object
+   of its colour and shape, and its mask gives that object's instance id (the fitting code turns each
+   instance's 3D centroid path into a motion basis).
+5. **Per-pixel features** F^s (eq. 11.12) in the query space of :mod:`.queries`, so that "the ball"
+   compares with each Gaussian:
+
+   * ``"attention"`` (default when the source has maps): the generator's cross-attention map of each
+     object's phrase, upsampled and normalised per frame to [0, 1], projected into the embedding
+     space: ``F(u) = sum_k A_k(u) e_k + (1 - sum_k A_k(u)) e_background``, ``e`` the phrases'
+     embeddings.
+   * ``"detector"`` (the stand-in has no attention of its own): ``F(u) = e_k`` inside object k's
+     detector mask, ``e_background`` elsewhere. Another teacher, as the issue allows: with no
+     generator there are no cross-attention maps to distil, and the detector's masks are what the
+     benchmark checks edits against (so it is a fair upper bound, not a claim about attention).
+6. **Fitting** (:func:`~.fitting.fit_scene`, eq. 11.8-11.12) of a Scene4D to RGB, depth and features
+   from the home camera of :mod:`.shapes4d`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..shapesworld.render import composite, render_background, shape_coverage, to_uint8
+from ..shapesworld.scene import sample_background
+from ..shapesworld.vocab import COLOURS
+from .fitting import FitConfig, FitFrames, FitResult, fit_scene
+from .motion import object_name, plan_trajectories
+from .plan import GenObject, Plan
+from .queries import BACKGROUND, QueryEncoder, default_encoder
+from .scene import Scene4D
+from .shapes4d import home_camera
+
+STAND_IN_LABEL = "ShapesWorld renderer (stand-in, NOT generated: no text-to-video model is available)"
+# Intensity level (Mojito's MIM, 1-10) per speed word: the middle of ShapesWorld's bins.
+SPEED_INTENSITY = {"slowly": 2, "steadily": 5, "quickly": 9}
+Progress = Callable[[str, float], None]
+
+
+class UndrawableObjectError(InvalidInputError):
+    """A GEN plan names an object the offline world cannot draw."""
+
+
+@dataclass
+class SourceVideo:
+    """Frames for reconstruction and where they came from."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    label: str
+    # True only for frames made by a generative model.
+    generated: bool
+    prompt: str
+    # object name -> float32 [T, h, w] cross-attention maps (generators only).
+    attention: dict[str, np.ndarray] | None = None
+
+
+class FrameSource(Protocol):
+    """Makes the frames of a plan along its trajectories."""
+
+    label: str
+
+    def __call__(self, plan: Plan, boxes: dict[str, np.ndarray], n_frames: int, size: int, seed: int,
+                 progress: Progress | None = None) -> SourceVideo:
+        ...
+
+
+def plan_prompt(plan: Plan) -> str:
+    """The caption a generator is given: the ShapesWorld grammar for drawable objects
+    ("a red circle moves from left to right quickly while a blue square stays still")."""
+    parts = []
+    for i, obj in enumerate(plan.objects):
+        name = object_name(obj)
+        noun = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+        if obj.path == "still":
+            parts.append(f"while {noun} stays still")
+        else:
+            verb = "bounces" if obj.path == "arc" else "moves"
+            parts.append(f"{noun} {verb} {obj.direction} {obj.speed}")
+    prompt = " ".join(parts)
+    return prompt + (" " + " ".join(plan.scene_words) if plan.scene_words else "")
+
+
+def check_drawable(objects: tuple[GenObject, ...]) -> None:
+    """Raise :class:`UndrawableObjectError` unless every object has a ShapesWorld colour and shape."""
+    for obj in objects:
+        if obj.shape is None or obj.colour not in COLOURS:
+            what = f"the colour {obj.colour!r}" if obj.shape is not None else f"{obj.phrase!r}"
+            raise UndrawableObjectError(
+                f"The offline world cannot draw {what}: it has circles (ball, disc), squares (box, block) and "
+                f"triangles (pyramid) in {', '.join(COLOURS)}. Try 'a red ball bounces from right to left', or "
+                "use the hub preset's video model on a GPU."
+            )
+
+
+class ShapesWorldStandIn:
+    """The stand-in frame source (module docstring, step 2): ShapesWorld's renderer along the boxes."""
+
+    label = STAND_IN_LABEL
+
+    def __call__(self, plan, boxes, n_frames, size, seed, progress=None) -> SourceVideo:
+        check_drawable(plan.objects)
+        rng = np.random.default_rng([int(seed), 12])
+        background = sample_background(rng, [obj.colour for obj in plan.objects])
+        base = render_background(background, size)
+        frames = []
+        for t in range(n_frames):
+            canvas = base.copy()
+            for obj in reversed(plan.objects):  # the mover last, on top
+                box = tuple(float(v) * size for v in boxes[object_name(obj)][t])
+                composite(canvas, shape_coverage(obj.shape, box, size), COLOURS[obj.colour])
+            frames.append(to_uint8(canvas))
+        if progress:
+            progress("frames (stand-in renderer)", 1.0)
+        return SourceVideo(np.stack(frames), self.label, False, plan_prompt(plan))
+
+
+class MojitoSource:
+    """Mojito's guided generation (module docstring, step 2) with a :class:`MojitoPipeline`."""
+
+    def __init__(self, pipe, num_inference_steps: int = 20, guidance_scale: float = 7.5, guidance=None) -> None:
+        from ..mojito.guidance import GuidanceConfig
+
+        self.pipe = pipe
+        self.num_inference_steps = int(num_inference_steps)
+        self.guidance_scale = float(guidance_scale)
+        # Directional Motion Control (eq. 10.5-10.7 = 11.7): Mojito's defaults, guided steps capped by the steps.
+        guidance = guidance or GuidanceConfig()
+        self.guidance = replace(guidance, steps=min(guidance.steps, self.num_inference_steps))
+        self.label = f"Mojito guided text-to-video ({type(pipe.unet).__name__}, {num_inference_steps} steps)"
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", **kwargs) -> MojitoSource:
+        from ..mojito.pipeline import mojito_from_manager
+        from ..models import ModelManager
+
+        pipe = mojito_from_manager(ModelManager(preset))
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe, **kwargs)
+
+    def __call__(self, plan, boxes, n_frames, size, seed, progress=None) -> SourceVideo:
+        import torch
+
+        prompt = plan_prompt(plan)
+        mover = plan.objects[0]
+        callback = (lambda step, total: progress("generating frames (Mojito)", step / total)) if progress else None
+        out = self.pipe(prompt, {name: b for name, b in boxes.items()}, SPEED_INTENSITY[mover.speed],
+                        num_frames=n_frames, num_inference_steps=self.num_inference_steps,
+                        guidance_scale=self.guidance_scale, guidance=self.guidance, height=size, width=size,
+                        generator=torch.Generator().manual_seed(int(seed)), return_attention=True, callback=callback)
+        return SourceVideo(out.frames, self.label, True, prompt, out.attention)
+
+
+def default_source(preset: str = "tiny") -> FrameSource:
+    """Mojito when the preset's text-to-video model is there, else the labelled stand-in."""
+    from ..errors import ModelNotFoundError
+
+    try:
+        return MojitoSource.from_preset(preset)
+    except (ModelNotFoundError, OSError, ImportError):
+        return ShapesWorldStandIn()
+
+
+@dataclass
+class GenConfig:
+    """Settings of :func:`generate_scene`."""
+
+    # Frames and frame side (pixels) of the video.
+    n_frames: int = 8
+    size: int = 64
+    # Feature teacher: "auto" (attention when the source gives maps, else detector), "attention", "detector".
+    teacher: str = "auto"
+    # Fitting (eq. 11.8-11.12).
+    # (80 steps of 2 frames at 2000 Gaussians: ~12 s on one CPU thread; the loss falls about 4x.)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=80, frames_per_step=2, init_gaussians=2000,
+                                                             init_frames=3, depth_weight=0.2))
+    seed: int = 0
+
+
+@dataclass
+class GenResult:
+    """A generated scene and everything that made it."""
+
+    scene: Scene4D
+    plan: Plan
+    video: SourceVideo
+    # object name -> boxes [T, 4] (fractions).
+    boxes: dict[str, np.ndarray]
+    depth: np.ndarray  # [T, H, W]
+    instance_ids: np.ndarray  # int32 [T, H, W]
+    teacher: str
+    fit: FitResult
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def instance_masks(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: dict[str, np.ndarray]) -> np.ndarray:
+    """int32 ``[T, H, W]``: k + 1 where the detector finds object k (matched by colour, then shape,
+    then nearness to its box), 0 elsewhere (module docstring, step 4)."""
+    from ..shapesworld.detector import detect
+
+    T, H, W = frames.shape[:3]
+    ids = np.zeros((T, H, W), np.int32)
+    for t in range(T):
+        detections = detect(frames[t])
+        taken: set[int] = set()
+        for k, obj in enumerate(objects):
+            box = boxes[object_name(obj)][t] * np.array([W, H, W, H])
+            centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            candidates = [(i, d) for i, d in enumerate(detections) if i not in taken and d.colour == obj.colour]
+            if not candidates:
+                continue
+            i, best = min(candidates, key=lambda item: (item[1].shape != obj.shape,
+                                                        float(np.hypot(*(np.array(item[1].centroid) - centre)))))
+            taken.add(i)
+            ids[t][best.mask & (ids[t] == 0)] = k + 1
+    return ids
+
+
+def pixel_features(ids: np.ndarray, names: tuple[str, ...], encoder: QueryEncoder,
+                   attention: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, str]:
+    """Per-pixel features ``[T, H, W, D]`` and the teacher used (module docstring, step 5)."""
+    table = np.stack([encoder.encode(name) for name in names])  # [K + 1, D], row 0 = background
+    if attention is None:
+        return table[ids], "detector"
+    T, H, W = ids.shape
+    weights = np.zeros((T, H, W, len(names)), np.float32)
+    for k, name in enumerate(names[1:], start=1):
+        maps = np.asarray(attention[name], np.float32)
+        maps = np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in maps])
+        maps -= maps.min(axis=(1, 2), keepdims=True)
+        weights[..., k] = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-8)
+    total = weights[..., 1:].sum(axis=-1)
+    weights[..., 1:] /= np.maximum(total, 1.0)[..., None]
+    weights[..., 0] = 1.0 - weights[..., 1:].sum(axis=-1)
+    features = weights @ table
+    return features / np.linalg.norm(features, axis=-1, keepdims=True).clip(1e-8), "attention"
+
+
+def generate_scene(
+    plan: Plan,
+    source: FrameSource | None = None,
+    depth_model=None,
+    *,
+    encoder: QueryEncoder | None = None,
+    config: GenConfig | None = None,
+    progress: Progress | None = None,
+) -> GenResult:
+    """Build a Scene4D for a GEN ``plan`` (module docstring, steps 1-6). ``source`` defaults to
+    :class:`ShapesWorldStandIn`, ``depth_model`` to the tiny pack's :class:`~.depth.DepthEstimator`;
+    ``progress(stage, fraction)`` reports each stage."""
+    # 1. Check inputs.
+    if not isinstance(plan, Plan) or plan.mode != "GEN":
+        raise InvalidInputError(f"generate_scene needs a GEN plan, got {getattr(plan, 'mode', plan)!r}.")
+    config = config or GenConfig()
+    if config.teacher not in ("auto", "attention", "detector"):
+        raise InvalidInputError(f"teacher must be 'auto', 'attention' or 'detector', got {config.teacher!r}.")
+    check_drawable(plan.objects)
+    source = source or ShapesWorldStandIn()
+    encoder = encoder or default_encoder()
+    report = progress or (lambda stage, fraction: None)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 3)
+        clock = now
+
+    # 2. Trajectories (frame-wise boxes) and frames.
+    report("trajectory", 0.0)
+    trajectories = plan_trajectories(plan.objects, config.n_frames, config.seed)
+    boxes = {name: trajectory.boxes(config.n_frames) for name, trajectory in trajectories.items()}
+    lap("trajectory")
+    report("frames", 0.05)
+    video = source(plan, boxes, config.n_frames, config.size, config.seed, progress)
+    lap("frames")
+
+    # 3. Depth, instances, features.
+    report("depth", 0.3)
+    if depth_model is None:
+        from .depth import DepthEstimator
+
+        depth_model = DepthEstimator.from_preset("tiny")
+    depth = depth_model(video.frames)
+    lap("depth")
+    report("features", 0.35)
+    names = (BACKGROUND, *(object_name(obj) for obj in plan.objects))
+    ids = instance_masks(video.frames, plan.objects, boxes)
+    use_attention = config.teacher == "attention" or (config.teacher == "auto" and video.attention)
+    if use_attention and not video.attention:
+        raise InvalidInputError("The attention teacher needs a frame source that returns cross-attention maps.")
+    features, teacher = pixel_features(ids, names, encoder, video.attention if use_attention else None)
+    lap("features")
+
+    # 4. Fit (eq. 11.8-11.12).
+    frames = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=home_camera(config.size),
+                       features=features, instance_ids=ids, names=names, feature_space=encoder.space)
+    steps = max(config.fit.steps, 1)
+
+    def on_step(step, loss):
+        report("fitting the 4D scene", 0.4 + 0.6 * (step + 1) / steps)
+        return False
+
+    fit = fit_scene(frames, config.fit, callback=on_step)
+    lap("fit")
+    scene = fit.scene
+    scene.meta.update({
+        "source": video.label, "generated": bool(video.generated), "prompt": video.prompt, "teacher": teacher,
+        "plan": json.dumps(plan.to_dict()), "seed": int(config.seed),
+    })
+    report("done", 1.0)
+    return GenResult(scene, plan, video, boxes, depth, ids, teacher, fit, seconds)
