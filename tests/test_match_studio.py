@@ -74,6 +74,23 @@ def test_generate_from_prompt_gives_the_prompt_and_its_swaps(matchers):
 
 
 @needs_pack
+def test_few_shot_panel_trains_offsets_for_this_session_only_and_batch_eval_gives_a_table(matchers, examples):
+    session = tab.MatchSession()
+    session, report, figure, path = tab.train(matchers, session, 2, 3, 5, False, progress=lambda *a, **k: None)
+    assert session.offsets is not None and Path(path).is_file() and len(figure.data[0].y) == 3
+    assert "| overall |" in report and "before | after" in report
+    image, captions = tab.load_example(next(iter(examples)), examples)
+    tuned = tab.score(matchers, session, image, captions, ["discffusion"], False)
+    plain = tab.score(matchers, None, image, captions, ["discffusion"], False)
+    assert "prompt-learned" in tuned[1][0][0] and "prompt-learned" not in plain[1][0][0]
+    assert matchers.offsets is None  # the shared matchers never hold a user's offsets
+    session, _, _ = tab.reset_offsets(session)
+    assert session.offsets is None
+    rows = tab.batch_eval(matchers, session, 5, ["clip", "discffusion"], False, progress=lambda *a, **k: None)
+    assert [row[0] for row in rows] == ["discffusion", "clip"] and all(0 <= v <= 1 for v in rows[0][1:4])
+
+
+@needs_pack
 def test_handlers_explain_bad_input(matchers, examples):
     image, captions = tab.load_example(next(iter(examples)), examples)
     with pytest.raises(InvalidInputError, match="No image"):
