@@ -1,12 +1,16 @@
-"""Morpho4D tab (viewer part): render a dynamic Gaussian scene at any time and camera, edit it by
-object query, undo/redo, export PLY / npz / video. The language front end comes in a later issue.
+"""Morpho4D tab: type a sentence to build a 4D scene and type edits (the language front end, thesis
+11.3.2-11.3.3), then render it at any time and camera, edit it by object query, undo/redo, export PLY /
+npz / video.
 
-Every user's scene lives in a ``gr.State`` (a :class:`ViewerSession`), never in a module global.
+Every user's scene lives in a ``gr.State`` (a :class:`ViewerSession`), and their command history in
+another (a :class:`~pipelines.morpho4d.language.CommandSession`), never in a module global. Only the
+models (the depth model, the frame source) are shared, loaded once.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import tempfile
 import time
@@ -32,6 +36,8 @@ from pipelines.morpho4d import (
     to_uint8,
     write_ply,
 )
+from pipelines.morpho4d.generation import MojitoSource, ShapesWorldStandIn
+from pipelines.morpho4d.language import CommandSession
 from pipelines.morpho4d.rendering import gsplat_status
 from pipelines.morpho4d.scene import SceneLimits
 from pipelines.shapesworld import sample_video
@@ -51,8 +57,16 @@ OPERATION_LABELS = {"recolour": "recolour (assign)", "multiply": "recolour (mult
                     "extract": "extract"}
 
 INTRO = """\
-## Morpho4D: dynamic 3D Gaussian scenes
-Load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each) or open a
+## Morpho4D: language-driven 4D scenes
+**Type a sentence** such as `a red ball bounces quickly from right to left while a blue box stays still`
+to build a scene, then type edits: `make the ball blue`, `delete the box`, `extract the ball`,
+`now make it go left to right`, `undo`. Each command becomes a plan (thesis eq. 11.5, shown as JSON);
+a scene is generated along a trajectory whose box spacing follows the speed words, given depth and a
+feature per pixel, and fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians by feature
+similarity (eq. 11.13-11.14).
+"""
+VIEWER_INTRO = """\
+**Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each) or open a
 `.npz` scene / 3DGS `.ply`. Scrub **time**, orbit with **azimuth / elevation / distance**, press
 **Play** for a time sweep, **Show splats** for an interactive 3D viewer of the current time step. Edit by naming an object (e.g. `red square`, or `circle` for every circle):
 each Gaussian's feature is compared with the query's (thesis eq. 11.13-11.14), a threshold search picks
@@ -77,6 +91,33 @@ class ViewerSession:
     @property
     def scene(self) -> Scene4D:
         return self.editor.scene
+
+
+@functools.lru_cache(maxsize=1)
+def frame_source():
+    """Mojito's generator when the tiny pack has its text-to-video model, else the labelled stand-in
+    (loaded once per process; a model, not user data)."""
+    try:
+        return MojitoSource.from_preset("tiny")
+    except Exception:  # noqa: BLE001 (any failure to load means: no generator here)
+        return ShapesWorldStandIn()
+
+
+@functools.lru_cache(maxsize=1)
+def depth_model():
+    from pipelines.morpho4d.depth import DepthEstimator
+
+    return DepthEstimator.from_preset("tiny")
+
+
+def source_notice() -> str:
+    source = frame_source()
+    if isinstance(source, ShapesWorldStandIn):
+        return ("**Frames:** no text-to-video model is installed, so scenes are built from ShapesWorld's own "
+                "renderer drawing the plan along its trajectory, a **stand-in, not generated video**; features "
+                "come from the detector's masks. With Mojito's model (`shapes-t2v`) the frames are generated "
+                "and the features are its cross-attention maps.")
+    return f"**Frames:** {source.label}; features: its cross-attention maps of the prompt's object words."
 
 
 def example_labels() -> dict[str, int]:
@@ -263,7 +304,45 @@ def export_file(session, t, *, kind: str):
                             steps=36, size=VIEW_SIZE))
 
 
-def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (no models needed yet)
+def chat_messages(language: CommandSession) -> list[dict]:
+    """The command history as chat messages: each command, then its plan (JSON) and what was done."""
+    messages = []
+    for record in language.history:
+        messages.append({"role": "user", "content": record.command})
+        parts = [("Done: " if record.ok else "Not done: ") + record.outcome]
+        if record.note:
+            parts.append(f"_{record.note}_")
+        if record.plan is not None:
+            parts.append(f"Plan ({record.backend} parser):\n```json\n{json.dumps(record.plan, indent=1)}\n```")
+        messages.append({"role": "assistant", "content": "\n\n".join(parts)})
+    return messages
+
+
+def run_command(session, language, command, t, azimuth, elevation, distance, progress=None):
+    """Parse and carry out one command; the chat shows the plan and the outcome (or the error message)."""
+    language = language or CommandSession(source=frame_source(), depth_model=depth_model())
+    if session is not None and language.editor is not session.editor:
+        language.adopt(session.editor)
+    before = language.editor
+    report = (lambda stage, fraction: progress(fraction, desc=stage)) if progress is not None else None
+    language.try_run(command, report)
+    chat = chat_messages(language)
+    if language.editor is None:  # nothing to show yet (e.g. an edit before any scene)
+        return (session, language, chat, "", *([gr.update()] * 5), *([gr.update()] * 4))
+    if session is None or language.gen is not None and (language.editor.base is not session.editor.base):
+        label = f"Scene from: {language.gen.plan.describe()}" if language.gen else "Scene"
+        session = new_session(language.editor.base, label)
+        session.editor = language.editor
+        outputs = _loaded(session)
+        return (outputs[0], language, chat, "", *outputs[1:])
+    session.editor = language.editor
+    t = session.scene.check_time(min(float(t), session.scene.n_frames - 1))
+    shown = _show(session, t, azimuth, elevation, distance, session.editor.last_selection())
+    splats = None if language.editor is not before or language.history[-1].ok else gr.update()
+    return (shown[0], language, chat, "", *shown[1:], splats, *([gr.update()] * 4))
+
+
+def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (models load lazily, once)
     """Build the Morpho4D tab inside the current ``gr.Blocks``."""
     examples = example_labels()
 
@@ -276,6 +355,19 @@ def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (no models neede
     with gr.Tab(TITLE, id="morpho4d"):
         gr.Markdown(INTRO)
         state = gr.State(None)
+        language = gr.State(None)
+        gr.Markdown(source_notice(), elem_id="morpho4d-source")
+        chat = gr.Chatbot(label="Commands: each one's plan (JSON) and what was done", height=320,
+                          elem_id="morpho4d-chat")
+        with gr.Row():
+            command = gr.Textbox(show_label=False, scale=5, elem_id="morpho4d-command", max_lines=2,
+                                 placeholder="a red ball bounces quickly from right to left  |  make the ball blue")
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="morpho4d-send")
+        gr.Examples(["a red ball bounces quickly from right to left while a blue box stays still",
+                     "a big green triangle slides upward slowly", "make the ball blue", "delete the box",
+                     "extract the ball", "now make it go left to right", "undo"], inputs=command,
+                    label="Commands to try")
+        gr.Markdown(VIEWER_INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 example = gr.Dropdown(list(examples), value=next(iter(examples)), label="Example scene")
@@ -322,6 +414,15 @@ def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (no models neede
         shown = [state, view, plot, status, history]
         changed = shown + [splats]
         sliders = [time_slider, azimuth, elevation, distance]
+
+        def command_handler(session, language_state, text, t, az, el, dist, progress=gr.Progress(track_tqdm=True)):
+            return run_command(session, language_state, text, t, az, el, dist, progress)
+
+        command_outputs = [state, language, chat, command, view, plot, status, history, splats, *sliders]
+        send.click(handler(command_handler), inputs=[state, language, command, *sliders], outputs=command_outputs,
+                   api_name="morpho4d_command")
+        command.submit(handler(command_handler), inputs=[state, language, command, *sliders],
+                       outputs=command_outputs, api_name=False)
         load.click(handler(load_example, examples=examples), inputs=example,
                    outputs=changed + sliders, api_name="morpho4d_load_example")
         upload.upload(handler(open_file), inputs=upload, outputs=changed + sliders, api_name="morpho4d_open")
