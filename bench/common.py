@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 import torch
 
+from pipelines.utils import set_torch_threads
+
 
 def emit(bench: str, name: str, value, **fields) -> dict:
     """Print one JSON line ``{"bench", "name", "value", ...}`` and return it."""
@@ -19,6 +21,8 @@ def emit(bench: str, name: str, value, **fields) -> dict:
 
 
 def machine() -> dict:
+    """The machine's facts for the first JSON line; also applies ``WORLDSTUDIO_THREADS`` to torch."""
+    set_torch_threads()
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(), "argv": sys.argv[1:]}
 
