@@ -83,7 +83,7 @@ def discffusion_variants(scorer: DiscffusionScorer, layer_scorers: dict[str, Dis
             out[name + suffix] = result
 
         with_uncond, without = levels * (len(captions) + 1), levels * len(captions)
-        base = scorer.config
+        base = replace(scorer.config, head_weighting=False)  # the scorer computes head weights for the -hw rows
         add("discffusion", scorer.combine(features, base), with_uncond)
         add("discffusion-hw", scorer.combine(features, replace(base, head_weighting=True)), with_uncond)
         add("discffusion denoising term only",
@@ -93,6 +93,10 @@ def discffusion_variants(scorer: DiscffusionScorer, layer_scorers: dict[str, Dis
             add(f"discffusion attention only ({label})", scorer.combine(features, attention_only), without)
         add("discffusion attention only (logits, lambda 1, head weighting)",
             scorer.combine(features, replace(base, denoising_weight=0.0, head_weighting=True)), without)
+        first_level = replace(features, levels=features.levels[:1])
+        add("discffusion (one noise level)", scorer.combine(first_level, base), len(captions) + 1)
+        add("discffusion attention only (logits, lambda 1, one noise level)",
+            scorer.combine(first_level, replace(base, denoising_weight=0.0)), len(captions))
         for label, other in layer_scorers.items():
             add(f"discffusion (layers: {label})", other.combine(features, replace(base, layers=other.config.layers)),
                 with_uncond)
@@ -205,7 +209,8 @@ def main() -> None:
     loss_points = 100 * (uniform.overall["text"] - hierarchical.overall["text"])
     emit(BENCH, "bar_dc_hierarchical", ratio, fewer_evaluations_x=round(ratio, 2), accuracy_loss_points=loss_points,
          met=ratio >= 2 and loss_points <= 1)
-    for name in ("discffusion", "discffusion attention only (logits, lambda 1)"):
+    for name in ("discffusion", "discffusion attention only (logits, lambda 1)", "discffusion (one noise level)",
+                 "discffusion attention only (logits, lambda 1, one noise level)"):
         fraction = summaries[name].unet_evaluations_per_decision / uniform.unet_evaluations_per_decision
         emit(BENCH, "bar_discffusion_evaluations", fraction, method=name, met=fraction <= 0.1)
     for name in ("discffusion (prompt-learned)", "discffusion-hw (prompt-learned)"):
