@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pipelines.morpho4d import (
     to_uint8,
     write_ply,
 )
+from pipelines.morpho4d.commands import GrammarParser, LLMCommandParser
 from pipelines.morpho4d.generation import MojitoSource, ShapesWorldStandIn
 from pipelines.morpho4d.language import CommandSession
 from pipelines.morpho4d.rendering import gsplat_status
@@ -101,6 +103,15 @@ def frame_source():
         return MojitoSource.from_preset("tiny")
     except Exception:  # noqa: BLE001 (any failure to load means: no generator here)
         return ShapesWorldStandIn()
+
+
+@functools.lru_cache(maxsize=1)
+def command_parser():
+    """The grammar parser, or with WORLDSTUDIO_MORPHO4D_PARSER=llm the hub preset's local LLM (its output
+    schema-checked, the grammar's plan used when it is invalid)."""
+    if os.environ.get("WORLDSTUDIO_MORPHO4D_PARSER", "grammar") == "llm":
+        return LLMCommandParser.from_preset("hub")
+    return GrammarParser()
 
 
 @functools.lru_cache(maxsize=1)
@@ -320,7 +331,7 @@ def chat_messages(language: CommandSession) -> list[dict]:
 
 def run_command(session, language, command, t, azimuth, elevation, distance, progress=None):
     """Parse and carry out one command; the chat shows the plan and the outcome (or the error message)."""
-    language = language or CommandSession(source=frame_source(), depth_model=depth_model())
+    language = language or CommandSession(command_parser(), frame_source(), depth_model())
     if session is not None and language.editor is not session.editor:
         language.adopt(session.editor)
     before = language.editor

@@ -5,6 +5,8 @@
     render   scene.npz --t 2 --azimuth 30 --out view.png [--mode rgb|depth|alpha]
     edit     scene.npz --op recolour --query "red square" --colour blue --out edited.npz
     export   scene.npz --ply-dir plys/ | --video sweep.mp4 [--kind time|orbit]
+    say      "a red ball bounces quickly from right to left" "make the ball blue" --out scene.npz [--llm]
+             (the language front end: each command's plan as JSON and what was done)
 
 Errors a user can fix (bad file, unknown object, time outside the scene) print one line and exit 2.
 """
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--video", default=None)
     export.add_argument("--kind", choices=("time", "orbit"), default="time")
     export.add_argument("--codec", choices=("h264", "vp9"), default="h264")
+    say = commands.add_parser("say", help="commands in words: generate a scene, then edit it")
+    say.add_argument("commands", nargs="+")
+    say.add_argument("--out", required=True)
+    say.add_argument("--llm", action="store_true", help="parse with the hub preset's local LLM (grammar fallback)")
     args = parser.parse_args(argv)
     set_torch_threads()
 
@@ -95,7 +101,21 @@ def main(argv: list[str] | None = None) -> int:
             session = EditSession(_scene(args.scene))
             edit = session.apply(args.op, args.query, args.colour)
             print(save_scene(session.scene, args.out), edit.describe())
-        elif args.command == "export":
+        elif args.command == "say":
+            import json
+
+            from .commands import LLMCommandParser
+            from .generation import default_source
+            from .language import CommandSession
+
+            session = CommandSession(parser=LLMCommandParser.from_preset("hub") if args.llm else None,
+                                     source=default_source("tiny"))
+            for text in args.commands:
+                record = session.run(text)
+                print(json.dumps({"command": text, "plan": record.plan, "backend": record.backend,
+                                  "done": record.outcome}))
+            if session.scene is not None:
+                print(save_scene(session.scene, args.out))
             scene = _scene(args.scene)
             if args.ply_dir:
                 print(*write_ply_sequence(scene, args.ply_dir, Path(args.scene).stem), sep="\n")
