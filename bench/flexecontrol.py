@@ -19,7 +19,9 @@ Prints JSON lines:
 4. ``studio_seconds``: the studio's generation path (the tab's ``run_generation``) for a 64x64 image with
    two drawn conditions at 25 steps. Bar: <= 3 s.
 
-Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/flexecontrol.py > bench/results/flexecontrol.jsonl``.
+Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/flexecontrol.py > bench/results/flexecontrol.jsonl``
+(``--parts`` and ``--models`` run a subset; the machine line records the load average, since every
+timing here is only comparable on an equally loaded machine).
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def efficiency(steps: int, batch: int, warmup: int) -> None:
          ratio=round(flex["s_per_iter"] / full["s_per_iter"], 3))
 
 
+PARTS = ("parameters", "efficiency", "studio", "controllability")
 SETTINGS = {
     "single_canny": [("canny", "all")],
     "single_segmentation": [("segmentation", "all")],
@@ -151,7 +154,7 @@ SETTINGS = {
 }
 
 
-def controllability(num_scenes: int, steps: int) -> None:
+def controllability(num_scenes: int, steps: int, models: list[str]) -> None:
     from pipelines.flexecontrol import ConditionBatch, FlexEControlPipeline
     from pipelines.flexecontrol.data import build_control_scenes
     from pipelines.flexecontrol.metrics import edge_ssim, segmentation_miou
@@ -178,6 +181,8 @@ def controllability(num_scenes: int, steps: int) -> None:
 
     scores: dict[tuple[str, str], tuple[float, float]] = {}
     for label, folder in VARIANTS.items():
+        if label not in models:
+            continue
         if not folder.is_dir():
             emit(BENCH, "controllability_missing", str(folder.relative_to(ROOT)), model=label)
             continue
@@ -239,8 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per method")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--scenes", type=int, default=24, help="held-out scenes for controllability")
-    parser.add_argument("--sample-steps", type=int, default=25)
+    parser.add_argument("--scenes", type=int, default=12, help="held-out scenes for controllability")
+    parser.add_argument("--sample-steps", type=int, default=10, help="DDIM steps for the controllability images")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="trained variants compared for controllability")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--measure-training", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -249,11 +257,15 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure_training(args.measure_training, args.steps, args.batch, args.warmup)))
         return
     started = time.perf_counter()
-    emit(BENCH, "machine", machine())
-    parameter_counts()
-    efficiency(args.steps, args.batch, args.warmup)
-    studio_time(args.repeats)
-    controllability(args.scenes, args.sample_steps)
+    emit(BENCH, "machine", {**machine(), "load_average": os.getloadavg()})
+    if "parameters" in args.parts:
+        parameter_counts()
+    if "efficiency" in args.parts:
+        efficiency(args.steps, args.batch, args.warmup)
+    if "studio" in args.parts:
+        studio_time(args.repeats)
+    if "controllability" in args.parts:
+        controllability(args.scenes, args.sample_steps, args.models)
     emit(BENCH, "total_seconds", round(time.perf_counter() - started, 1), bar="< 1200 s")
 
 

@@ -9,8 +9,8 @@ grey with near = bright, segmentation is RGB in ``SEGMENTATION_PALETTE``.
   takes the nearest palette colour), grey levels are depth.
 - **Uploads** go through an extractor: OpenCV Canny (the ShapesWorld
   thresholds), the detector's outlines (sketch), the detector's colour
-  segmentation, and for depth a transformers depth-estimation model when the
-  preset has one (:func:`depth_from_model`), else the upload's grey levels.
+  segmentation, and for depth the preset's transformers depth-estimation
+  model when it has one (:func:`depth_from_model`), else the upload's grey levels.
 
 :func:`prepare_conditions` checks a list of layers (at most four; known types;
 weights in [0, 2]; 0 <= start < end <= 1; nothing empty) and resizes maps of
@@ -96,18 +96,24 @@ def from_drawing(image, condition_type: str, size: int) -> np.ndarray:
 def depth_from_model(model, image, size: int) -> np.ndarray:
     """Depth of an RGB ``image`` by a transformers depth-estimation model, as a grey map (near = bright).
 
-    The image is resized to the model's ``image_size`` (DPT's default 384) and
-    normalised with mean = std = 0.5, as DPT's processor does; the prediction
-    (relative inverse depth: larger is nearer) is resized to ``size`` and
-    stretched to 0..255.
+    The image is resized to the model's ``image_size`` (DPT's config has one;
+    otherwise ``size`` rounded up to a multiple of 32, e.g. the tiny pack's
+    GLPN, trained on 64x64 frames), scaled to [0, 1] and for DPT normalised to
+    [-1, 1] as its processor does. DPT predicts relative inverse depth (larger
+    is nearer); other models (GLPN) predict depth (larger is farther) and are flipped.
+    The prediction is resized to ``size`` and stretched to 0..255.
     """
-    side = int(getattr(model.config, "image_size", None) or 384)
+    side = int(getattr(model.config, "image_size", None) or -(-size // 32) * 32)
     rgb = cv2.resize(to_rgb_array(image), (side, side), interpolation=cv2.INTER_AREA)
     parameter = next(model.parameters())
-    pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(parameter.device, parameter.dtype) / 127.5 - 1.0
+    is_dpt = getattr(model.config, "model_type", "") == "dpt"
+    pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    pixels = (pixels * 2.0 - 1.0 if is_dpt else pixels).to(parameter.device, parameter.dtype)
     with torch.no_grad():
         predicted = model(pixel_values=pixels).predicted_depth  # [1, h, w]
     resized = torch.nn.functional.interpolate(predicted[:, None].float(), size=(size, size), mode="bilinear")[0, 0]
+    if not is_dpt:
+        resized = -resized
     low, high = resized.min(), resized.max()
     scaled = (resized - low) / (high - low) if high > low else torch.zeros_like(resized)
     return (scaled * 255.0).round().byte().cpu().numpy()
