@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # One torch thread in tests: on 2 cores a busy neighbour made 2 threads 50-150x slower.
 TEST_THREADS ?= 1
 
-.PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-depth system-deps browser-deps clean
+.PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-depth tiny-t2v system-deps browser-deps clean
 
 # Debian packages: libusb for open3d, ffmpeg for H.264 video export.
 system-deps:
@@ -41,6 +41,10 @@ test-all: setup browser-deps
 # Several GPUs or machines: .venv/bin/accelerate launch -m pipelines.tinypack
 tiny-models: setup
 	WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.tinypack --out assets/models/tiny
+
+# Mojito's text-to-video model (UNet3D from shapes-sd + Motion Intensity Modulator; <= 90 min on 2 CPU cores).
+tiny-t2v: setup
+	WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.mojito.train --out assets/models/tiny/shapes-t2v
 
 # Morpho4D's depth model (a ~150k-parameter GLPN on ShapesWorld truth depth; ~5 min on one CPU thread).
 tiny-depth: setup

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import about, flexecontrol, match, morpho4d
+from . import about, flexecontrol, match, mojito, morpho4d
 from .context import StudioContext
 
 # Each tab module exposes TITLE and create_tab(context); order is tab order.
-TAB_MODULES = (match, morpho4d, flexecontrol, about)
+TAB_MODULES = (match, morpho4d, flexecontrol, mojito, about)
 
 
 def build_studio(context: StudioContext | None = None) -> gr.Blocks:

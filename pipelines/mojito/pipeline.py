@@ -253,3 +253,16 @@ class MojitoPipeline(TextToVideoSDPipeline):
             frames=frames, boxes=boxes, intensity=mim_level, guided=guided, energies=energies, attention=attention,
             seconds=time.perf_counter() - started,
         )
+
+
+def mojito_from_manager(manager) -> MojitoPipeline:
+    """The preset's ``text-to-video`` model as a :class:`MojitoPipeline` (with the MIM when the pack has one)."""
+    from ..models.presets import get_source
+
+    base = manager.get("text-to-video")
+    source = get_source(manager.preset, "text-to-video")
+    motion_encoder = None
+    folder = source.path / MOTION_ENCODER_FOLDER if source.local else None
+    if folder is not None and folder.is_dir():
+        motion_encoder = MotionIntensityEncoder.from_pretrained(folder, use_safetensors=True).to(base.device)
+    return MojitoPipeline.from_base(base, motion_encoder)

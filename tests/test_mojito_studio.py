@@ -1,0 +1,143 @@
+"""Mojito tab: trajectory editing handlers keep each user's objects apart and explain bad input;
+a real browser clicks three keyframes, generates, and sees the video play and the metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from studio_server import CHROMIUM, browser_page, running_studio
+
+from pipelines.errors import InvalidInputError
+from pipelines.models import TINY_PACK_DIR
+from pipelines.mojito import KeyframeOrderError, PhraseNotInPromptError, TooFewKeyframesError
+from studio import mojito as tab
+from studio import tab_titles
+
+PROMPT = "a red circle moves from left to right quickly while a blue square stays still"
+
+
+def click(session, x, y, phrase="red circle", prompt=PROMPT, size=0.3):
+    return tab.add_click(session, prompt, phrase, size, "linear", SimpleNamespace(index=(x, y)))
+
+
+def test_tab_is_listed_before_about():
+    titles = tab_titles()
+    assert "Mojito" in titles and titles.index("Mojito") < titles.index("About")
+
+
+def test_phrases_come_from_the_prompt():
+    choices = tab.phrase_choices(PROMPT)
+    assert choices[:2] == ["red circle", "blue square"]
+    assert "quickly" in choices and "a" not in choices
+
+
+def test_clicks_make_keyframes_spread_over_the_video():
+    session, canvas, rows = click(None, 32, 128)
+    assert rows == [[0, 0.0, 0.35, 0.3, 0.65]]  # a box of side 0.3 moved inside the frame
+    session, canvas, rows = click(session, 128, 128)
+    session, canvas, rows = click(session, 224, 64)
+    assert [r[0] for r in rows] == [0, 8, 15]
+    assert rows[1][1:] == [0.35, 0.35, 0.65, 0.65]
+    assert canvas.shape == (tab.CANVAS, tab.CANVAS, 3)
+    assert canvas[128, 128].tolist() != [236, 236, 236]  # the path is drawn through the middle keyframe
+    trajectories = session.trajectories(PROMPT, "smooth")
+    assert len(trajectories) == 1 and trajectories[0].boxes(16)[15].tolist() == rows[2][1:]
+
+
+def test_sessions_are_separate_and_hold_several_objects():
+    first, _, _ = click(None, 30, 30)
+    second, _, _ = click(None, 200, 200)
+    first, _, _ = tab.apply_preset(first, PROMPT, "blue square", "circle", 0.25, "linear")
+    assert set(first.objects) == {"red circle", "blue square"} and set(second.objects) == {"red circle"}
+    assert len(first.objects["blue square"]) == 16
+    assert not any(isinstance(value, tab.MojitoSession) for value in vars(tab).values())
+    first, _, rows = tab.clear_object(first, "blue square", "linear")
+    assert rows == [] and set(first.objects) == {"red circle"}
+
+
+def test_table_edits_replace_the_keyframes():
+    session, _, _ = click(None, 30, 30)
+    session, canvas = tab.table_edited(session, PROMPT, "red circle",
+                                       [[0, 0.1, 0.1, 0.4, 0.4], [15, 0.6, 0.6, 0.9, 0.9], [None] * 5], "linear")
+    assert session.objects["red circle"] == [[0, 0.1, 0.1, 0.4, 0.4], [15, 0.6, 0.6, 0.9, 0.9]]
+
+
+def test_bad_input_is_explained_before_any_model_loads():
+    manager = SimpleNamespace(get=lambda role: pytest.fail("no model should load for bad input"))
+
+    def generate(session, prompt=PROMPT, intensity=5, strength=2.0):
+        return tab.generate(manager, session, prompt, intensity, strength, 10, 1.0, 20, 0, "linear", True, False,
+                            progress=lambda *a, **k: None)
+
+    with pytest.raises(PhraseNotInPromptError, match="not in the prompt"):
+        click(None, 30, 30, phrase="green triangle")
+    with pytest.raises(InvalidInputError, match="Add keyframes"):
+        generate(None)
+    one, _, _ = click(None, 30, 30)
+    with pytest.raises(TooFewKeyframesError, match="at least two"):
+        generate(one)
+    two, _, _ = click(one, 200, 30)
+    with pytest.raises(PhraseNotInPromptError):
+        generate(two, prompt="a blue square moves upward slowly")
+    for bad in (0, 11, 2.5):
+        with pytest.raises(InvalidInputError, match="1 to 10"):
+            generate(two, intensity=bad)
+    disordered, _ = tab.table_edited(None, PROMPT, "red circle", [[9, 0.1, 0.1, 0.4, 0.4], [3, 0.5, 0.1, 0.8, 0.4]],
+                                     "linear")
+    with pytest.raises(KeyframeOrderError):
+        generate(disordered)
+    beyond, _ = tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.4, 0.4], [20, 0.5, 0.1, 0.8, 0.4]],
+                                 "linear")
+    with pytest.raises(InvalidInputError, match="beyond the last frame"):
+        generate(beyond)
+    outside, _ = tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.4, 0.4], [15, 0.8, 0.1, 1.2, 0.4]],
+                                  "linear")
+    with pytest.raises(InvalidInputError, match="outside the frame"):
+        generate(outside)
+    empty_box, _ = tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.1, 0.4], [15, 0.5, 0.1, 0.8, 0.4]],
+                                    "linear")
+    with pytest.raises(InvalidInputError, match="zero or negative size"):
+        generate(empty_box)
+    with pytest.raises(InvalidInputError, match="Guidance strength"):
+        generate(two, strength=-3)
+    with pytest.raises(InvalidInputError, match="five numbers"):
+        tab.table_edited(None, PROMPT, "red circle", [["zero", 0.1, 0.1, 0.4, 0.4]], "linear")
+
+
+def test_path_plot_has_target_and_generated_paths():
+    boxes = {"red circle": np.array([[0.1, 0.4, 0.3, 0.6], [0.7, 0.4, 0.9, 0.6]])}
+    figure = tab.path_plot(boxes, {"red circle": np.array([[0.2, 0.5], [np.nan, np.nan]])})
+    assert [trace.name for trace in figure.data] == ["red circle: target", "red circle: generated"]
+    assert list(figure.layout.yaxis.range) == [1, 0]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
+@pytest.mark.skipif(not (TINY_PACK_DIR / "shapes-t2v" / "motion_encoder").is_dir(), reason="needs the shapes-t2v pack")
+def test_browser_clicks_three_keyframes_generates_and_plays(tmp_path, artifacts_dir):
+    with running_studio(tmp_path) as url, browser_page() as page:
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Mojito").click()
+        canvas = page.locator("#mojito-canvas img").first
+        canvas.wait_for(timeout=30_000)
+        box = canvas.bounding_box()
+        for fx, fy in ((0.15, 0.5), (0.5, 0.35), (0.85, 0.5)):
+            before = page.locator("#mojito-table").inner_text()
+            canvas.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
+            page.wait_for_function(
+                "before => document.querySelector('#mojito-table').innerText !== before", arg=before, timeout=30_000
+            )
+        table = page.locator("#mojito-table").inner_text()
+        assert "15" in table and "8" in table
+        page.locator("#mojito-generate").click()
+        page.wait_for_function("document.querySelector('#mojito-video video')?.readyState === 4", timeout=240_000)
+        page.get_by_text("mIoU").first.wait_for(timeout=30_000)
+        metrics = page.locator("#mojito-metrics").inner_text()
+        assert "red circle" in metrics and "Intensity" in metrics
+        duration = page.evaluate("document.querySelector('#mojito-video video').duration")
+        assert duration == pytest.approx(16 / tab.FPS, abs=0.2)  # 16 frames at 8 fps
+        page.locator("#mojito-plot .js-plotly-plot").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts_dir / "mojito-generated.png"), full_page=True)
