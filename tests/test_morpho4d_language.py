@@ -150,6 +150,12 @@ def test_mojito_is_a_frame_source_with_its_own_attention():
     assert video.prompt == "a red circle moves from left to right quickly"
     assert video.attention["red circle"].shape[0] == 4
 
+    # End to end: the scene says it was generated and its features come from the generator's attention.
+    config = GenConfig(n_frames=4, size=32, fit=FitConfig(steps=3, init_gaussians=400))
+    result = generate_scene(p, source, lambda frames: np.full(frames.shape[:3], 3.0, np.float32), config=config)
+    assert result.teacher == "attention" and result.scene.meta["generated"] is True
+    assert result.scene.meta["source"].startswith("Mojito") and (result.instance_ids == 1).any(axis=(1, 2)).all()
+
 
 # ----- a session of commands
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@
 3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline).
 4. **Instances**: ShapesWorld's detector on each frame; each detection is matched to the plan's object
    of its colour and shape, and its mask gives that object's instance id (the fitting code turns each
-   instance's 3D centroid path into a motion basis).
+   instance's 3D centroid path into a motion basis). A frame where the detector misses an object (a
+   generator's imperfect drawing) takes the object's shape drawn in its trajectory box instead.
 5. **Per-pixel features** F^s (eq. 11.12) in the query space of :mod:`.queries`, so that "the ball"
    compares with each Gaussian:
 
@@ -216,7 +217,8 @@ class GenResult:
 
 def instance_masks(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: dict[str, np.ndarray]) -> np.ndarray:
     """int32 ``[T, H, W]``: k + 1 where the detector finds object k (matched by colour, then shape,
-    then nearness to its box), 0 elsewhere (module docstring, step 4)."""
+    then nearness to its box; where it finds none, the object's shape drawn in its trajectory box),
+    0 elsewhere (module docstring, step 4)."""
     from ..shapesworld.detector import detect
 
     T, H, W = frames.shape[:3]
@@ -228,7 +230,8 @@ def instance_masks(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: di
             box = boxes[object_name(obj)][t] * np.array([W, H, W, H])
             centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
             candidates = [(i, d) for i, d in enumerate(detections) if i not in taken and d.colour == obj.colour]
-            if not candidates:
+            if not candidates:  # not found (e.g. a generator drew it poorly): its trajectory box's shape
+                ids[t][(shape_coverage(obj.shape, tuple(box), (H, W)) >= 0.5) & (ids[t] == 0)] = k + 1
                 continue
             i, best = min(candidates, key=lambda item: (item[1].shape != obj.shape,
                                                         float(np.hypot(*(np.array(item[1].centroid) - centre)))))
