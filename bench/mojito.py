@@ -150,11 +150,11 @@ def moves_in_direction(detections, direction: str, side: int) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=51, help="seeded cases (a multiple of 3 mixes the kinds evenly)")
-    parser.add_argument("--subset", type=int, default=3, help="cases in the steps ablation and the eta sweep")
+    parser.add_argument("--subset", type=int, default=2, help="cases in the steps ablation and the eta sweep")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps of the main comparison")
     parser.add_argument("--guided-steps", type=int, default=5, help="K of the main comparison")
     parser.add_argument("--strength", type=float, default=GuidanceConfig().strength)
-    parser.add_argument("--mim-cases", type=int, default=24, help="cases also generated without MIM")
+    parser.add_argument("--mim-cases", type=int, default=12, help="cases also generated without MIM")
     parser.add_argument("--model", type=Path, default=TINY_PACK_DIR / "shapes-t2v")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -220,7 +220,7 @@ def main() -> None:
         metrics = [judge(run(pipe, c, 30, GuidanceConfig(strength=args.strength, steps=k))[0], c, references[i])[0]
                    for i, c in enumerate(subset)]
         emit(BENCH, "steps_ablation", k, denoising_steps=30, cases=len(subset), **mean_metrics(metrics))
-    for eta in (0.5, 1.0, 2.0, 4.0, 8.0):
+    for eta in (0.1, 0.25, 0.5, 1.0, 2.0):
         metrics = [judge(run(pipe, c, args.steps, GuidanceConfig(strength=eta, steps=args.guided_steps))[0], c,
                          references[i])[0] for i, c in enumerate(subset)]
         emit(BENCH, "eta_sweep", eta, cases=len(subset), **mean_metrics(metrics))

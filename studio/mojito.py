@@ -32,7 +32,7 @@ from pipelines.mojito.evaluate import (
     shapes_detections,
     track_metrics,
 )
-from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_video
+from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_gif, write_video
 from pipelines.mojito.pipeline import mojito_from_manager
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
@@ -202,9 +202,11 @@ def _detections(manager, frames: np.ndarray, phrase: str):
     return owlvit_detections(frames, phrase, detector, processor)
 
 
-def _video_file(frames: np.ndarray) -> str:
+def _video_file(frames: np.ndarray, gif: bool = False) -> str:
     handle = tempfile.NamedTemporaryFile(prefix="mojito-", suffix=".mp4", delete=False)
     handle.close()
+    if gif:
+        return str(write_gif(frames, handle.name, fps=FPS))
     return str(write_video(frames, handle.name, fps=FPS))
 
 
@@ -265,7 +267,7 @@ def generate(manager, session, prompt, intensity, strength, guide_steps, smoothn
     measured, alignment = motion_alignment(out.frames, int(intensity))
     shown = overlay_boxes(out.frames, out.boxes, scale=VIEW_SCALE, detected=detected) if draw_boxes else \
         upscale(out.frames, VIEW_SCALE)
-    video = _video_file(shown)
+    video, gif = _video_file(shown), _video_file(shown, gif=True)
 
     lines = ["| object | mIoU | AP50 | CD | in box | plausible | detected |", "|---|---|---|---|---|---|---|"]
     for phrase, m in rows:
@@ -280,7 +282,7 @@ def generate(manager, session, prompt, intensity, strength, guide_steps, smoothn
     if unguided_seconds is not None:
         timing += f", unguided {unguided_seconds:.1f} s"
     lines.append(timing + f" ({int(steps)} steps, guidance in the first {guidance.steps}).")
-    return video, unguided_video, path_plot(out.boxes, achieved), "\n".join(lines)
+    return video, unguided_video, path_plot(out.boxes, achieved), "\n".join(lines), gif
 
 
 def create_tab(context: StudioContext) -> None:
@@ -316,7 +318,7 @@ def create_tab(context: StudioContext) -> None:
             with gr.Column(scale=1, min_width=320):
                 intensity = gr.Slider(1, 10, value=8, step=1, label="Motion intensity (1-10)")
                 with gr.Accordion("Advanced", open=False):
-                    strength = gr.Number(value=2.0, label="Guidance strength eta (eq. 10.7)")
+                    strength = gr.Number(value=GuidanceConfig().strength, label="Guidance strength eta (eq. 10.7)")
                     guide_steps = gr.Slider(0, 30, value=10, step=1, label="Guided steps K")
                     smoothness = gr.Number(value=1.0, label="Temporal smoothness lambda (eq. 10.6)")
                     steps = gr.Slider(5, 50, value=20, step=1, label="Denoising steps")
@@ -328,6 +330,7 @@ def create_tab(context: StudioContext) -> None:
                 run = gr.Button("Generate", variant="primary", elem_id="mojito-generate")
                 video = gr.Video(label="Guided video", elem_id="mojito-video", autoplay=True, loop=True)
                 unguided = gr.Video(label="Unguided video (same seed)", elem_id="mojito-unguided", loop=True)
+                gif = gr.File(label="Guided video as GIF", elem_id="mojito-gif")
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
@@ -342,5 +345,5 @@ def create_tab(context: StudioContext) -> None:
             handler(generate, manager=context.manager),
             [state, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation, draw_boxes,
              with_unguided],
-            [video, unguided, plot, metrics],
+            [video, unguided, plot, metrics, gif],
         )

@@ -141,3 +141,20 @@ def test_browser_clicks_three_keyframes_generates_and_plays(tmp_path, artifacts_
         assert duration == pytest.approx(16 / tab.FPS, abs=0.2)  # 16 frames at 8 fps
         page.locator("#mojito-plot .js-plotly-plot").first.wait_for(timeout=30_000)
         page.screenshot(path=str(artifacts_dir / "mojito-generated.png"), full_page=True)
+
+
+def test_generate_returns_videos_plot_and_metrics_with_a_tiny_model():
+    from test_mojito import tiny_components
+
+    from pipelines.mojito import MojitoPipeline
+
+    pipe = MojitoPipeline(**tiny_components())
+    pipe.set_progress_bar_config(disable=True)
+    manager = SimpleNamespace(preset="hub", get=lambda role: pipe)  # a hub preset: no MIM folder is looked up
+    session, _, _ = tab.apply_preset(None, PROMPT, "red circle", "zigzag", 0.3, "linear")
+    video, unguided, figure, metrics, gif = tab.generate(manager, session, PROMPT, 6, 0.25, 1, 1.0, 2, 3, "smooth",
+                                                         True, True, progress=lambda *a, **k: None)
+    assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0
+    assert Path(unguided).is_file() and Path(gif).suffix == ".gif"
+    assert "| red circle |" in metrics and "asked 6" in metrics and "MIM off" in metrics
+    assert [trace.name for trace in figure.data][0] == "red circle: target"
