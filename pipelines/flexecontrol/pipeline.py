@@ -2,11 +2,13 @@
 
 Fusion of several conditions (thesis 9.2; Fig. 9.1): every condition map runs
 through the *same* copied encoder with its own type's fast weights ``u, v``
-and the shared ``H`` (eq. 9.2). At denoising step ``i`` of ``N`` a condition
-is active when ``start <= i / N < end``; the residuals of the active
-conditions are summed, each multiplied by its weight, and added to the frozen
-UNet's skip connections and middle block (:func:`fuse_residuals`). Repeated
-types (two canny maps) are two passes with the same weights. With no
+and the shared ``H`` (eq. 9.2); the active maps are stacked along the batch
+and go through the encoder in one pass, each chunk with its type's weights
+(repeated types, e.g. two canny maps, use the same weights). At denoising step
+``i`` of ``N`` a condition is active when ``start <= i / N < end``; the
+residuals of the active conditions are summed, each multiplied by its weight,
+and added to the frozen UNet's skip connections and middle block
+(:func:`fuse_residuals`). With no
 condition the pipeline generates from the text alone and says so.
 Classifier-free guidance applies the control to both halves of the batch.
 """
