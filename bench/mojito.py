@@ -79,11 +79,11 @@ def _straight(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return start + offsets, direction
 
 
-def make_case(seed: int) -> Case:
+def make_case(seed: int, two: bool | None = None) -> Case:
     """Case ``seed``: kind by seed, colours/shapes/path/second object from a seeded generator."""
     rng = np.random.default_rng([seed, 6])
     kind = KINDS[seed % len(KINDS)]
-    two = seed % 2 == 1
+    two = seed % 2 == 1 if two is None else two
     colours = rng.choice(sorted(COLOURS), size=2, replace=False)
     shapes = rng.choice(SHAPES, size=2)
     if kind == "straight":
@@ -162,6 +162,8 @@ def main() -> None:
     pipe = MojitoPipeline.from_pretrained(args.model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     cases = [make_case(seed) for seed in range(args.n)]
+    limit = pipe.tokenizer.model_max_length  # a caption past it would lose the still object's words
+    cases = [c if len(pipe.tokenizer(c.prompt).input_ids) <= limit else make_case(c.seed, two=False) for c in cases]
     main_guidance = GuidanceConfig(strength=args.strength, steps=args.guided_steps)
     emit(BENCH, "settings", None, cases=len(cases), kinds={k: sum(c.kind == k for c in cases) for k in KINDS},
          two_objects=sum(len(c.boxes) == 2 for c in cases), steps=args.steps, guidance=vars(main_guidance) | {

@@ -15,6 +15,7 @@ Table 10.4). The result is a ``TextToVideoSDPipeline`` folder plus a
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -173,6 +174,19 @@ def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
     ema.restore(model.parameters())
 
 
+def losses_from_log(text: str, steps: int) -> tuple[list[float], float]:
+    """The 10-step mean losses a run's progress bar showed up to ``steps``, and the seconds it took to get there."""
+    losses, seconds = [], 0.0
+    for count, elapsed, loss in re.findall(r"text-to-video:[^|]*\|[^|]*\| (\d+)/\d+ \[([\d:]+)<[^\]]*loss=([0-9.]+)\]", text):
+        if int(count) > steps:
+            break
+        if not losses or float(loss) != losses[-1]:
+            losses.append(float(loss))
+        parts = [int(p) for p in elapsed.split(":")]
+        seconds = float(sum(p * 60**i for i, p in enumerate(reversed(parts))))
+    return losses, seconds
+
+
 def load_base(base_dir: Path) -> StableDiffusionPipeline:
     """The tiny text-to-image pack whose autoencoder, tokenizer, text encoder and UNet the video model starts from."""
     return StableDiffusionPipeline.from_pretrained(base_dir, local_files_only=True, safety_checker=None,
@@ -189,6 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-videos", type=int, default=None)
     parser.add_argument("--from-checkpoint", type=Path, default=None,
                         help="package a saved checkpoint into --out instead of training")
+    parser.add_argument("--log", type=Path, default=None,
+                        help="with --from-checkpoint: the run's log, whose losses go into the training report")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -213,7 +229,15 @@ def main(argv: list[str] | None = None) -> dict:
                               MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size))
         model.load_state_dict(load_file(str(args.from_checkpoint)))
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
-        return {"packaged": str(args.from_checkpoint)}
+        steps = int(re.search(r"(\d+)", args.from_checkpoint.stem).group(1))
+        log = StageLog("text-to-video")
+        if args.log is not None:
+            log.losses, log.seconds = losses_from_log(args.log.read_text(errors="replace"), steps)
+        return write_report([log], args.out, {
+            "num_videos": config.num_videos, "n_frames": config.n_frames, "steps": steps,
+            "batch_size": config.schedule.batch_size, "learning_rate": config.schedule.learning_rate,
+            "checkpoint": args.from_checkpoint.name, "threads": torch.get_num_threads(),
+        })
     accelerator = Accelerator()
     videos = build_video_arrays(config.num_videos, base.unet.config.sample_size * 4, config.n_frames)
     model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints)
