@@ -57,8 +57,9 @@ INTRO = """\
 Give an image (upload, an example, a ShapesWorld sample or **generate from prompt**), write captions one
 per line, tick methods and press **Score**. Each method ranks the captions (table and bars; higher is a
 better match). **Discffusion** reads the diffusion UNet's cross-attention: the image is noised at a few
-levels, the UNet runs once per caption, and the LogSumExp of the attention scores over the caption's
-tokens, averaged over pixels, heads, layers and noise levels, is the score (thesis eq. 5.4). The heatmaps
+levels, the UNet runs once per caption, and the LogSumExp of the pre-softmax attention scores over the
+caption's tokens, averaged over pixels, heads, layers and noise levels (thesis eq. 5.4), plus the
+denoising-error contrast of the thesis' code, is the score. The heatmaps
 show where each caption word sends attention (pick a layer and a noise level). **Diffusion Classifier**
 ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical* prunes captions early
 (section 5.5). **CLIP** compares global embeddings; **ComCLIP** adds subimages of the detected objects
@@ -66,9 +67,15 @@ ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical*
 """
 
 FINDING = """\
-**What the tiny pack shows** (`bench/results/matching.jsonl`, 200 held-out ShapesWorld groups): see the
-table in `docs/notes/discffusion.md`. Zero-shot, the attention score alone is weak on this small model
-(near chance on relation swaps); prompt learning and the denoising-error term are what make it useful.
+**What the tiny pack measured** (`bench/results/matching.jsonl`; 200 held-out ShapesWorld groups, Winoground
+text score, chance = 0.25): the attention score alone (eq. 5.4) is **at or below chance zero-shot** in every
+reading tried: pre-softmax logits 0.09, post-softmax probabilities 0.075, lambda 10 0.07, with head
+weighting 0.10. It behaves like caption prior + image prior. The discriminative signal is the
+denoising-error term that the thesis' code adds: Discffusion as the code computes it reaches 0.43 (colour
+0.50, shape 0.53, relation 0.10). Prompt learning raises the attention-only reading (0.09 to 0.16) but
+lowers the combined score (0.43 to 0.25). The tiny CLIP wins colour (0.95) and shape (0.90) swaps; the
+Diffusion Classifier with hierarchical sampling is best on relations (0.30) with 2.7x fewer UNet
+evaluations than uniform sampling. Details: `docs/notes/discffusion.md`.
 """
 
 
