@@ -216,3 +216,19 @@ def test_failed_commands_are_recorded_with_their_message(session):
     assert not record.ok and record.plan["operation"] == "delete" and "It has:" in record.outcome
     with pytest.raises(InvalidInputError, match="fastest"):
         session.run("speed up the ball")
+
+
+def test_command_line_says_a_scene_and_an_edit(tmp_path, capsys):
+    import json
+
+    from pipelines.morpho4d import load_scene
+    from pipelines.morpho4d.__main__ import main
+
+    out = tmp_path / "said.npz"
+    assert main(["say", "a big red ball moves from left to right quickly", "make the ball blue", "--steps", "5",
+                 "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["plan"]["mode"] for line in lines] == ["GEN", "EDIT"] and "recoloured" in lines[1]["done"]
+    assert load_scene(out).object_names == ("background", "red circle")
+    assert main(["say", "make the ball blue", "--out", str(out)]) == 2
+    assert "no scene to edit yet" in capsys.readouterr().err

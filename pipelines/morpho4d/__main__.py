@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("commands", nargs="+")
     say.add_argument("--out", required=True)
     say.add_argument("--llm", action="store_true", help="parse with the hub preset's local LLM (grammar fallback)")
+    say.add_argument("--steps", type=int, default=None, help="fitting steps of GEN (default: GenConfig's)")
     args = parser.parse_args(argv)
     set_torch_threads()
 
@@ -105,17 +106,23 @@ def main(argv: list[str] | None = None) -> int:
             import json
 
             from .commands import LLMCommandParser
-            from .generation import default_source
+            from dataclasses import replace
+
+            from .generation import GenConfig, default_source
             from .language import CommandSession
 
+            config = GenConfig()
+            if args.steps is not None:
+                config.fit = replace(config.fit, steps=args.steps)
             session = CommandSession(parser=LLMCommandParser.from_preset("hub") if args.llm else None,
-                                     source=default_source("tiny"))
+                                     source=default_source("tiny"), config=config)
             for text in args.commands:
                 record = session.run(text)
                 print(json.dumps({"command": text, "plan": record.plan, "backend": record.backend,
                                   "done": record.outcome}))
             if session.scene is not None:
                 print(save_scene(session.scene, args.out))
+        elif args.command == "export":
             scene = _scene(args.scene)
             if args.ply_dir:
                 print(*write_ply_sequence(scene, args.ply_dir, Path(args.scene).stem), sep="\n")
