@@ -344,3 +344,17 @@ def test_two_conditions_each_change_the_image(pipeline):
     # Only step 0 of 2 is steered, so the image moves from the text-only one but less than with the full span.
     full_span, _ = _generate(pipeline, [Condition("canny", edges_a)])
     assert 0 < np.abs(silent - text_only).mean() < np.abs(full_span - text_only).mean() + 1e-9
+
+
+def test_precomputed_embeddings_give_the_same_residuals(components):
+    encoder = encoder_for(components)
+    randomize_(encoder, 7)
+    sample, emb, cond = torch.randn(2, 4, 16, 16), torch.randn(2, 16, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ((down, mid),) = encoder(sample, torch.tensor(5), emb, [("sketch", cond)])
+        embedded = encoder.embed(cond)
+        with encoder.embedded_inputs():
+            ((down_e, mid_e),) = encoder(sample, torch.tensor(5), emb, [("sketch", embedded)])
+    torch.testing.assert_close(mid_e, mid)
+    assert all(torch.allclose(a, b) for a, b in zip(down, down_e))
+    assert not isinstance(encoder.controlnet.controlnet_cond_embedding, nn.Identity)  # put back

@@ -129,7 +129,7 @@ class FlexEControlPipeline:
         prepared, notes = self.check_inputs(prompt, conditions, num_inference_steps, guidance_scale)
         # 2. Condition slots (batch of one image)
         slots = [ConditionBatch(c.type, map_tensor(c.image)[None], c.weight, c.start, c.end) for c in prepared]
-        # 3-6. Encode the prompt, denoise, decode
+        # 3-7. Encode the prompt, denoise, decode
         images = self.generate([prompt], slots, [generator] if generator is not None else None, negative_prompt,
                                num_inference_steps, guidance_scale, progress, callback_on_step_end)
         return FlexEControlOutput(images=images, conditions=prepared, notes=notes)
@@ -162,10 +162,21 @@ class FlexEControlPipeline:
         generators = generators or [None] * batch
         latents = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]).to(device, dtype)
         latents = latents * self.scheduler.init_noise_sigma
-        maps = [s.maps.to(device, dtype) for s in slots]
+        # 5. Condition embeddings, computed once (the maps do not change between steps)
+        maps = [self.encoder.embed(s.maps.to(device, dtype)) for s in slots]
         maps = [torch.cat([m, m]) if guided else m for m in maps]
-        # 5. Denoising loop with the fused control residuals
+        # 6. Denoising loop with the fused control residuals
         timesteps = self.scheduler.timesteps
+        with self.encoder.embedded_inputs():
+            latents = self._denoise(latents, timesteps, slots, maps, embeddings, guided, guidance_scale, progress,
+                                    callback_on_step_end)
+        # 7. Decode
+        pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        pixels = ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().byte()
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+    def _denoise(self, latents, timesteps, slots, maps, embeddings, guided, guidance_scale, progress,
+                 callback_on_step_end) -> torch.Tensor:
         for i, t in enumerate(tqdm(timesteps, desc="FlexEControl", disable=not progress)):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
@@ -180,7 +191,4 @@ class FlexEControlPipeline:
             latents = self.scheduler.step(noise, t, latents).prev_sample
             if callback_on_step_end is not None:
                 callback_on_step_end(i, len(timesteps))
-        # 6. Decode
-        pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        pixels = ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().byte()
-        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+        return latents
