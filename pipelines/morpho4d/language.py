@@ -94,6 +94,7 @@ class CommandSession:
         self.history: list[CommandRecord] = []
         self._undo: list[_State] = []
         self._redo: list[_State] = []
+        self._parsed = None
 
     # ----- state
     def adopt(self, editor: EditSession) -> None:
@@ -124,7 +125,8 @@ class CommandSession:
     def run(self, command: str, progress=None) -> CommandRecord:
         """Parse and execute ``command``; raises a typed error (and changes nothing) on bad input."""
         start = time.perf_counter()
-        result = self.parser.parse(command)
+        self._parsed = None
+        result = self._parsed = self.parser.parse(command)
         before = self._snapshot()
         try:
             outcome = self.execute(result.plan, progress)
@@ -145,13 +147,10 @@ class CommandSession:
         try:
             return self.run(command, progress)
         except InvalidInputError as error:
-            plan = None
-            try:
-                plan = self.parser.parse(command).plan.to_dict()
-            except InvalidInputError:
-                pass
-            record = CommandRecord(str(command)[:300], plan, getattr(self.parser, "name", "grammar"), str(error),
-                                   False, time.perf_counter() - start)
+            parsed = self._parsed  # set when the command parsed and failed later
+            record = CommandRecord(str(command)[:300], parsed.plan.to_dict() if parsed else None,
+                                   parsed.backend if parsed else getattr(self.parser, "name", "grammar"), str(error),
+                                   False, time.perf_counter() - start, parsed.note if parsed else "")
             self.history.append(record)
             return record
 
