@@ -13,7 +13,6 @@ from .discffusion import (
     DiscffusionConfig,
     DiscffusionFeatures,
     DiscffusionScorer,
-    MatchResult,
     Reading,
     head_weights,
     pool_heads,
@@ -23,6 +22,7 @@ from .inputs import MAX_CAPTIONS, check_captions, check_image
 from .loading import backbone_from_manager, clip_from_manager
 from .methods import METHODS, Matchers
 from .prompt_learning import PromptLearningConfig, train_offsets, triplet_loss
+from .results import MatchResult
 
 __all__ = [
     "BENCHMARKS",

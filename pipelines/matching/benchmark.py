@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from ..shapesworld.benchmark import Group, compositional_groups, load_winoground, winoground_scores
-from .discffusion import MatchResult
+from .results import MatchResult
 
 BENCHMARKS = ("shapesworld-comp",)
 # swap types the issue reports: the benchmark's kinds folded into colour / shape / relation

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .backbone import DiffusionBackbone, coarse_to_fine, stratified_timesteps
-from .discffusion import MatchResult
+from .results import MatchResult
 from .inputs import check_captions, check_image
 
 Sampling = Literal["uniform", "hierarchical"]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ..shapesworld import detect, parse_caption
-from .discffusion import MatchResult
+from .results import MatchResult
 from .inputs import check_captions, check_image
 
 Box = tuple[float, float, float, float]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -29,6 +29,7 @@ from ..attention.store import LayerSelector, layer_predicate
 from ..errors import InvalidInputError
 from .backbone import DiffusionBackbone, as_numpy
 from .inputs import check_captions, check_image
+from .results import MatchResult
 
 Values = Literal["logits", "probs"]
 Tokens = Literal["all", "prompt"]
@@ -162,23 +163,6 @@ class LevelRecord:
     errors: torch.Tensor
     # layer -> head-averaged probabilities [R, h, w, m] (heatmaps), or empty
     maps: dict[str, torch.Tensor]
-
-
-@dataclass
-class MatchResult:
-    """Scores of one image against several captions (higher = better match)."""
-
-    captions: list[str]
-    scores: np.ndarray
-    method: str
-    unet_evaluations: int = 0
-    seconds: float = 0.0
-    # named parts of the score, each [C] (e.g. "attention", "denoising")
-    terms: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def ranking(self) -> list[int]:
-        """Caption indices, best first."""
-        return [int(i) for i in np.argsort(-self.scores, kind="stable")]
 
 
 @dataclass
@@ -384,7 +368,3 @@ class DiscffusionScorer:
             result[word] = as_numpy(heat.clamp(0, 1))
         return result
 
-
-def with_config(scorer: DiscffusionScorer, **changes) -> DiscffusionConfig:
-    """A copy of ``scorer.config`` with ``changes`` (for reading several variants from one forward)."""
-    return replace(scorer.config, **changes)

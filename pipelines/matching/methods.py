@@ -13,7 +13,8 @@ from ..models import ModelManager
 from .backbone import DiffusionBackbone
 from .classifier import ClassifierConfig, DiffusionClassifier
 from .clip import ClipMatcher, ComClipMatcher
-from .discffusion import DiscffusionConfig, DiscffusionScorer, MatchResult
+from .discffusion import DiscffusionConfig, DiscffusionScorer
+from .results import MatchResult
 from .loading import backbone_from_manager, clip_from_manager
 
 METHODS: dict[str, str] = {
