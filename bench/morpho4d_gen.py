@@ -121,11 +121,23 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=len(PROMPTS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mojito", default=None, help="a Mojito text-to-video folder to generate with "
+                        "(default: the tiny pack's, else the stand-in)")
+    parser.add_argument("--denoising-steps", type=int, default=20)
     args = parser.parse_args(argv)
     set_torch_threads(args.threads)
     bench_start = time.perf_counter()
     emit(BENCH, "machine", machine())
-    source, depth, config = default_source("tiny"), DepthEstimator.from_preset("tiny"), GenConfig()
+    if args.mojito:
+        from pipelines.mojito.pipeline import MojitoPipeline
+        from pipelines.morpho4d import MojitoSource
+
+        pipe = MojitoPipeline.from_pretrained(args.mojito, local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        source = MojitoSource(pipe, num_inference_steps=args.denoising_steps)
+    else:
+        source = default_source("tiny")
+    depth, config = DepthEstimator.from_preset("tiny"), GenConfig()
     emit(BENCH, "settings", {"source": getattr(source, "label", type(source).__name__), "n_frames": config.n_frames,
                              "size": config.size, "fit_steps": config.fit.steps,
                              "init_gaussians": config.fit.init_gaussians})

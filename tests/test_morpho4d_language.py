@@ -11,7 +11,7 @@ import torch
 from pipelines.errors import InvalidInputError
 from pipelines.morpho4d import render
 from pipelines.morpho4d.commands import GrammarParser
-from pipelines.morpho4d.depth import DepthEstimator
+from pipelines.morpho4d.depth import DepthEstimator, to_home_depth
 from pipelines.morpho4d.fitting import FitConfig
 from pipelines.morpho4d.generation import (
     STAND_IN_LABEL,
@@ -232,3 +232,24 @@ def test_command_line_says_a_scene_and_an_edit(tmp_path, capsys):
     assert load_scene(out).object_names == ("background", "red circle")
     assert main(["say", "make the ball blue", "--out", str(out)]) == 2
     assert "no scene to edit yet" in capsys.readouterr().err
+
+
+def test_a_dpt_depth_model_is_read_as_inverse_depth_in_the_home_range():
+    """The hub preset's kind of model (DPT, relative inverse depth), built tiny and random here."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    torch.manual_seed(0)
+    model = DPTForDepthEstimation(DPTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+        neck_hidden_sizes=[8, 16, 16, 16], fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3]))
+    estimator = DepthEstimator(model)
+    assert estimator.inverse and estimator.input_size == 32
+    frames = (np.random.default_rng(0).random((3, 48, 48, 3)) * 255).astype(np.uint8)
+    depth = estimator(frames)
+    assert depth.shape == (3, 48, 48) and np.isfinite(depth).all()
+    assert 2.8 <= depth.min() and depth.max() <= 3.2
+    # The rescaling: high disparity (near) -> the objects' depth, low (far) -> the plane's.
+    disparity = np.ones((1, 20, 20), np.float32)
+    disparity[0, 5:10, 5:10] = 4.0
+    home = to_home_depth(disparity, inverse=True)
+    assert home[0, 7, 7] == pytest.approx(2.85, abs=1e-5) and home[0, 15, 15] == pytest.approx(3.0, abs=1e-5)

@@ -139,8 +139,12 @@ class DepthEstimator:
     def __init__(self, model, batch: int = 16) -> None:
         self.model = model.eval()
         self.batch = batch
-        # DPT-style models predict relative inverse depth; GLPN (the tiny one) metric depth.
-        self.inverse = getattr(model.config, "model_type", "") == "dpt"
+        # DPT-style models (the hub preset) predict relative inverse depth from 384-pixel inputs normalised to
+        # [-1, 1]; GLPN (the tiny one) metric depth from 64-pixel inputs in [0, 1].
+        dpt = getattr(model.config, "model_type", "") == "dpt"
+        self.inverse = dpt
+        self.input_size = int(getattr(model.config, "image_size", 384)) if dpt else FRAME_SIZE
+        self.normalise = dpt
 
     @classmethod
     def from_preset(cls, preset: str = "tiny") -> DepthEstimator:
@@ -158,9 +162,11 @@ class DepthEstimator:
         parameter = next(self.model.parameters())
         with torch.no_grad():
             for i in range(0, len(rgb), self.batch):
-                chunk = np.stack([cv2.resize(f, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_AREA)
-                                  if f.shape[:2] != (FRAME_SIZE, FRAME_SIZE) else f for f in rgb[i : i + self.batch]])
-                pixels = _pixels(chunk).to(parameter.device, parameter.dtype)
+                side = self.input_size
+                chunk = np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA if f.shape[0] > side
+                                             else cv2.INTER_LINEAR) if f.shape[:2] != (side, side) else f
+                                  for f in rgb[i : i + self.batch]])
+                pixels = _pixels(chunk * 2.0 - 1.0 if self.normalise else chunk).to(parameter.device, parameter.dtype)
                 depth = self.model(pixel_values=pixels).predicted_depth.float().cpu().numpy()
                 out += [cv2.resize(d, (width, height), interpolation=cv2.INTER_LINEAR) for d in depth]
         return to_home_depth(np.stack(out), self.inverse)
