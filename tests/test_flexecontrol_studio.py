@@ -108,3 +108,13 @@ def test_browser_draws_a_stroke_generates_and_shows_numbers(tmp_path, artifacts_
         assert -1.0 <= value <= 1.0
         assert page.locator("#flexecontrol-previews img").count() >= 1
         page.screenshot(path=str(artifacts_dir / "flexecontrol-generated.png"), full_page=True)
+
+
+def test_depth_upload_goes_through_the_presets_depth_model(cache, scene):
+    model = cache.depth_model()
+    if model is None:
+        pytest.skip("the tiny preset has no depth model (make tiny-depth)")
+    conditions, _ = tab.read_layers([layer("depth", upload=scene.image, source="upload")], 64)
+    grey = conditions[0].image
+    objects = np.any([obj.mask for obj in scene.objects], axis=0)
+    assert grey[objects].mean() > grey[~objects].mean() + 30  # objects stand in front: brighter (near = bright)
