@@ -124,6 +124,7 @@ def main(argv=None) -> None:
     parser.add_argument("--mojito", default=None, help="a Mojito text-to-video folder to generate with "
                         "(default: the tiny pack's, else the stand-in)")
     parser.add_argument("--denoising-steps", type=int, default=20)
+    parser.add_argument("--teacher", choices=("auto", "attention", "detector"), default="auto")
     args = parser.parse_args(argv)
     set_torch_threads(args.threads)
     bench_start = time.perf_counter()
@@ -137,8 +138,9 @@ def main(argv=None) -> None:
         source = MojitoSource(pipe, num_inference_steps=args.denoising_steps)
     else:
         source = default_source("tiny")
-    depth, config = DepthEstimator.from_preset("tiny"), GenConfig()
-    emit(BENCH, "settings", {"source": getattr(source, "label", type(source).__name__), "n_frames": config.n_frames,
+    depth, config = DepthEstimator.from_preset("tiny"), GenConfig(teacher=args.teacher)
+    emit(BENCH, "settings", {"source": getattr(source, "label", type(source).__name__), "teacher": config.teacher,
+                             "n_frames": config.n_frames,
                              "size": config.size, "fit_steps": config.fit.steps,
                              "init_gaussians": config.fit.init_gaussians})
     rows = []
