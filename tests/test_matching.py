@@ -240,3 +240,13 @@ def test_counterfactual_keeps_only_the_boxes():
     picture[12:16, 12:16] = (0, 0, 255)
     only_red = counterfactual(picture, [(2, 2, 6, 6)], pad=0)
     assert (only_red[2:6, 2:6] == (255, 0, 0)).all() and (only_red[12:16, 12:16] == 200).all()
+
+
+def test_hierarchical_scores_keep_survivors_on_top_without_distorting_consistent_scores():
+    from pipelines.matching.classifier import rank_consistent_scores
+
+    # caption 2 was pruned later than 1 and 3 but had a better mean over its fewer visits
+    scores = rank_consistent_scores(np.array([-1.0, -2.0, -0.5, -3.0]), [None, 0, 1, 0])
+    assert list(np.argsort(-scores)) == [0, 2, 1, 3]
+    np.testing.assert_array_equal(scores[[0, 1, 3]], [-1.0, -2.0, -3.0])
+    np.testing.assert_array_equal(rank_consistent_scores(np.array([-1.0, -2.0]), [None, 0]), [-1.0, -2.0])

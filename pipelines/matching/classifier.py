@@ -158,11 +158,25 @@ class DiffusionClassifier:
             trace.evaluations[c] += self.config.samples_per_timestep
         self.last_trace = trace
         mean_error = totals / np.maximum(seen, 1)
-        # a pruned caption ranks below every survivor, in the order it was pruned
-        penalty = np.array([0.0 if p is None else 1e3 * (len(order) - p) for p in trace.pruned_after])
-        scores = -(mean_error + penalty)
+        scores = rank_consistent_scores(-mean_error, trace.pruned_after)
         return MatchResult(
             captions=captions, scores=scores, method=f"dc-{self.config.sampling}",
             unet_evaluations=self.backbone.unet_evaluations - before, seconds=time.perf_counter() - started,
             terms={"mean_squared_error": mean_error},
         )
+
+
+def rank_consistent_scores(scores: np.ndarray, pruned_after: Sequence[int | None]) -> np.ndarray:
+    """``scores`` (minus mean error), lowered where needed so survivors outrank pruned captions and
+    earlier-pruned ones rank lower; unchanged where the order already holds (e.g. two captions, one
+    pruned after the warm-up), so scores stay comparable across images (Winoground's image score)."""
+    out = np.asarray(scores, dtype=np.float64).copy()
+    tiers = sorted({p for p in pruned_after if p is not None}, reverse=True)  # latest pruned first
+    floor = min((out[c] for c, p in enumerate(pruned_after) if p is None), default=np.inf)
+    for tier in tiers:
+        members = [c for c, p in enumerate(pruned_after) if p == tier]
+        above = sorted((c for c in members if out[c] >= floor), key=lambda c: -out[c])
+        for rank, c in enumerate(above, start=1):
+            out[c] = floor - 1e-6 * rank
+        floor = min(floor, min(out[c] for c in members))
+    return out
