@@ -10,7 +10,8 @@ Prints JSON lines:
    (freed tensors leave the resident set), the peak resident size sampled every 1 ms during the first
    training steps minus the size just before them (a CPU has no allocator statistics), so it counts
    activations, gradients and optimiser state. Speed: the methods take turns step by step in one
-   process, so load from neighbours hits them alike. Bars: <= 0.7x and <= 0.5x the full copy.
+   process, so load from neighbours hits them alike. Bars: <= 0.7x and <= 0.5x the full copy (memory
+   also at a smaller batch, where parameters, gradients and optimiser state weigh more than activations).
 3. ``controllability`` on held-out ShapesWorld scenes (the test split; training used train-split scenes)
    after equal training (the weights `make tiny-flexecontrol` trains with the same steps, batch, data and
    seed): SSIM between the scene's Canny edges and the output's, mIoU between the scene's segmentation
@@ -147,26 +148,30 @@ def measure_speed(steps: int, batch: int, warmup: int) -> dict[str, list[float]]
     return times
 
 
-def efficiency(steps: int, batch: int, warmup: int) -> None:
-    memory = {}
+def _memory(method: str, batch: int) -> float:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    for method in METHODS:
-        command = [sys.executable, __file__, "--measure-memory", method, "--batch", str(batch)]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"measuring {method} failed:\n{done.stderr[-2000:]}")
-        memory[method] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+    command = [sys.executable, __file__, "--measure-memory", method, "--batch", str(batch)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {method} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def efficiency(steps: int, batch: int, warmup: int, extra_memory_batches: list[int]) -> None:
+    for size in [batch, *extra_memory_batches]:
+        memory = {method: _memory(method, size) for method in METHODS}
+        for method in METHODS:
+            emit(BENCH, "peak_training_memory_mb", round(memory[method], 1), method=method, batch=size,
+                 ratio_to_full=round(memory[method] / memory["full"], 3))
+        emit(BENCH, "memory_bar", memory["flexecontrol"] <= 0.7 * memory["full"], bar="flexecontrol <= 0.7x full",
+             batch=size, ratio=round(memory["flexecontrol"] / memory["full"], 3))
     times = measure_speed(steps, batch, warmup)
     speed = {m: statistics.median(t) for m, t in times.items()}
     for method in METHODS:
-        emit(BENCH, "peak_training_memory_mb", round(memory[method], 1), method=method, batch=batch,
-             ratio_to_full=round(memory[method] / memory["full"], 3))
         emit(BENCH, "seconds_per_iteration", round(speed[method], 4), method=method, batch=batch, steps=steps,
              mean=round(statistics.mean(times[method]), 4), ratio_to_full=round(speed[method] / speed["full"], 3))
-    emit(BENCH, "memory_bar", memory["flexecontrol"] <= 0.7 * memory["full"], bar="flexecontrol <= 0.7x full",
-         ratio=round(memory["flexecontrol"] / memory["full"], 3))
     emit(BENCH, "speed_bar", speed["flexecontrol"] <= 0.5 * speed["full"], bar="flexecontrol <= 0.5x full",
-         ratio=round(speed["flexecontrol"] / speed["full"], 3))
+         batch=batch, ratio=round(speed["flexecontrol"] / speed["full"], 3))
 
 
 PARTS = ("parameters", "efficiency", "studio", "controllability")
@@ -275,8 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per method")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--memory-steps", type=int, default=3, help="training steps watched for peak memory")
+    parser.add_argument("--extra-memory-batches", type=int, nargs="*", default=[2],
+                        help="also measure memory at these batch sizes (the ratio depends on the batch)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--scenes", type=int, default=12, help="held-out scenes for controllability")
+    parser.add_argument("--scenes", type=int, default=24, help="held-out scenes for controllability")
     parser.add_argument("--sample-steps", type=int, default=10, help="DDIM steps for the controllability images")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     if "parameters" in args.parts:
         parameter_counts()
     if "efficiency" in args.parts:
-        efficiency(args.steps, args.batch, args.warmup)
+        efficiency(args.steps, args.batch, args.warmup, args.extra_memory_batches)
     if "studio" in args.parts:
         studio_time(args.repeats)
     if "controllability" in args.parts:
