@@ -20,12 +20,14 @@ JSON lines:
   on the first ``--subset`` cases;
 - ``studio_seconds``: one 16-frame video at the tab's defaults, guided and unguided.
 
-Run: ``WORLDSTUDIO_THREADS=2 .venv/bin/python bench/mojito.py`` (``--n``, ``--subset``, ``--steps`` to scale).
+Run: ``WORLDSTUDIO_THREADS=2 .venv/bin/python bench/mojito.py`` (``--n``, ``--subset``, ``--steps`` to scale;
+``--cases A:B`` / ``--parts`` and ``--summarise`` split it over processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -131,10 +133,11 @@ def judge(frames: np.ndarray, case: Case, reference: dict[str, float] | None):
     return metrics, sizes, detections
 
 
-def mean_metrics(all_metrics: list[dict]) -> dict:
+def mean_metrics(records: list[dict]) -> dict:
+    """Means over cases and objects of per-object metric dicts (``TrackMetrics.as_dict``); None stays out."""
     keys = ("miou", "ap50", "cd", "hit_rate", "plausible", "detected")
-    values = {k: [getattr(m, k) for case in all_metrics for m in case.values()] for k in keys}
-    return {k: round(float(np.nanmean(v)), 4) if v else None for k, v in values.items()}
+    values = {k: [m[k] for case in records for m in case.values() if m[k] is not None] for k in keys}
+    return {k: round(float(np.mean(v)), 4) if v else None for k, v in values.items()}
 
 
 def moves_in_direction(detections, direction: str, side: int) -> bool:
@@ -156,7 +159,19 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=GuidanceConfig().strength)
     parser.add_argument("--mim-cases", type=int, default=12, help="cases also generated without MIM")
     parser.add_argument("--model", type=Path, default=TINY_PACK_DIR / "shapes-t2v")
+    parser.add_argument("--parts", default="main,ablations,studio",
+                        help="comma-separated subset of main, ablations, studio (to run them as separate processes)")
+    parser.add_argument("--cases", default=None,
+                        help="FIRST:LAST: only these cases of the main comparison, no summary (run slices in parallel)")
+    parser.add_argument("--summarise", nargs="+", type=Path, default=None,
+                        help="print the main comparison's summary from the case lines of these JSONL files")
     args = parser.parse_args()
+    if args.summarise:
+        records = [json.loads(line) for path in args.summarise for line in path.read_text().splitlines()
+                   if line.startswith("{") and json.loads(line)["name"] == "case"]
+        summarise(records)
+        return
+    parts = set(args.parts.split(","))
     started = time.perf_counter()
     emit(BENCH, "machine", None, **machine())
     pipe = MojitoPipeline.from_pretrained(args.model, local_files_only=True)
@@ -169,75 +184,98 @@ def main() -> None:
          two_objects=sum(len(c.boxes) == 2 for c in cases), steps=args.steps, guidance=vars(main_guidance) | {
              "layers": list(main_guidance.layers)}, box_side=SIDE)
 
-    guided_m, unguided_m, times_g, times_u, references = [], [], [], [], []
-    present, direction_ok, align_mim, align_none = [], [], [], []
-    for case in cases:
-        frames, seconds = run(pipe, case, args.steps, None)
-        metrics, sizes, detections = judge(frames, case, None)
-        unguided_m.append(metrics)
-        times_u.append(seconds)
-        references.append(sizes)
-        mover = next(iter(case.boxes))
-        present.append(metrics[mover].detected)
-        if case.kind == "straight":
-            direction_ok.append(moves_in_direction(detections[mover], case.direction, frames.shape[2]))
-        align_mim.append(motion_alignment(frames, case.intensity)[1])
-        if len(align_none) < args.mim_cases:
-            plain, _ = run(pipe, case, args.steps, None, use_mim=False)
-            align_none.append(motion_alignment(plain, case.intensity)[1])
-        frames, seconds = run(pipe, case, args.steps, main_guidance)
-        guided_m.append(judge(frames, case, sizes)[0])
-        times_g.append(seconds)
-        emit(BENCH, "case", case.seed, kind=case.kind, prompt=case.prompt,
-             unguided={p: m.as_dict() for p, m in unguided_m[-1].items()},
-             guided={p: m.as_dict() for p, m in guided_m[-1].items()}, seconds=[round(times_u[-1], 2), round(seconds, 2)])
+    if "main" in parts:
+        first, last = (int(v) for v in args.cases.split(":")) if args.cases else (0, len(cases))
+        records = []
+        for case in cases[first:last]:
+            records.append(case_record(pipe, case, args, main_guidance))
+            emit(BENCH, "case", case.seed, **records[-1])
+        if not args.cases:
+            summarise(records)
+    if "ablations" in parts:  # reference sizes: the subset's unguided medians
+        references = [judge(run(pipe, c, args.steps, None)[0], c, None)[1] for c in cases[: args.subset]]
+    if "ablations" in parts:
+        ablations(pipe, cases[: args.subset], references, args)
+    if "studio" in parts:
+        studio_case = make_case(0)
+        for label, guidance in (("unguided", None), ("guided", GuidanceConfig())):
+            _, seconds = run(pipe, studio_case, 20, guidance)
+            bar = 15 if guidance is None else 30
+            emit(BENCH, "studio_seconds", round(seconds, 2), mode=label, frames=N_FRAMES, steps=20,
+                 bar=f"<= {bar} s", met=bool(seconds <= bar))
+    total = time.perf_counter() - started
+    emit(BENCH, "bench_seconds", round(total, 1), parts=sorted(parts), bar="< 1200 s", met=bool(total < 1200))
 
-    guided, unguided = mean_metrics(guided_m), mean_metrics(unguided_m)
-    emit(BENCH, "unguided", unguided["miou"], **unguided)
-    emit(BENCH, "guided", guided["miou"], **guided)
+
+def case_record(pipe, case: Case, args, guidance: GuidanceConfig) -> dict:
+    """Unguided (with and, for seeds below ``--mim-cases``, without MIM) and guided generation of one case."""
+    frames, unguided_s = run(pipe, case, args.steps, None)
+    unguided, sizes, detections = judge(frames, case, None)
+    mover = next(iter(case.boxes))
+    direction = moves_in_direction(detections[mover], case.direction, frames.shape[2]) if case.kind == "straight" \
+        else None
+    align_mim = motion_alignment(frames, case.intensity)[1]
+    align_none = None
+    if case.seed < args.mim_cases:
+        align_none = motion_alignment(run(pipe, case, args.steps, None, use_mim=False)[0], case.intensity)[1]
+    frames, guided_s = run(pipe, case, args.steps, guidance)
+    guided = judge(frames, case, sizes)[0]
+    return dict(kind=case.kind, prompt=case.prompt, objects=len(case.boxes), intensity=case.intensity,
+                unguided={p: m.as_dict() for p, m in unguided.items()}, guided={p: m.as_dict() for p, m in guided.items()},
+                seconds=[round(unguided_s, 2), round(guided_s, 2)], mover_detected=unguided[mover].detected,
+                direction_ok=direction, align_mim=round(align_mim, 4),
+                align_none=None if align_none is None else round(align_none, 4))
+
+
+def summarise(records: list[dict]) -> None:
+    """The summary lines of the main comparison from its ``case`` records (one run or several slices)."""
+    guided, unguided = mean_metrics([r["guided"] for r in records]), mean_metrics([r["unguided"] for r in records])
+    emit(BENCH, "unguided", unguided["miou"], cases=len(records), **unguided)
+    emit(BENCH, "guided", guided["miou"], cases=len(records), **guided)
     ratio = guided["miou"] / max(unguided["miou"], 1e-6)
     emit(BENCH, "miou_ratio", round(ratio, 3), bar=">= 3 with guided plausible >= 0.8",
          met=bool(ratio >= 3 and guided["plausible"] >= 0.8))
-    for kind in KINDS:
-        picked = [i for i, c in enumerate(cases) if c.kind == kind]
-        emit(BENCH, f"guided_{kind}", mean_metrics([guided_m[i] for i in picked])["miou"],
-             guided=mean_metrics([guided_m[i] for i in picked]), unguided=mean_metrics([unguided_m[i] for i in picked]))
-    for count in (1, 2):
-        picked = [i for i, c in enumerate(cases) if len(c.boxes) == count]
-        emit(BENCH, f"guided_{count}_objects", mean_metrics([guided_m[i] for i in picked])["miou"],
-             guided=mean_metrics([guided_m[i] for i in picked]), unguided=mean_metrics([unguided_m[i] for i in picked]))
-    time_ratio = float(np.sum(times_g) / np.sum(times_u))
-    emit(BENCH, "time_ratio", round(time_ratio, 3), guided_s=round(float(np.mean(times_g)), 2),
-         unguided_s=round(float(np.mean(times_u)), 2), bar="<= 2", met=bool(time_ratio <= 2))
-    emit(BENCH, "unguided_quality", round(float(np.mean(direction_ok)), 3), object_detected=round(float(np.mean(present)), 3),
-         straight_cases=len(direction_ok), bar="object in most frames, direction right in >= 70% of seeds",
-         met=bool(np.mean(present) > 0.5 and np.mean(direction_ok) >= 0.7))
-    with_mim, without = float(np.mean(align_mim[: len(align_none)])), float(np.mean(align_none))
-    emit(BENCH, "mim_alignment", round(with_mim, 4), without_mim=round(without, 4), cases=len(align_none),
-         with_mim_all_cases=round(float(np.mean(align_mim)), 4), ratio=round(without / max(with_mim, 1e-6), 3),
-         bar="error with MIM at least 2x lower", met=bool(without >= 2 * with_mim))
+    groups = {f"guided_{kind}": [r for r in records if r["kind"] == kind] for kind in KINDS}
+    groups |= {f"guided_{n}_objects": [r for r in records if r["objects"] == n] for n in (1, 2)}
+    for name, picked in groups.items():
+        emit(BENCH, name, mean_metrics([r["guided"] for r in picked])["miou"], cases=len(picked),
+             guided=mean_metrics([r["guided"] for r in picked]), unguided=mean_metrics([r["unguided"] for r in picked]))
+    times = np.array([r["seconds"] for r in records])
+    time_ratio = float(times[:, 1].sum() / times[:, 0].sum())
+    emit(BENCH, "time_ratio", round(time_ratio, 3), guided_s=round(float(times[:, 1].mean()), 2),
+         unguided_s=round(float(times[:, 0].mean()), 2), bar="<= 2", met=bool(time_ratio <= 2))
+    direction = [r["direction_ok"] for r in records if r["direction_ok"] is not None]
+    present = [r["mover_detected"] for r in records]
+    emit(BENCH, "unguided_quality", round(float(np.mean(direction)), 3), object_detected=round(float(np.mean(present)), 3),
+         straight_cases=len(direction), bar="object in most frames, direction right in >= 70% of seeds",
+         met=bool(np.mean(present) > 0.5 and np.mean(direction) >= 0.7))
+    paired = [r for r in records if r["align_none"] is not None]
+    with_mim = float(np.mean([r["align_mim"] for r in paired]))
+    without = float(np.mean([r["align_none"] for r in paired]))
+    emit(BENCH, "mim_alignment", round(with_mim, 4), without_mim=round(without, 4), cases=len(paired),
+         with_mim_all_cases=round(float(np.mean([r["align_mim"] for r in records])), 4),
+         ratio=round(without / max(with_mim, 1e-6), 3), bar="error with MIM at least 2x lower",
+         met=bool(without >= 2 * with_mim))
 
-    subset = cases[: args.subset]
+
+def ablations(pipe, subset, references, args) -> None:
+    """Guided steps K = 1, 5, 10, 30 (of 30), the eta sweep and eq. 10.7's raw step on ``subset``."""
+
+    def scores(steps: int, guidance: GuidanceConfig) -> dict:
+        per_case = []
+        for case, reference in zip(subset, references):
+            metrics = judge(run(pipe, case, steps, guidance)[0], case, reference)[0]
+            per_case.append({p: m.as_dict() for p, m in metrics.items()})
+        return mean_metrics(per_case)
+
     for k in (1, 5, 10, 30):
-        metrics = [judge(run(pipe, c, 30, GuidanceConfig(strength=args.strength, steps=k))[0], c, references[i])[0]
-                   for i, c in enumerate(subset)]
-        emit(BENCH, "steps_ablation", k, denoising_steps=30, cases=len(subset), **mean_metrics(metrics))
-    for eta in (0.1, 0.25, 0.5, 1.0, 2.0):
-        metrics = [judge(run(pipe, c, args.steps, GuidanceConfig(strength=eta, steps=args.guided_steps))[0], c,
-                         references[i])[0] for i, c in enumerate(subset)]
-        emit(BENCH, "eta_sweep", eta, cases=len(subset), **mean_metrics(metrics))
-    raw = [judge(run(pipe, c, args.steps, GuidanceConfig(strength=s, steps=args.guided_steps, gradient="raw"))[0], c,
-                 references[i])[0] for i, c in enumerate(subset) for s in (0.05,)]
-    emit(BENCH, "raw_sigma_step", 0.05, note="eq. 10.7 as written, sigma_t^2 = (1-abar)/abar", **mean_metrics(raw))
-
-    studio_case = make_case(0)
-    for label, guidance in (("unguided", None), ("guided", GuidanceConfig())):
-        _, seconds = run(pipe, studio_case, 20, guidance)
-        bar = 15 if guidance is None else 30
-        emit(BENCH, "studio_seconds", round(seconds, 2), mode=label, frames=N_FRAMES, steps=20,
-             bar=f"<= {bar} s", met=bool(seconds <= bar))
-    total = time.perf_counter() - started
-    emit(BENCH, "bench_seconds", round(total, 1), bar="< 1200 s", met=bool(total < 1200))
+        emit(BENCH, "steps_ablation", k, denoising_steps=30, cases=len(subset),
+             **scores(30, GuidanceConfig(strength=args.strength, steps=k)))
+    for eta in (0.05, 0.1, 0.25, 0.5, 1.0, 2.0):
+        emit(BENCH, "eta_sweep", eta, cases=len(subset), **scores(args.steps, GuidanceConfig(strength=eta,
+                                                                                                steps=args.guided_steps)))
+    emit(BENCH, "raw_sigma_step", 0.05, note="eq. 10.7 as written, sigma_t^2 = (1-abar)/abar", cases=len(subset),
+         **scores(args.steps, GuidanceConfig(strength=0.05, steps=args.guided_steps, gradient="raw")))
 
 
 if __name__ == "__main__":

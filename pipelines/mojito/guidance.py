@@ -47,7 +47,7 @@ class GuidanceConfig:
     """Settings of Directional Motion Control."""
 
     # eta: guidance strength (eq. 10.7). 0 turns guidance off.
-    strength: float = 0.25
+    strength: float = 0.1
     # K: guided denoising steps from the start (the thesis' default is 10).
     steps: int = 10
     # lambda: weight of the temporal smoothness term (eq. 10.6).
