@@ -232,8 +232,8 @@ def create_tab(context: StudioContext) -> None:
                     extract = gr.Button("Extract maps")
                     generate = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
-                maps = gr.Gallery(label="Extracted condition maps", columns=4, height=200, object_fit="contain",
-                                  elem_id="flexecontrol-previews")
+                maps = gr.Gallery(label="Extracted condition maps", columns=4, height="auto", object_fit="contain",
+                                  preview=False, elem_id="flexecontrol-previews")
                 output = gr.Image(label="Output", type="numpy", interactive=False, height=VIEW,
                                   elem_id="flexecontrol-output")
                 show_overlay = gr.Checkbox(False, label="Overlay the conditions")
