@@ -35,7 +35,7 @@ from pipelines.flexecontrol.encoder import ALWAYS_TRAINED, adapted_layer_names
 from pipelines.flexecontrol.metrics import edge_ssim, segmentation_miou, ssim
 from pipelines.shapesworld import sample_scene
 from pipelines.shapesworld.conditions import canny, condition_maps, segmentation
-from tests.dummies import dummy_sd_components
+from dummies import dummy_sd_components
 
 TYPES = ("canny", "sketch", "segmentation", "depth")
 
