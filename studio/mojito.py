@@ -33,7 +33,7 @@ from pipelines.mojito.evaluate import (
     track_metrics,
 )
 from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_gif, write_video
-from pipelines.mojito.pipeline import mojito_from_manager
+from pipelines.mojito.pipeline import DEFAULT_STEPS, mojito_from_manager
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
 
@@ -321,7 +321,7 @@ def create_tab(context: StudioContext) -> None:
                     strength = gr.Number(value=GuidanceConfig().strength, label="Guidance strength eta (eq. 10.7)")
                     guide_steps = gr.Slider(0, 30, value=10, step=1, label="Guided steps K")
                     smoothness = gr.Number(value=1.0, label="Temporal smoothness lambda (eq. 10.6)")
-                    steps = gr.Slider(5, 50, value=20, step=1, label="Denoising steps")
+                    steps = gr.Slider(5, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     interpolation = gr.Radio(["linear", "smooth"], value="linear", label="Interpolation")
                 with gr.Row():
