@@ -223,7 +223,7 @@ def path_plot(targets: dict[str, np.ndarray], achieved: dict[str, np.ndarray]) -
             figure.add_scatter(x=found[:, 0], y=found[:, 1], mode="lines+markers", name=f"{phrase}: generated",
                                line=dict(color=colour, dash="dash"), marker=dict(symbol="x"))
     figure.update_xaxes(range=[0, 1], title="x (fraction of width)")
-    figure.update_yaxes(range=[1, 0], title="y (fraction of height)", scaleanchor="x")
+    figure.update_yaxes(range=[1, 0], title="y (fraction of height)")
     figure.update_layout(height=360, margin=dict(l=40, r=10, t=30, b=40), title="Centre paths")
     return figure
 
@@ -288,10 +288,10 @@ def generate(manager, session, prompt, intensity, strength, guide_steps, smoothn
 def create_tab(context: StudioContext) -> None:
     """Build the Mojito tab inside the current ``gr.Blocks`` (the model loads on first Generate)."""
 
-    def handler(function, **bound):
+    def handler(function, *bound):
         if not bound:
             return shows_errors(function)
-        wrapped = functools.partial(function, **bound)
+        wrapped = functools.partial(function, *bound)  # leading positional arguments (the model manager)
         wrapped.__name__ = function.__name__
         return shows_errors(wrapped)
 
@@ -342,7 +342,7 @@ def create_tab(context: StudioContext) -> None:
                             [state, canvas, table])
         clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table])
         run.click(
-            handler(generate, manager=context.manager),
+            handler(generate, context.manager),
             [state, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation, draw_boxes,
              with_unguided],
             [video, unguided, plot, metrics, gif],
