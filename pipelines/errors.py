@@ -4,6 +4,12 @@ The studio turns any :class:`WorldStudioError` into a message for the user; the
 command lines print it without a traceback. Anything else is a bug.
 """
 
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
 
 class WorldStudioError(Exception):
     """Base class of every error WorldStudio raises on purpose."""
@@ -26,3 +32,17 @@ class UnknownPresetError(WorldStudioError, KeyError):
 
 class UnknownWordsWarning(UserWarning):
     """A prompt has words the model's tokenizer does not know (the tiny pack's closed vocabulary)."""
+
+
+def exits_on_error(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a command line's ``main``: a :class:`WorldStudioError` prints ``error: ...`` and returns status 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except WorldStudioError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return wrapped

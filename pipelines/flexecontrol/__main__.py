@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import WorldStudioError
+from ..errors import exits_on_error
 from ..models.presets import get_source
 from ..tinypack.train import TrainSchedule
 from ..utils import set_torch_threads
@@ -13,6 +13,7 @@ from .encoder import METHODS, EncoderConfig
 from .train import FlexTrainConfig, train_flexecontrol
 
 
+@exits_on_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="folder for the trained tensors and the report")
@@ -34,11 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         schedule=TrainSchedule(args.steps, args.batch_size, args.lr), lambda_ca=args.lambda_ca,
         lambda_mask=args.lambda_mask, num_scenes=args.scenes, seed=args.seed,
     )
-    try:
-        report = train_flexecontrol(base, args.out, config)
-    except WorldStudioError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = train_flexecontrol(base, args.out, config)
     print(f"trained {report['trainable_parameters']} parameters in {report['seconds']:.0f} s; last loss {report['losses'][-1]:.4f}")
     return 0
 

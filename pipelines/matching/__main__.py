@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from ..errors import WorldStudioError
+from ..errors import WorldStudioError, exits_on_error
 from ..models import ModelManager
 from ..utils import set_torch_threads
 from .benchmark import collect, format_table, load_benchmark, summarise
@@ -39,6 +39,7 @@ def _eval(args: argparse.Namespace, matchers: Matchers) -> None:
     print(format_table(summaries))
 
 
+@exits_on_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.matching", description=__doc__)
     parser.add_argument("--preset", default="tiny")
@@ -56,14 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     set_torch_threads()
-    try:
-        matchers = Matchers(ModelManager(args.preset))
-        if args.offsets:
-            matchers.load_offsets(args.offsets)
-        (_score if args.command == "score" else _eval)(args, matchers)
-    except WorldStudioError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    matchers = Matchers(ModelManager(args.preset))
+    if args.offsets:
+        matchers.load_offsets(args.offsets)
+    (_score if args.command == "score" else _eval)(args, matchers)
     return 0
 
 

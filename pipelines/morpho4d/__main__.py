@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import WorldStudioError
+from ..errors import exits_on_error
 from ..utils import set_torch_threads
 
 
@@ -30,6 +30,7 @@ def _scene(path: str):
     return read_ply(path) if Path(path).suffix.lower() == ".ply" else load_scene(path)
 
 
+@exits_on_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.morpho4d", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,61 +77,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     from ..shapesworld import sample_video
 
-    try:
-        if args.command == "example":
-            scene = build_shapes_scene(seed=args.seed, size=args.size, n_frames=args.frames, n_gaussians=args.gaussians)
-            print(save_scene(scene, args.out), scene.n_gaussians, "Gaussians:", scene.meta["caption"])
-        elif args.command == "fit":
-            frames = FitFrames.from_truth(truth_frames(sample_video(args.seed, args.size, args.frames)))
-            frames.feature_space = default_encoder().space  # truth_frames' features are this encoder's
-            result = fit_scene(frames, FitConfig(steps=args.steps, init_gaussians=args.gaussians))
-            print(save_scene(result.scene, args.out), f"loss {result.initial_loss:.4f} -> {result.final_loss:.4f}")
-        elif args.command == "render":
-            scene = _scene(args.scene)
-            camera = scene.camera.resized(args.size, args.size) if args.azimuth is None else orbit_camera(
-                scene.centre(), args.azimuth, args.elevation, float(np.linalg.norm(scene.camera.position - scene.centre())),
-                args.size, args.size)
-            image = render(scene, camera, args.t, args.mode)
-            if args.mode == "rgb":
-                array = to_uint8(image)
-            else:
-                values = image.cpu().numpy()
-                array = (255 * (values - values.min()) / max(float(np.ptp(values)), 1e-9)).astype(np.uint8)
-            Image.fromarray(array).save(args.out)
-            print(args.out)
-        elif args.command == "edit":
-            session = EditSession(_scene(args.scene))
-            edit = session.apply(args.op, args.query, args.colour)
-            print(save_scene(session.scene, args.out), edit.describe())
-        elif args.command == "say":
-            import json
+    if args.command == "example":
+        scene = build_shapes_scene(seed=args.seed, size=args.size, n_frames=args.frames, n_gaussians=args.gaussians)
+        print(save_scene(scene, args.out), scene.n_gaussians, "Gaussians:", scene.meta["caption"])
+    elif args.command == "fit":
+        frames = FitFrames.from_truth(truth_frames(sample_video(args.seed, args.size, args.frames)))
+        frames.feature_space = default_encoder().space  # truth_frames' features are this encoder's
+        result = fit_scene(frames, FitConfig(steps=args.steps, init_gaussians=args.gaussians))
+        print(save_scene(result.scene, args.out), f"loss {result.initial_loss:.4f} -> {result.final_loss:.4f}")
+    elif args.command == "render":
+        scene = _scene(args.scene)
+        camera = scene.camera.resized(args.size, args.size) if args.azimuth is None else orbit_camera(
+            scene.centre(), args.azimuth, args.elevation, float(np.linalg.norm(scene.camera.position - scene.centre())),
+            args.size, args.size)
+        image = render(scene, camera, args.t, args.mode)
+        if args.mode == "rgb":
+            array = to_uint8(image)
+        else:
+            values = image.cpu().numpy()
+            array = (255 * (values - values.min()) / max(float(np.ptp(values)), 1e-9)).astype(np.uint8)
+        Image.fromarray(array).save(args.out)
+        print(args.out)
+    elif args.command == "edit":
+        session = EditSession(_scene(args.scene))
+        edit = session.apply(args.op, args.query, args.colour)
+        print(save_scene(session.scene, args.out), edit.describe())
+    elif args.command == "say":
+        import json
 
-            from .commands import LLMCommandParser
-            from dataclasses import replace
+        from .commands import LLMCommandParser
+        from dataclasses import replace
 
-            from .generation import GenConfig, default_source
-            from .language import CommandSession
+        from .generation import GenConfig, default_source
+        from .language import CommandSession
 
-            config = GenConfig()
-            if args.steps is not None:
-                config.fit = replace(config.fit, steps=args.steps)
-            session = CommandSession(parser=LLMCommandParser.from_preset("hub") if args.llm else None,
-                                     source=default_source("tiny"), config=config)
-            for text in args.commands:
-                record = session.run(text)
-                print(json.dumps({"command": text, "plan": record.plan, "backend": record.backend,
-                                  "done": record.outcome}))
-            if session.scene is not None:
-                print(save_scene(session.scene, args.out))
-        elif args.command == "export":
-            scene = _scene(args.scene)
-            if args.ply_dir:
-                print(*write_ply_sequence(scene, args.ply_dir, Path(args.scene).stem), sep="\n")
-            if args.video:
-                print(export_video(scene, args.video, args.kind, codec=args.codec))
-    except WorldStudioError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        config = GenConfig()
+        if args.steps is not None:
+            config.fit = replace(config.fit, steps=args.steps)
+        session = CommandSession(parser=LLMCommandParser.from_preset("hub") if args.llm else None,
+                                 source=default_source("tiny"), config=config)
+        for text in args.commands:
+            record = session.run(text)
+            print(json.dumps({"command": text, "plan": record.plan, "backend": record.backend,
+                              "done": record.outcome}))
+        if session.scene is not None:
+            print(save_scene(session.scene, args.out))
+    elif args.command == "export":
+        scene = _scene(args.scene)
+        if args.ply_dir:
+            print(*write_ply_sequence(scene, args.ply_dir, Path(args.scene).stem), sep="\n")
+        if args.video:
+            print(export_video(scene, args.video, args.kind, codec=args.codec))
     return 0
 
 

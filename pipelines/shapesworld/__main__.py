@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import InvalidInputError, WorldStudioError
+from ..errors import InvalidInputError, exits_on_error
 from .benchmark import compositional_groups, save_winoground
 from .scene import SPLITS, check_size, derive_seed, sample_scene
 from .video import check_frames, sample_video
@@ -105,19 +105,16 @@ def _write_samples(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} {'videos' if args.video else 'images'} to {args.out}")
 
 
+@exits_on_error
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    try:
-        args = _parser().parse_args(argv)
-        _check(args)
-        if args.command == "sample":
-            _write_samples(args)
-        else:
-            examples = save_winoground(compositional_groups(args.n, args.seed, args.size), args.out)
-            print(f"wrote {args.n} groups to {examples}")
-    except WorldStudioError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    args = _parser().parse_args(argv)
+    _check(args)
+    if args.command == "sample":
+        _write_samples(args)
+    else:
+        examples = save_winoground(compositional_groups(args.n, args.seed, args.size), args.out)
+        print(f"wrote {args.n} groups to {examples}")
     return 0
 
 
