@@ -364,6 +364,7 @@ def test_owlvit_detections_structurally():
                            num_attention_heads=2),
         projection_dim=16,
     )
+    torch.manual_seed(0)
     model = OwlViTForObjectDetection(config).eval()
     processor = OwlViTProcessor(
         image_processor=OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
@@ -372,8 +373,10 @@ def test_owlvit_detections_structurally():
     frames = np.random.default_rng(0).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
     detections = owlvit_detections(frames, "red circle", model, processor)
     assert len(detections) == 3
-    for det in detections:
-        assert len(det.box) == 4 and 0.0 <= det.confidence <= 1.0 and det.size > 0
+    for det in detections:  # pixel boxes from OWL-ViT's normalised (cx, cy, w, h), a score in [0, 1]
+        x0, y0, x1, y1 = det.box
+        assert np.isfinite(det.box).all() and x0 <= x1 and y0 <= y1
+        assert 0.0 <= det.confidence <= 1.0 and det.size >= 0 and det.matches
 
 
 def test_export_has_the_right_frames(tmp_path):
