@@ -126,9 +126,9 @@ def source_notice() -> str:
     if isinstance(source, ShapesWorldStandIn):
         return ("**Frames:** no text-to-video model is installed, so scenes are built from ShapesWorld's own "
                 "renderer drawing the plan along its trajectory, a **stand-in, not generated video**; features "
-                "come from the detector's masks. With Mojito's model (`shapes-t2v`) the frames are generated "
-                "and the features are its cross-attention maps.")
-    return f"**Frames:** {source.label}; features: its cross-attention maps of the prompt's object words."
+                "come from the detector's masks. With Mojito's model (`shapes-t2v`) the frames are generated.")
+    return (f"**Frames:** {source.label} (generated); features: ShapesWorld's detector masks of the generated "
+            "frames (the generator's coarse cross-attention maps made edits bleed into the background).")
 
 
 def example_labels() -> dict[str, int]:
@@ -390,7 +390,8 @@ def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (models load laz
                                 inputs=upload, label="Example files")
                 status = gr.Markdown("No scene loaded.")
             with gr.Column(scale=2):
-                view = gr.Image(label="View", type="numpy", height=VIEW_SIZE + 40, interactive=False,
+                # PNG: a lossless view (WebP, the default, smears an edit's edges into the pixels around it).
+                view = gr.Image(label="View", type="numpy", format="png", height=VIEW_SIZE + 40, interactive=False,
                                 elem_id="morpho4d-view")
                 time_slider = gr.Slider(0, EXAMPLE_FRAMES - 1, value=0, step=0.25, label="time (frame)",
                                         elem_id="morpho4d-time")

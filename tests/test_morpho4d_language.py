@@ -115,6 +115,25 @@ def test_gen_fits_a_scene_whose_object_moves_the_commanded_way(depth_model):
     assert np.abs(scene.means_at(5)[box] - scene.means_at(0)[box]).max() < 0.05
 
 
+def test_instance_masks_take_every_piece_and_fall_back_to_the_box_only_when_asked():
+    from pipelines.shapesworld.render import composite, render_background, shape_coverage, to_uint8
+    from pipelines.shapesworld.scene import sample_background
+    from pipelines.shapesworld.vocab import COLOURS
+
+    p = plan("a red ball moves from left to right quickly while a blue box stays still")
+    boxes = {k: t.boxes(2) for k, t in plan_trajectories(p.objects, 2).items()}
+    canvas = render_background(sample_background(np.random.default_rng(0), ["red", "blue"]), 64)
+    pieces = [(4.0, 4.0, 16.0, 16.0), (40.0, 40.0, 52.0, 52.0)]  # a red ball drawn in two places, no box
+    for piece in pieces:
+        composite(canvas, shape_coverage("circle", piece, 64), COLOURS["red"])
+    frames = np.stack([to_uint8(canvas)] * 2)
+    blue_box = shape_coverage("square", tuple(boxes["blue square"][0] * 64), 64) >= 0.5
+    for fallback in (True, False):
+        ids = instance_masks(frames, p.objects, boxes, box_fallback=fallback)
+        assert all((ids[0][shape_coverage("circle", piece, 64) >= 0.9] == 1).all() for piece in pieces)
+        assert (ids[0][blue_box] == 2).mean() == (1.0 if fallback else 0.0)
+
+
 def test_attention_teacher_projects_maps_into_the_query_space():
     encoder = default_encoder()
     ids = np.zeros((2, 8, 8), np.int32)
@@ -150,11 +169,15 @@ def test_mojito_is_a_frame_source_with_its_own_attention():
     assert video.prompt == "a red circle moves from left to right quickly"
     assert video.attention["red circle"].shape[0] == 4
 
-    # End to end: the scene says it was generated and its features come from the generator's attention.
-    config = GenConfig(n_frames=4, size=32, fit=FitConfig(steps=3, init_gaussians=400))
-    result = generate_scene(p, source, lambda frames: np.full(frames.shape[:3], 3.0, np.float32), config=config)
-    assert result.teacher == "attention" and result.scene.meta["generated"] is True
-    assert result.scene.meta["source"].startswith("Mojito") and (result.instance_ids == 1).any(axis=(1, 2)).all()
+    # End to end: the scene says it was generated; its features come from the detector's masks by default
+    # and from the generator's attention on request.
+    depth = lambda frames: np.full(frames.shape[:3], 3.0, np.float32)  # noqa: E731
+    for teacher in ("auto", "attention"):
+        config = GenConfig(n_frames=4, size=32, teacher=teacher, fit=FitConfig(steps=3, init_gaussians=400))
+        result = generate_scene(p, source, depth, config=config)
+        assert result.teacher == ("attention" if teacher == "attention" else "detector")
+        assert result.scene.meta["generated"] is True and result.scene.meta["source"].startswith("Mojito")
+        assert result.scene.meta["teacher"] == result.teacher
 
 
 # ----- a session of commands
