@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import emit, machine  # noqa: E402
-from pipelines.morpho4d import CommandSession, GenConfig, default_source, render  # noqa: E402
+from pipelines.morpho4d import CommandSession, GenConfig, ShapesWorldStandIn, default_source, render  # noqa: E402
 from pipelines.morpho4d.depth import DepthEstimator  # noqa: E402
 from pipelines.morpho4d.editing import NAMED_COLOURS  # noqa: E402
 from pipelines.morpho4d.motion import object_name  # noqa: E402
@@ -123,6 +123,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--mojito", default=None, help="a Mojito text-to-video folder to generate with "
                         "(default: the tiny pack's, else the stand-in)")
+    parser.add_argument("--stand-in", action="store_true", help="frames from the labelled ShapesWorld stand-in "
+                        "renderer (not generated), e.g. | tee bench/results/morpho4d_gen_standin.jsonl")
     parser.add_argument("--denoising-steps", type=int, default=20)
     parser.add_argument("--teacher", choices=("auto", "attention", "detector"), default="auto")
     args = parser.parse_args(argv)
@@ -136,6 +138,8 @@ def main(argv=None) -> None:
         pipe = MojitoPipeline.from_pretrained(args.mojito, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         source = MojitoSource(pipe, num_inference_steps=args.denoising_steps)
+    elif args.stand_in:
+        source = ShapesWorldStandIn()
     else:
         source = default_source("tiny")
     depth, config = DepthEstimator.from_preset("tiny"), GenConfig(teacher=args.teacher)
