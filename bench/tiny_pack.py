@@ -1,10 +1,13 @@
 """Tiny pack quality and speed, judged by the ShapesWorld detector (issue: tiny pack).
 
 Prints JSON lines: single-object colour and shape accuracy, two-object
-both-present rate and relation accuracy (left/right/above/below), tiny-CLIP
+both-present rate and relation accuracy (left/right/above/below), the same two
+rows with relation layout guidance (``pipelines.mojito.layout``: each object's
+cross-attention guided into a box on its side, same captions and seeds), tiny-CLIP
 zero-shot top-1 on held-out single-object scenes, seconds per 64x64 image at
-25 steps for the pack and for a random-weight model of equal size.
-Run: ``.venv/bin/python bench/tiny_pack.py [--n 200]`` on an idle machine.
+25 steps for the pack and for a random-weight model of equal size, and the time
+of a layout-guided relation caption over an unguided one.
+Run: ``.venv/bin/python bench/tiny_pack.py [--n 200] [--parts ...]`` on an idle machine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from transformers import CLIPModel, CLIPProcessor  # noqa: E402
 
 from bench.common import emit, machine, timer  # noqa: E402
 from pipelines.models import TINY_PACK_DIR  # noqa: E402
+from pipelines.mojito.layout import DEFAULT_IMAGE_GUIDANCE  # noqa: E402
 from pipelines.shapesworld import RELATIONS, sample_scene  # noqa: E402
 from pipelines.shapesworld.vocab import article  # noqa: E402
 from pipelines.tinypack.evaluate import (  # noqa: E402
@@ -50,12 +54,27 @@ def two_object_captions(n: int, rng: np.random.Generator) -> list[str]:
     return captions
 
 
-def seconds_per_image(pipe, repeats: int = 5) -> float:
-    generate_images(pipe, ["a red circle"], [0], progress=False)  # warm-up
+def seconds_per_image(pipe, repeats: int = 5, caption: str = "a red circle", **kwargs) -> float:
+    generate_images(pipe, [caption], [0], progress=False, **kwargs)  # warm-up
     with timer() as elapsed:
         for seed in range(repeats):
-            generate_images(pipe, ["a red circle"], [seed], progress=False)
+            generate_images(pipe, [caption], [seed], progress=False, **kwargs)
     return elapsed() / repeats
+
+
+def relation_rows(samples, suffix: str = "") -> None:
+    """Both-present rate and relation accuracy (overall and per relation) of judged two-object samples."""
+    present = [s for s in samples if s.verdict.both_present]
+    emit(BENCH, f"two_object_both_present{suffix}", round(len(present) / len(samples), 4), n=len(samples))
+    for relation in RELATIONS:
+        rows = [s for s in present if s.verdict.spec.relation == relation]
+        emit(BENCH, f"relation_accuracy_by_relation{suffix}",
+             round(np.mean([s.verdict.relation_ok for s in rows]), 4) if rows else None, relation=relation, n=len(rows))
+    emit(BENCH, f"relation_accuracy{suffix}",
+         round(float(np.mean([s.verdict.relation_ok for s in present])), 4) if present else 0.0,
+         n=len(present), bar=0.60, note="among samples where both objects are present")
+    emit(BENCH, f"relation_accuracy_all_samples{suffix}",
+         round(sum(bool(s.verdict.relation_ok) for s in samples) / len(samples), 4), n=len(samples))
 
 
 def random_twin(pipe: StableDiffusionPipeline) -> StableDiffusionPipeline:
@@ -91,40 +110,47 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="samples per row")
     parser.add_argument("--pack", type=Path, default=TINY_PACK_DIR)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--parts", default="single,relation,layout,clip,speed",
+                        help="comma-separated subset of single, relation, layout, clip, speed")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     emit(BENCH, "machine", machine())
     pipe = StableDiffusionPipeline.from_pretrained(args.pack / "shapes-sd", local_files_only=True, safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(args.seed)
 
     singles = single_object_captions()
-    captions = [singles[i % len(singles)] for i in range(args.n)]
-    seeds = [args.seed + i for i in range(args.n)]
-    images = generate_images(pipe, captions, seeds)
-    colour, shape = primary_detection_scores(images, captions)
-    emit(BENCH, "single_object_colour_accuracy", round(colour, 4), n=args.n, bar=0.90)
-    emit(BENCH, "single_object_shape_accuracy", round(shape, 4), n=args.n, bar=0.75)
+    if "single" in parts:
+        captions = [singles[i % len(singles)] for i in range(args.n)]
+        seeds = [args.seed + i for i in range(args.n)]
+        colour, shape = primary_detection_scores(generate_images(pipe, captions, seeds), captions)
+        emit(BENCH, "single_object_colour_accuracy", round(colour, 4), n=args.n, bar=0.90)
+        emit(BENCH, "single_object_shape_accuracy", round(shape, 4), n=args.n, bar=0.75)
 
     captions = two_object_captions(args.n, rng)
-    samples = judge(generate_images(pipe, captions, seeds), captions, seeds)
-    present = [s for s in samples if s.verdict.both_present]
-    emit(BENCH, "two_object_both_present", round(len(present) / len(samples), 4), n=len(samples))
-    for relation in RELATIONS:
-        rows = [s for s in present if s.verdict.spec.relation == relation]
-        emit(BENCH, "relation_accuracy_by_relation", round(np.mean([s.verdict.relation_ok for s in rows]), 4) if rows else None,
-             relation=relation, n=len(rows))
-    emit(BENCH, "relation_accuracy", round(float(np.mean([s.verdict.relation_ok for s in present])), 4) if present else 0.0,
-         n=len(present), bar=0.60, note="among samples where both objects are present")
-    emit(BENCH, "relation_accuracy_all_samples", round(sum(bool(s.verdict.relation_ok) for s in samples) / len(samples), 4),
-         n=len(samples))
+    seeds = [args.seed + i for i in range(args.n)]
+    if "relation" in parts:
+        relation_rows(judge(generate_images(pipe, captions, seeds), captions, seeds))
+    if "layout" in parts:
+        emit(BENCH, "layout_guidance", None, strength=DEFAULT_IMAGE_GUIDANCE.strength, steps=DEFAULT_IMAGE_GUIDANCE.steps,
+             layers=list(DEFAULT_IMAGE_GUIDANCE.layers))
+        guided = generate_images(pipe, captions, seeds, layout=DEFAULT_IMAGE_GUIDANCE)
+        relation_rows(judge(guided, captions, seeds), suffix="_layout_guided")
 
-    emit(BENCH, "clip_zero_shot_top1", round(clip_zero_shot(args.pack / "shapes-clip", args.n, args.seed), 4), n=args.n,
-         bar=0.80, candidates=len(singles))
+    if "clip" in parts:
+        emit(BENCH, "clip_zero_shot_top1", round(clip_zero_shot(args.pack / "shapes-clip", args.n, args.seed), 4),
+             n=args.n, bar=0.80, candidates=len(singles))
 
-    trained = seconds_per_image(pipe)
-    random = seconds_per_image(random_twin(pipe))
-    emit(BENCH, "seconds_per_image_64px_25_steps", round(trained, 4), bar=1.0, guidance=3.0)
-    emit(BENCH, "seconds_per_image_random_twin", round(random, 4), ratio=round(trained / random, 3))
+    if "speed" in parts:
+        trained = seconds_per_image(pipe)
+        random = seconds_per_image(random_twin(pipe))
+        emit(BENCH, "seconds_per_image_64px_25_steps", round(trained, 4), bar=1.0, guidance=3.0)
+        emit(BENCH, "seconds_per_image_random_twin", round(random, 4), ratio=round(trained / random, 3))
+        relation = captions[0]
+        plain = seconds_per_image(pipe, caption=relation)
+        laid_out = seconds_per_image(pipe, caption=relation, layout=DEFAULT_IMAGE_GUIDANCE)
+        emit(BENCH, "seconds_per_image_layout_guided", round(laid_out, 4), unguided=round(plain, 4),
+             ratio=round(laid_out / plain, 3), caption=relation)
 
 
 if __name__ == "__main__":

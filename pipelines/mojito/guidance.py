@@ -31,6 +31,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from ..attention import CrossAttentionControl
 from ..errors import InvalidInputError, WorldStudioError
 
 # Cross-attention layers guided by default: "the mid-block and the initial layers of the upsampling branch" (10.4.3).
@@ -177,3 +178,61 @@ def guidance_step(latents: torch.Tensor, gradient: torch.Tensor, config: Guidanc
             "lower the guidance strength."
         )
     return updated
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every guided layer has run: the rest of the UNet is not needed for the energy."""
+
+
+def guide_latents(unet, scheduler, latents: torch.Tensor, timestep, cond: torch.Tensor,
+                  targets: Sequence[Sequence[GuidanceTarget]], config: GuidanceConfig,
+                  ) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """One gradient update of eq. 10.7 on a batch of latents, image (``[B, C, h, w]``) or video
+    (``[B, C, F, h, w]``), from the conditional branch's cross-attention maps.
+
+    ``targets[b]`` are sample b's objects (an image is a one-frame video: eq. 10.5 on its map, no
+    smoothness term). The energies of the samples are summed, so each sample's gradient is its own;
+    the normalised step (:func:`guidance_step`) is taken per sample. The UNet stops after the last
+    guided layer. Returns the updated latents and each sample's mean E_i per phrase.
+    """
+    video = latents.ndim == 5
+    with torch.enable_grad():
+        latents = latents.detach().requires_grad_(True)
+        control = CrossAttentionControl(unet, differentiable=True, layers=list(config.layers), keep_steps="last")
+        pending = set(control.layers)
+
+        def done(name):
+            def hook(module, args, output):
+                pending.discard(name)
+                if not pending:
+                    raise _StopForward
+            return hook
+
+        hooks = [unet.get_submodule(name).register_forward_hook(done(name)) for name in control.layers]
+        try:
+            with control:
+                unet(scheduler.scale_model_input(latents, timestep), timestep, encoder_hidden_states=cond)
+        except _StopForward:
+            pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+        energy, reports = None, []
+        for b, sample_targets in enumerate(targets):
+            # [F, heads, h, w, tokens]: a video's frames, or the image as one frame
+            maps = {layer: control.store.maps_for(layer)[b] if video else control.store.maps_for(layer)[b : b + 1]
+                    for layer in control.layers}
+            if not sample_targets:
+                reports.append({})
+                continue
+            term, per_phrase = total_energy(maps, sample_targets, config.smoothness)
+            energy = term if energy is None else energy + term
+            reports.append(per_phrase)
+        if energy is None:
+            return latents.detach(), reports
+        if not torch.isfinite(energy):
+            raise GuidanceDivergedError("The guidance energy became NaN/inf; lower the guidance strength.")
+        (gradient,) = torch.autograd.grad(energy, latents)
+    updated = torch.stack([guidance_step(z, g, config, scheduler, timestep) if sample_targets else z
+                           for z, g, sample_targets in zip(latents.detach(), gradient, targets)])
+    return updated, reports

@@ -28,7 +28,7 @@ from diffusers.utils import BaseOutput
 
 from ..attention import CrossAttentionControl, token_indices
 from ..errors import InvalidInputError
-from .guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guidance_step, phrase_maps, total_energy
+from .guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
 from .modulator import MotionIntensityEncoder, check_intensity
 from .pack import MOTION_ENCODER_FOLDER
 from .trajectory import check_trajectories
@@ -37,10 +37,6 @@ MAX_FRAMES = 64
 MAX_STEPS = 200
 # Denoising steps by default (the tab's and the bench's studio timing).
 DEFAULT_STEPS = 15
-
-
-class _StopForward(Exception):
-    """Raised by a hook once the last guided cross-attention layer has run: the rest of the UNet is not needed."""
 
 
 @dataclass
@@ -118,37 +114,6 @@ class MojitoPipeline(TextToVideoSDPipeline):
                 uncond = self.motion_encoder(uncond, self.motion_encoder.index([None]))
         return torch.cat([uncond, cond]) if cfg else cond
 
-    def _guide(self, latents, t, cond, targets, guidance: GuidanceConfig) -> tuple[torch.Tensor, dict[str, float]]:
-        """One gradient update of eq. 10.7 on the latent (the conditional branch's maps)."""
-        with torch.enable_grad():
-            latents = latents.detach().requires_grad_(True)
-            control = CrossAttentionControl(self.unet, differentiable=True, layers=list(guidance.layers),
-                                            keep_steps="last")
-            pending = set(control.layers)
-
-            def done(name):
-                def hook(module, args, output):
-                    pending.discard(name)
-                    if not pending:
-                        raise _StopForward
-                return hook
-
-            hooks = [self.unet.get_submodule(name).register_forward_hook(done(name)) for name in control.layers]
-            try:
-                with control:
-                    self.unet(self.scheduler.scale_model_input(latents, t), t, encoder_hidden_states=cond)
-            except _StopForward:
-                pass
-            finally:
-                for hook in hooks:
-                    hook.remove()
-            maps = {layer: control.store.maps_for(layer)[0] for layer in control.layers}  # [F, heads, h, w, tokens]
-            energy, per_phrase = total_energy(maps, targets, guidance.smoothness)
-            if not torch.isfinite(energy):
-                raise GuidanceDivergedError("The guidance energy became NaN/inf; lower the guidance strength.")
-            (gradient,) = torch.autograd.grad(energy, latents)
-        return guidance_step(latents.detach(), gradient, guidance, self.scheduler, t), per_phrase
-
     def _record_maps(self, targets, layers, latent_input, t, embeds) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """The CFG UNet call, recording the phrases' maps (conditional half) in ``layers``."""
         with CrossAttentionControl(self.unet, layers=list(layers), keep_steps="last", to_cpu=True) as control:
@@ -222,7 +187,8 @@ class MojitoPipeline(TextToVideoSDPipeline):
             for i, t in enumerate(timesteps):
                 if guided and i < guidance.steps:
                     for _ in range(guidance.inner_steps):
-                        latents, per_phrase = self._guide(latents, t, cond, targets, guidance)
+                        latents, (per_phrase,) = guide_latents(self.unet, self.scheduler, latents, t, cond,
+                                                               [targets], guidance)
                     energies.append(per_phrase)
                 latent_input = torch.cat([latents] * 2) if cfg else latents
                 latent_input = self.scheduler.scale_model_input(latent_input, t)

@@ -42,7 +42,8 @@ from ..tinypack.train import StageLog, _loop, encode_latents, min_snr_weights
 from ..utils import seed_everything, set_torch_threads
 from .model import inflate_unet
 from .modulator import MotionIntensityEncoder
-from .pack import save_pack
+from .pack import MOTION_ENCODER_FOLDER, save_pack
+from .pipeline import MojitoPipeline
 
 
 @dataclass
@@ -111,8 +112,13 @@ class VideoDenoiser(nn.Module):
 
 
 def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, accelerator: Accelerator,
-                        checkpoint_dir: Path | None = None) -> tuple[VideoDenoiser, StageLog]:
-    """Train on cached per-frame latents; returns the EMA model and the loss log."""
+                        checkpoint_dir: Path | None = None,
+                        start: VideoDenoiser | None = None) -> tuple[VideoDenoiser, StageLog]:
+    """Train on cached per-frame latents; returns the EMA model and the loss log.
+
+    ``start`` continues from an earlier model (a shipped pack, :func:`load_denoiser`) instead of
+    inflating ``base``'s UNet; the optimiser and the warm-up start afresh.
+    """
     torch.manual_seed(config.seed + 11)
     n, frames = len(videos.captions), config.n_frames
     flat = SceneArrays(videos.frames.reshape(n * frames, *videos.frames.shape[2:]), [])
@@ -127,8 +133,10 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     noise_scheduler = build_train_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
 
-    motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size)
-    model = VideoDenoiser(inflate_unet(base.unet), base.text_encoder, motion_encoder).train()
+    if start is None:
+        motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size)
+        start = VideoDenoiser(inflate_unet(base.unet), base.text_encoder, motion_encoder)
+    model = start.train()
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
@@ -191,6 +199,14 @@ def losses_from_log(text: str, steps: int) -> tuple[list[float], float]:
     return losses, seconds
 
 
+def load_denoiser(pack_dir: Path) -> VideoDenoiser:
+    """The UNet3D, text encoder and MIM of a saved text-to-video pack, in float32, ready to train on."""
+    pipe = MojitoPipeline.from_pretrained(pack_dir, local_files_only=True, use_safetensors=True)
+    if pipe.motion_encoder is None:
+        raise WorldStudioError(f"{pack_dir} has no {MOTION_ENCODER_FOLDER}/ folder: it is not a Mojito pack.")
+    return VideoDenoiser(pipe.unet.float(), pipe.text_encoder.float(), pipe.motion_encoder.float())
+
+
 def load_base(base_dir: Path) -> StableDiffusionPipeline:
     """The tiny text-to-image pack whose autoencoder, tokenizer, text encoder and UNet the video model starts from."""
     return StableDiffusionPipeline.from_pretrained(base_dir, local_files_only=True, safety_checker=None,
@@ -205,6 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="two steps on 8 short videos")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--num-videos", type=int, default=None)
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
     parser.add_argument("--from-checkpoint", type=Path, default=None,
                         help="package a saved checkpoint into --out instead of training")
     parser.add_argument("--log", type=Path, default=None,
@@ -244,7 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
         })
     accelerator = Accelerator()
     videos = build_video_arrays(config.num_videos, base.unet.config.sample_size * 4, config.n_frames)
-    model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints)
+    start = load_denoiser(args.resume) if args.resume is not None else None
+    model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints, start)
     report = {}
     if accelerator.is_main_process:
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
@@ -252,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
             "num_videos": config.num_videos, "n_frames": config.n_frames, "steps": config.schedule.steps,
             "batch_size": config.schedule.batch_size, "smoke": args.smoke, "threads": torch.get_num_threads(),
             "device": str(accelerator.device), "total_seconds": round(time.perf_counter() - started, 1),
+            "resumed_from": str(args.resume) if args.resume is not None else None,
         })
     return report
 

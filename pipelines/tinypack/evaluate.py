@@ -12,6 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.tokenizers import warn_unknown_words
+from ..mojito.guidance import GuidanceConfig
+from ..mojito.layout import LayoutGuidance, relation_layout
 from ..shapesworld import COLOURS, SHAPES, Verdict, caption_verdict, detect, sample_scene
 
 DEFAULT_STEPS = 25
@@ -51,9 +53,12 @@ def generate_images(
     guidance_scale: float = DEFAULT_GUIDANCE,
     batch_size: int = 8,
     progress: bool = True,
+    layout: GuidanceConfig | None = None,
 ) -> list[np.ndarray]:
     """Images for ``captions[i]`` with seed ``seeds[i]`` (one generator per image, so batching changes nothing).
 
+    ``layout``: guide the two objects of relation captions into boxes on their sides
+    (:mod:`pipelines.mojito.layout`, eq. 10.5/10.7 on one frame); other captions are not guided.
     Words the tokenizer does not know raise an :class:`~pipelines.errors.UnknownWordsWarning`.
     """
     warn_unknown_words(pipe.tokenizer, captions)
@@ -62,9 +67,15 @@ def generate_images(
     for start in tqdm(starts, desc="generating", disable=not progress):
         chunk = slice(start, start + batch_size)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds[chunk]]
+        guided = {}
+        if layout is not None:
+            prompts = captions[chunk]
+            guided = dict(callback_on_step_end=LayoutGuidance([relation_layout(c) for c in prompts], prompts,
+                                                              pipe.tokenizer, layout),
+                          callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
         output = pipe(
             captions[chunk], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            generator=generators, output_type="np",
+            generator=generators, output_type="np", **guided,
         )
         images.extend((np.clip(output.images, 0, 1) * 255).round().astype(np.uint8))
     return images
