@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
+from pipelines.errors import exits_on_error
 from pipelines.utils import set_torch_threads
 from studio import StudioContext, build_studio
 
 
-def main(argv: list[str] | None = None) -> None:
+@exits_on_error
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve WorldStudio.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
@@ -19,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     set_torch_threads()
     studio = build_studio(StudioContext(preset=args.preset, device=args.device))
     studio.launch(server_name=args.host, server_port=args.port, show_error=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

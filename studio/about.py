@@ -12,6 +12,7 @@ import transformers
 from PIL import Image
 
 from pipelines.models import PRESETS
+from pipelines.mojito.layout import DEFAULT_IMAGE_GUIDANCE
 from pipelines.tinypack.evaluate import fresh_samples
 
 from .context import StudioContext
@@ -67,11 +68,13 @@ def loaded_markdown(context: StudioContext) -> str:
     return "Loaded models: " + (", ".join(loaded) if loaded else "none yet (models load on first use)")
 
 
-def sample_gallery(context: StudioContext, count: int, seed: int, progress=gr.Progress(track_tqdm=True)):
-    """Fresh text-to-image samples for unseen captions, each with the detector's verdict."""
+def sample_gallery(context: StudioContext, count: int, seed: int, layout: bool = False,
+                   progress=gr.Progress(track_tqdm=True)):
+    """Fresh text-to-image samples for unseen captions, each with the detector's verdict; ``layout`` guides
+    the objects of relation captions to their sides (:mod:`pipelines.mojito.layout`)."""
     pipe = context.manager.get("text-to-image")
     progress(0, desc="generating")
-    samples = fresh_samples(pipe, n=int(count), seed=int(seed))
+    samples = fresh_samples(pipe, n=int(count), seed=int(seed), layout=DEFAULT_IMAGE_GUIDANCE if layout else None)
     right = sum(sample.verdict.ok for sample in samples)
     items = [
         (Image.fromarray(sample.image).resize((SAMPLE_DISPLAY_SIZE,) * 2, Image.NEAREST), sample.label)
@@ -103,8 +106,11 @@ def create_tab(context: StudioContext) -> None:
             with gr.Row():
                 count = gr.Slider(4, 16, value=8, step=4, label="samples")
                 seed = gr.Number(value=0, precision=0, label="seed")
+                layout = gr.Checkbox(value=False, label="layout guidance for relations",
+                                     info="guide each object's cross-attention into a box on its side (Mojito's "
+                                          "box energy on one frame); the model alone places them at chance")
                 generate = gr.Button("Generate samples", variant="primary")
             gallery = gr.Gallery(label="samples and verdicts", columns=4, height="auto", object_fit="contain")
             verdict = gr.Markdown()
-        generate.click(shows_errors(functools.partial(sample_gallery, context)), inputs=[count, seed],
+        generate.click(shows_errors(functools.partial(sample_gallery, context)), inputs=[count, seed, layout],
                        outputs=[gallery, verdict, loaded], api_name="tiny_pack_samples")

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from studio_server import CHROMIUM, browser_page, running_studio
 
@@ -45,3 +47,30 @@ def test_browser_sees_every_tab(tmp_path, artifacts_dir):
         page.get_by_role("tab", name="About").click()
         assert page.get_by_text("Model presets").first.is_visible()
         assert page.get_by_text("stabilityai/stable-diffusion-2-1-base").first.is_visible()
+
+
+def test_about_sample_grid_with_and_without_layout_guidance():
+    from studio.about import sample_gallery
+
+    context = StudioContext(preset="tiny", device="cpu")
+    plain, summary, loaded = sample_gallery(context, 4, 3, layout=False, progress=lambda *a, **k: None)
+    guided, _, _ = sample_gallery(context, 4, 3, layout=True, progress=lambda *a, **k: None)
+    assert len(plain) == len(guided) == 4 and "of 4 captions" in summary and "text-to-image" in loaded
+    captions = [label.split(" — ")[0] for _, label in plain]
+    assert captions == [label.split(" — ")[0] for _, label in guided]
+    # Only relation captions are guided: every other caption's image keeps its pixels (to rounding).
+    relation = [any(r in caption for r in (" left of ", " right of ", " above ", " below ")) for caption in captions]
+    assert sum(relation) == 3
+    for guided_one, (a, _), (b, _) in zip(relation, plain, guided):
+        change = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max()
+        assert change > 10 if guided_one else change <= 1
+
+
+@pytest.mark.parametrize("argv, message", [(["--preset", "giant"], "Unknown preset 'giant'"),
+                                           (["--device", "tpu"], "Unknown device 'tpu'")])
+def test_app_refuses_bad_settings_with_a_message_not_a_traceback(argv, message, capsys):
+    import app
+
+    assert app.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
