@@ -36,6 +36,8 @@ from pipelines.matching import (
 )
 from pipelines.matching.benchmark import SWAP_TYPES, shapesworld_groups
 from pipelines.matching.overlay import overlay, swapped_captions
+from pipelines.mojito.guidance import GuidanceConfig
+from pipelines.mojito.layout import DEFAULT_IMAGE_GUIDANCE, relation_layout
 from pipelines.shapesworld import sample_scene
 from pipelines.tinypack.evaluate import generate_images
 
@@ -116,12 +118,23 @@ def shapesworld_sample(seed) -> tuple[np.ndarray, str]:
     return scene.image, "\n".join([scene.caption, *swapped_captions(scene.caption)])
 
 
+def relation_guidance(prompt: str) -> GuidanceConfig | None:
+    """Layout guidance for a ShapesWorld caption with a spatial relation (the model alone places objects at
+    chance); None for any other prompt."""
+    try:
+        return DEFAULT_IMAGE_GUIDANCE if relation_layout(prompt) else None
+    except InvalidInputError:  # outside the ShapesWorld grammar, or two objects with the same words
+        return None
+
+
 def generate(matchers: Matchers, prompt: str, seed) -> tuple[np.ndarray, str]:
-    """An image from the text-to-image model for ``prompt``; the captions become the prompt and its swaps."""
+    """An image from the text-to-image model for ``prompt``; the captions become the prompt and its swaps.
+    A relation caption's objects are guided to their sides (:mod:`pipelines.mojito.layout`)."""
     if not prompt or not prompt.strip():
         raise InvalidInputError("Write a prompt to generate an image from.")
     prompt = check_captions([prompt], matchers.backbone.tokenizer)[0]
-    image = generate_images(matchers.text_to_image(), [prompt], [int(seed)], progress=False)[0]
+    image = generate_images(matchers.text_to_image(), [prompt], [int(seed)], progress=False,
+                            layout=relation_guidance(prompt))[0]
     try:
         captions = [prompt, *swapped_captions(prompt)]
     except InvalidInputError:  # not in the ShapesWorld grammar: no automatic swaps
@@ -306,7 +319,8 @@ def create_tab(context: StudioContext) -> None:
                     sample = gr.Button("ShapesWorld sample", scale=1)
                 with gr.Row():
                     prompt = gr.Textbox(label="Generate from prompt", placeholder="a red circle left of a blue square",
-                                        scale=3)
+                                        info="relations (left of, right of, above, below) are laid out by "
+                                             "cross-attention box guidance", scale=3)
                     make = gr.Button("Generate", scale=1)
             with gr.Column(scale=1, min_width=300):
                 captions = gr.Textbox(label="Captions (one per line, at most 32)", lines=6, elem_id="match-captions")

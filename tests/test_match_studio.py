@@ -74,6 +74,19 @@ def test_generate_from_prompt_gives_the_prompt_and_its_swaps(matchers):
 
 
 @needs_pack
+def test_generated_relation_prompts_are_laid_out_by_box_guidance(matchers):
+    from pipelines.shapesworld import caption_verdict
+
+    prompt = "a green triangle above a yellow circle"
+    assert tab.relation_guidance(prompt) is not None
+    assert tab.relation_guidance("a green triangle") is None and tab.relation_guidance("a cat on a mat") is None
+    verdicts = [caption_verdict(tab.generate(matchers, prompt, seed)[0], prompt) for seed in range(4)]
+    present = [v for v in verdicts if v.both_present]
+    # seeds 0-3 of the shipped pack: 3 of 4 draw both objects, each time the triangle above the circle
+    assert len(present) >= 2 and all(v.relation_ok for v in present)
+
+
+@needs_pack
 def test_few_shot_panel_trains_offsets_for_this_session_only_and_batch_eval_gives_a_table(matchers, examples):
     session = tab.MatchSession()
     session, report, figure, path = tab.train(matchers, session, 2, 3, 5, False, progress=lambda *a, **k: None)
