@@ -112,6 +112,26 @@ def test_cpu_renderer_matches_reference_on_random_scenes(seed):
     assert (grad_alpha.detach().double() - slow_alpha).abs().max().item() < 1e-4
 
 
+def test_compiled_viewer_path_equals_the_differentiable_path_and_is_safe_across_threads():
+    """The no-grad renders (numba kernel, per-pixel stop) and the autograd path composite the same lists."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    width, height = 70, 53
+    means, quats, scales, opacities, values = random_gaussians(3000, 7, channels=4)
+    viewmat, K = camera_tensors(width, height, eye=(0.1, 0.2, 2.5))
+    viewer, viewer_alpha = rasterize(means, quats, scales, opacities, values, viewmat, K, width, height, backend="cpu")
+    with torch.enable_grad():
+        graph, graph_alpha = rasterize(means, quats, scales, opacities, values.requires_grad_(True), viewmat, K,
+                                       width, height, backend="cpu")
+    assert (viewer - graph.detach()).abs().max().item() < 1e-5
+    assert (viewer_alpha - graph_alpha.detach()).abs().max().item() < 1e-5
+    values = values.detach()
+    with ThreadPoolExecutor(4) as pool:  # the studio renders for several users from several threads
+        images = list(pool.map(lambda _: rasterize(means, quats, scales, opacities, values, viewmat, K, width, height,
+                                                   backend="cpu")[0], range(8)))
+    assert all(torch.equal(image, viewer) for image in images)
+
+
 def test_projection_follows_gsplat_conventions():
     from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 

@@ -28,7 +28,9 @@ Backends:
   batched product accumulates the values (and, as an extra channel of ones, the alpha map, equal to
   ``1 - T_final`` up to rounding). Tiles whose pixels have all stopped leave the loop (early
   termination); tiles are processed in batches small enough to stay in cache. No Python loop runs
-  over Gaussians or pixels.
+  over Gaussians or pixels. That is the differentiable path (fitting); when no gradient is needed
+  (the viewer, exports) the same lists go to :func:`~.tile_kernel.composite_tiles`, a numba loop per
+  pixel with its own early stop, tiles in parallel.
 * ``"reference"``: :func:`rasterize_reference`, float64, a loop over depth-sorted Gaussians that
   updates every pixel; slow and obviously correct, the truth in tests.
 """
@@ -44,6 +46,7 @@ import torch
 
 from ..errors import InvalidInputError, WorldStudioError
 from .scene import SH_C0, Camera, Scene4D
+from .tile_kernel import composite_tiles
 
 Mode = Literal["rgb", "features", "depth", "alpha"]
 Backend = Literal["auto", "cpu", "gsplat", "reference"]
@@ -255,21 +258,6 @@ def _composite_chunk(coef, basis, vals, t_before):
     return weights.transpose(1, 2) @ vals, torch.where(t_last > T_STOP, t_last, 0.0)
 
 
-@torch.no_grad()
-def _composite_chunk_inplace(coef, basis, vals, t_before):
-    """:func:`_composite_chunk` without autograd, reusing buffers (the viewer's path)."""
-    work = torch.matmul(coef, basis).clamp_(LOG_ALPHA_FLOOR, LOG_ALPHA_MAX).exp_()
-    torch.nn.functional.threshold_(work, ALPHA_KEEP, 0.0)
-    work.neg_().add_(1.0)
-    t_incl = torch.cumprod(work, dim=1).mul_(t_before[:, None, :])
-    weights = torch.empty_like(t_incl)
-    torch.sub(t_incl[:, :-1], t_incl[:, 1:], out=weights[:, 1:])
-    torch.sub(t_before, t_incl[:, 0], out=weights[:, 0])
-    weights.masked_fill_(t_incl <= T_STOP, 0.0)
-    t_last = t_incl[:, -1]
-    return torch.bmm(weights.transpose(1, 2), vals), t_last.masked_fill_(t_last <= T_STOP, 0.0)
-
-
 def rasterize_tiles(
     means2d: torch.Tensor,  # [N, 2]
     conics: torch.Tensor,  # [N, 3]
@@ -293,6 +281,9 @@ def rasterize_tiles(
     gauss_ids, tile_id, tiles_x, tiles_y = _tile_entries(means2d, conics, opacities, radii, depths, width, height, tile)
     n_tiles = tiles_x * tiles_y
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (means2d, conics, opacities, values))
+    if not grad and means2d.device.type == "cpu":  # the viewer's path: per-pixel compiled loop, same lists
+        return composite_tiles(gauss_ids, tile_id, means2d, conics, opacities, values, tiles_x, tiles_y, tile,
+                               width, height)
     out = torch.zeros(n_tiles, pixels, channels + 1, dtype=dtype)
     transmittance = torch.ones(n_tiles, pixels, dtype=dtype)
     if gauss_ids.numel() > 0:
@@ -320,7 +311,6 @@ def rasterize_tiles(
         slot = torch.full((n_tiles, n_chunks * chunk), n, dtype=torch.long)
         slot[tile_id, rank] = gauss_ids
         batch = max(1, TILE_BATCH_ELEMENTS // (chunk * pixels))
-        composite = _composite_chunk if grad else _composite_chunk_inplace
 
         # 3. Chunks of each tile's list, front to back, for batches of tiles still compositing.
         #    ``transmittance`` is 0 for pixels that have stopped, so nothing reaches them again.
@@ -334,15 +324,11 @@ def rasterize_tiles(
                 ids = slot[active, step * chunk : (step + 1) * chunk]  # [A, K]
                 flat = ids.reshape(-1)
                 coef = _local_quadratic(params.index_select(0, flat).view(*ids.shape, 6), origins[active])
-                contribution, t_after = composite(
+                contribution, t_after = _composite_chunk(
                     coef, basis, vals.index_select(0, flat).view(*ids.shape, channels + 1), transmittance[active]
                 )
-                if grad:
-                    out = out.index_add(0, active, contribution)
-                    transmittance = transmittance.index_copy(0, active, t_after)
-                else:
-                    out.index_add_(0, active, contribution)
-                    transmittance[active] = t_after
+                out = out.index_add(0, active, contribution)
+                transmittance = transmittance.index_copy(0, active, t_after)
     alpha_tiles = out[..., channels]
     out = out[..., :channels]
     image = out.reshape(tiles_y, tiles_x, tile, tile, channels).permute(0, 2, 1, 3, 4)
