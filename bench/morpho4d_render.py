@@ -6,7 +6,8 @@ Prints JSON lines: frames per second of the tile rasterizer for 10k, 20k and 50k
 objects, seen from the home camera and from an orbit view) and a random volume (Gaussians spread
 through a box, each pixel covered by over a hundred of them, the hard case); and the speed ratio to
 the reference renderer (one timed render, at ``--reference-sizes`` only: the reference takes minutes)
-with the largest difference between the two images.
+with the largest difference between the two images; and at each size the speed ratio of the viewer's
+compiled compositing path to the differentiable torch path (the one fitting uses), same scene, same run.
 Run: ``.venv/bin/python bench/morpho4d_render.py [--sizes 10000 20000 50000]``. On a shared machine
 the numbers are noisy: each case reports the median and the best of up to ``--repeats`` renders
 (at most ``--case-seconds`` per case, so an oversubscribed machine cannot stall the run).
@@ -27,6 +28,7 @@ import torch  # noqa: E402
 
 from bench.common import emit, machine  # noqa: E402
 from pipelines.morpho4d import Scene4D, build_shapes_scene, orbit_camera, render  # noqa: E402
+from pipelines.morpho4d.rendering import rasterize, scene_tensors  # noqa: E402
 from pipelines.morpho4d.scene import Camera, intrinsics, look_at  # noqa: E402
 
 BENCH = "morpho4d_render"
@@ -62,6 +64,21 @@ def frames_per_second(scene: Scene4D, camera: Camera, repeats: int, budget: floa
     return 1.0 / statistics.median(seconds), 1.0 / min(seconds), len(seconds)
 
 
+def path_seconds(scene: Scene4D, camera: Camera, differentiable: bool, repeats: int = 3) -> float:
+    """Median seconds of one RGB rasterization at t = 0 through the viewer's path or the autograd path."""
+    tensors = scene_tensors(scene, 0.0)
+    colours = tensors["colours"].requires_grad_(differentiable)
+    args = (tensors["means"], tensors["quats"], tensors["scales"], tensors["opacities"], colours,
+            torch.from_numpy(camera.viewmat), torch.from_numpy(camera.K), camera.width, camera.height)
+    seconds = []
+    with torch.set_grad_enabled(differentiable):
+        for _ in range(repeats + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            rasterize(*args, backend="cpu")
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[1:])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 50_000])
@@ -83,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
                 fps, best, timed = frames_per_second(scene, camera, args.repeats, args.case_seconds)
                 emit(BENCH, "cpu_fps", round(fps, 2), best=round(best, 2), renders=timed, gaussians=scene.n_gaussians,
                      scene=name, threads=threads, size=f"{SIZE}x{SIZE}")
+        torch.set_num_threads(max(args.threads))
+        viewer, autograd = path_seconds(shapes, home, False), path_seconds(shapes, home, True)
+        emit(BENCH, "viewer_path_speedup", round(autograd / viewer, 2), viewer_seconds=round(viewer, 4),
+             autograd_seconds=round(autograd, 4), gaussians=shapes.n_gaussians, scene="shapes_home",
+             threads=max(args.threads))
         if n not in args.reference_sizes:
             continue
         torch.set_num_threads(min(args.threads))

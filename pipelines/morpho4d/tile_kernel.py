@@ -23,8 +23,12 @@ import torch
 _ALPHA_MAX = 0.999
 _ALPHA_MIN = 1.0 / 255.0
 _T_STOP = 1e-4
-# One kernel launch at a time: numba's fallback threading layer (workqueue) is not safe for launches from
-# several threads at once, and the studio serves users from several threads. A launch takes milliseconds.
+# numba's "workqueue" threading layer: its workers sleep between launches. The OpenMP layer's workers
+# spin after each launch, and beside torch (and a second process) on 2 cores that spinning made a GEN of
+# Morpho4D 10x slower (the thread-oversubscription trap of FACTS.md). Workqueue is not safe for launches
+# from several threads at once and the studio serves users from several threads, so launches are taken
+# one at a time (a launch takes milliseconds).
+numba.config.THREADING_LAYER = "workqueue"
 _LAUNCH = threading.Lock()
 
 
