@@ -120,15 +120,14 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
 
     singles = single_object_captions()
+    seeds = [args.seed + i for i in range(args.n)]
     if "single" in parts:
         captions = [singles[i % len(singles)] for i in range(args.n)]
-        seeds = [args.seed + i for i in range(args.n)]
         colour, shape = primary_detection_scores(generate_images(pipe, captions, seeds), captions)
         emit(BENCH, "single_object_colour_accuracy", round(colour, 4), n=args.n, bar=0.90)
         emit(BENCH, "single_object_shape_accuracy", round(shape, 4), n=args.n, bar=0.75)
 
     captions = two_object_captions(args.n, rng)
-    seeds = [args.seed + i for i in range(args.n)]
     if "relation" in parts:
         relation_rows(judge(generate_images(pipe, captions, seeds), captions, seeds))
     if "layout" in parts:

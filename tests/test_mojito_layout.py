@@ -7,6 +7,7 @@ import pytest
 import torch
 from dummies import dummy_sd_pipeline
 
+from pipelines.attention import token_indices
 from pipelines.errors import InvalidInputError
 from pipelines.mojito.guidance import GuidanceConfig, GuidanceTarget, guide_latents
 from pipelines.mojito.layout import LayoutGuidance, relation_layout
@@ -42,8 +43,6 @@ def test_guide_latents_lowers_each_image_energy_and_leaves_unguided_images_alone
     ids = pipe.tokenizer(prompts, padding="max_length", max_length=16, return_tensors="pt").input_ids
     cond = pipe.text_encoder(ids)[0]
     layout = relation_layout(prompts[0])
-    from pipelines.attention import token_indices
-
     targets = [[GuidanceTarget(p, token_indices(pipe.tokenizer, prompts[0], p), np.asarray([b])) for p, b in layout.items()],
                []]
     pipe.scheduler.set_timesteps(10)

@@ -217,11 +217,11 @@ def guide_latents(unet, scheduler, latents: torch.Tensor, timestep, cond: torch.
         finally:
             for hook in hooks:
                 hook.remove()
+        stored = {layer: control.store.maps_for(layer) for layer in control.layers}
         energy, reports = None, []
         for b, sample_targets in enumerate(targets):
             # [F, heads, h, w, tokens]: a video's frames, or the image as one frame
-            maps = {layer: control.store.maps_for(layer)[b] if video else control.store.maps_for(layer)[b : b + 1]
-                    for layer in control.layers}
+            maps = {layer: m[b] if video else m[b : b + 1] for layer, m in stored.items()}
             if not sample_targets:
                 reports.append({})
                 continue

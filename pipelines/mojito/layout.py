@@ -12,7 +12,7 @@ blue square") into one box per object; :class:`LayoutGuidance` is a ``callback_o
 diffusers ``StableDiffusionPipeline``, so the stock pipeline runs unchanged::
 
     layouts = [relation_layout(caption) for caption in captions]
-    pipe(captions, callback_on_step_end=LayoutGuidance(layouts),
+    pipe(captions, callback_on_step_end=LayoutGuidance(layouts, captions, pipe.tokenizer),
          callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
 
 The callback acts after each scheduler step, so guidance starts on the latent of the second timestep
@@ -47,7 +47,7 @@ def _square(cx: float, cy: float) -> tuple[float, float, float, float]:
     return (cx - h, cy - h, cx + h, cy + h)
 
 
-_HALVES = {
+_SIDE_BOXES = {
     "left": _square(0.27, 0.5),
     "right": _square(0.73, 0.5),
     "top": _square(0.5, 0.27),
@@ -75,7 +75,7 @@ def relation_layout(caption: str) -> dict[str, tuple[float, float, float, float]
     if first == second:
         raise InvalidInputError(f"Both objects of {caption!r} are {first!r}: their boxes cannot be told apart.")
     side_a, side_b = RELATION_SIDES[spec.relation]
-    return {first: _HALVES[side_a], second: _HALVES[side_b]}
+    return {first: _SIDE_BOXES[side_a], second: _SIDE_BOXES[side_b]}
 
 
 class LayoutGuidance:

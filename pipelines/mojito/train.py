@@ -200,10 +200,9 @@ def losses_from_log(text: str, steps: int) -> tuple[list[float], float]:
 
 
 def load_denoiser(pack_dir: Path) -> VideoDenoiser:
-    """The UNet3D, text encoder and MIM of a saved text-to-video pack, in float32, ready to train on."""
+    """The UNet3D, text encoder and MIM of a saved Mojito pack (``--resume``, checked to have its
+    ``motion_encoder/``), in float32, ready to train on."""
     pipe = MojitoPipeline.from_pretrained(pack_dir, local_files_only=True, use_safetensors=True)
-    if pipe.motion_encoder is None:
-        raise WorldStudioError(f"{pack_dir} has no {MOTION_ENCODER_FOLDER}/ folder: it is not a Mojito pack.")
     return VideoDenoiser(pipe.unet.float(), pipe.text_encoder.float(), pipe.motion_encoder.float())
 
 
@@ -232,6 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps must be at least 1")
     if args.num_videos is not None and args.num_videos < 4:
         parser.error("--num-videos must be at least 4")
+    if args.resume is not None and not (args.resume / MOTION_ENCODER_FOLDER).is_dir():
+        parser.error(f"--resume {args.resume} is not a Mojito pack (no {MOTION_ENCODER_FOLDER}/ folder)")
     return args
 
 
@@ -260,9 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": config.schedule.batch_size, "learning_rate": config.schedule.learning_rate,
             "checkpoint": args.from_checkpoint.name, "threads": torch.get_num_threads(),
         })
+    start = load_denoiser(args.resume) if args.resume is not None else None
     accelerator = Accelerator()
     videos = build_video_arrays(config.num_videos, base.unet.config.sample_size * 4, config.n_frames)
-    start = load_denoiser(args.resume) if args.resume is not None else None
     model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints, start)
     report = {}
     if accelerator.is_main_process:

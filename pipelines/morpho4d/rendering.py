@@ -283,7 +283,7 @@ def rasterize_tiles(
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (means2d, conics, opacities, values))
     if not grad and means2d.device.type == "cpu":  # the viewer's path: per-pixel compiled loop, same lists
         return composite_tiles(gauss_ids, tile_id, means2d, conics, opacities, values, tiles_x, tiles_y, tile,
-                               width, height)
+                               width, height, alpha_max=ALPHA_MAX, alpha_min=ALPHA_MIN, t_stop=T_STOP)
     out = torch.zeros(n_tiles, pixels, channels + 1, dtype=dtype)
     transmittance = torch.ones(n_tiles, pixels, dtype=dtype)
     if gauss_ids.numel() > 0:

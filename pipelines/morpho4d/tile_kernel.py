@@ -19,10 +19,6 @@ import numba
 import numpy as np
 import torch
 
-# Keep in step with rendering.py (gsplat's constants); restated here so the kernel has no imports back.
-_ALPHA_MAX = 0.999
-_ALPHA_MIN = 1.0 / 255.0
-_T_STOP = 1e-4
 # numba's "workqueue" threading layer: its workers sleep between launches. The OpenMP layer's workers
 # spin after each launch, and beside torch (and a second process) on 2 cores that spinning made a GEN of
 # Morpho4D 10x slower (the thread-oversubscription trap of FACTS.md). Workqueue is not safe for launches
@@ -33,10 +29,11 @@ _LAUNCH = threading.Lock()
 
 
 @numba.njit(parallel=True, fastmath=False, cache=True)
-def _composite(offsets, gauss_ids, params, values, tiles_x, tile, width, height, out, alpha):  # pragma: no cover
+def _composite(offsets, gauss_ids, params, values, tiles_x, tile, width, height, alpha_max, alpha_min, t_stop,
+               out, alpha):  # pragma: no cover
     """``params [N, 7]`` = (mx, my, a, b, c, opacity, reach); ``offsets [tiles + 1]`` into ``gauss_ids``
     (each tile's Gaussians in depth order); writes ``out [H, W, C]`` and ``alpha [H, W]``. ``reach`` is a
-    sigma beyond which ``o exp(-sigma) < 1/255`` for certain, so most far pairs skip the exponential."""
+    sigma beyond which ``o exp(-sigma) < alpha_min`` for certain, so most far pairs skip the exponential."""
     n_tiles = offsets.shape[0] - 1
     channels = values.shape[1]
     for tile_index in numba.prange(n_tiles):
@@ -67,11 +64,11 @@ def _composite(offsets, gauss_ids, params, values, tiles_x, tile, width, height,
                     sigma = 0.5 * (local[i, 2] * dx * dx + local[i, 4] * dy * dy) + local[i, 3] * dx * dy
                     if sigma < 0.0 or sigma > local[i, 6]:
                         continue
-                    a = min(_ALPHA_MAX, local[i, 5] * math.exp(-sigma))
-                    if a < _ALPHA_MIN:
+                    a = min(alpha_max, local[i, 5] * math.exp(-sigma))
+                    if a < alpha_min:
                         continue
                     following = transmittance * (1.0 - a)
-                    if following <= _T_STOP:
+                    if following <= t_stop:
                         break
                     weight = a * transmittance
                     for k in range(channels):
@@ -83,14 +80,16 @@ def _composite(offsets, gauss_ids, params, values, tiles_x, tile, width, height,
 
 
 def composite_tiles(gauss_ids: torch.Tensor, tile_id: torch.Tensor, means2d, conics, opacities, values,
-                    tiles_x: int, tiles_y: int, tile: int, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([H, W, C] values, [H, W] alpha)`` from (tile, depth)-ordered entries (``_tile_entries``); no autograd."""
+                    tiles_x: int, tiles_y: int, tile: int, width: int, height: int, *, alpha_max: float,
+                    alpha_min: float, t_stop: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([H, W, C] values, [H, W] alpha)`` from (tile, depth)-ordered entries (``_tile_entries``); no autograd.
+    ``alpha_max``, ``alpha_min``, ``t_stop``: the compositing rules (the renderer passes gsplat's)."""
     n_tiles = tiles_x * tiles_y
     counts = torch.bincount(tile_id, minlength=n_tiles)
     offsets = np.zeros(n_tiles + 1, dtype=np.int64)
     np.cumsum(counts.numpy(), out=offsets[1:])
     opacity = opacities.detach().to(torch.float64)
-    reach = torch.log((255.0 * opacity).clamp(min=1e-30)) + 1e-3  # alpha >= 1/255 needs sigma <= log(255 o)
+    reach = torch.log((opacity / alpha_min).clamp(min=1e-30)) + 1e-3  # alpha >= alpha_min needs sigma <= this
     params = torch.cat([means2d.detach(), conics.detach(), opacity[:, None], reach[:, None]], dim=1)
     params = params.to(torch.float32).contiguous().numpy()
     vals = values.detach().to(torch.float32).contiguous().numpy()
@@ -100,5 +99,5 @@ def composite_tiles(gauss_ids: torch.Tensor, tile_id: torch.Tensor, means2d, con
     with _LAUNCH:
         numba.set_num_threads(threads)
         _composite(offsets, gauss_ids.numpy().astype(np.int64, copy=False), params, vals, tiles_x, tile, width,
-                   height, out, alpha)
+                   height, float(alpha_max), float(alpha_min), float(t_stop), out, alpha)
     return torch.from_numpy(out).to(values.dtype), torch.from_numpy(alpha).to(values.dtype)
