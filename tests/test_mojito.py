@@ -39,7 +39,7 @@ from pipelines.mojito.guidance import (
     sigma_squared,
     temporal_smoothness,
 )
-from pipelines.mojito.model import inflate_unet
+from pipelines.mojito.model import FramePositions, add_frame_positions, inflate_unet, temporal_blocks
 from pipelines.mojito.pack import save_pack
 from pipelines.shapesworld import sample_video
 
@@ -262,6 +262,47 @@ def test_motion_encoder_adds_one_embedding_to_every_token():
     for bad in (0, 11, 2.5, "3", True, float("nan")):
         with pytest.raises(InvalidInputError):
             encoder.index([bad])
+
+
+def test_frame_positions_tell_the_temporal_layers_which_frame_is_which():
+    """Without positions temporal attention is blind to frame order; with them it is not (AnimateDiff's fix)."""
+    table = FramePositions(dim=6, max_frames=4).table[0]
+    torch.testing.assert_close(table[0], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]))  # sin 0, cos 0
+    assert not torch.allclose(table[1], table[2])
+    unet = tiny_components()["unet"].eval()
+    for block in temporal_blocks(unet):  # only temporal attention, so a frame's output is order-blind without positions
+        torch.nn.init.normal_(block.attn1.to_out[0].weight, std=0.5)
+    for module in unet.modules():
+        if type(module).__name__ == "TemporalConvLayer":
+            module.forward = lambda hidden_states, num_frames=1: hidden_states
+    video, text = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 5, 32)
+    swapped = video[:, :, [2, 1, 0]]
+
+    def middle(x):
+        with torch.no_grad():
+            return unet(x, 10, encoder_hidden_states=text).sample[:, :, 1]
+
+    torch.testing.assert_close(middle(video), middle(swapped), atol=1e-4, rtol=1e-4)
+    blocks = len(temporal_blocks(unet))
+    assert blocks == add_frame_positions(unet, 8) > 0 and add_frame_positions(unet, 8) == 0  # idempotent
+    assert (middle(video) - middle(swapped)).abs().max() > 1e-3
+    assert not any("table" in key for key in unet.state_dict())  # a function of the sizes, not a weight
+    with pytest.raises(ValueError, match="frame positions"):
+        unet(torch.randn(1, 4, 9, 16, 16), 10, encoder_hidden_states=text)
+
+
+def test_pack_records_frame_positions_and_the_pipeline_applies_them(tmp_path):
+    components = tiny_components(2)
+    components["motion_encoder"].register_to_config(frame_positions=16)
+    add_frame_positions(components["unet"], 16)
+    save_pack(tmp_path, MojitoPipeline(**components), components["unet"], components["text_encoder"],
+              components["motion_encoder"])
+    loaded = MojitoPipeline.from_pretrained(tmp_path, local_files_only=True)
+    assert all(isinstance(block.pos_embed, FramePositions) for block in temporal_blocks(loaded.unet))
+    assert all(block.pos_embed.table.shape[1] == 16 for block in temporal_blocks(loaded.unet))
+    plain = tiny_components(2)
+    wrapped = MojitoPipeline.from_base(MojitoPipeline(**{**plain, "motion_encoder": None}), plain["motion_encoder"])
+    assert all(block.pos_embed is None for block in temporal_blocks(wrapped.unet))  # frame_positions 0: none
 
 
 # -- pipeline ----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import torch
 
 from pipelines.models import TINY_PACK_DIR
 from pipelines.mojito import MojitoPipeline
-from pipelines.mojito.train import main
+from pipelines.mojito.model import temporal_blocks
+from pipelines.mojito.pipeline import MAX_FRAMES
+from pipelines.mojito.train import losses_from_log, main
 
 SHIPPED = TINY_PACK_DIR / "shapes-t2v"
 
@@ -19,6 +21,8 @@ def test_two_step_resume_starts_from_the_shipped_weights(tmp_path):
     shipped = MojitoPipeline.from_pretrained(SHIPPED, local_files_only=True)
     resumed = MojitoPipeline.from_pretrained(tmp_path / "pack", local_files_only=True)
     assert resumed.motion_encoder is not None
+    assert resumed.motion_encoder.config.frame_positions == MAX_FRAMES  # recorded, and applied on load:
+    assert all(block.pos_embed is not None for block in temporal_blocks(resumed.unet))
     before = dict(shipped.unet.named_parameters())
     # Two small steps from the shipped weights (EMA warm-up keeps them close), not a fresh inflation.
     changes = [float((p - before[name]).abs().max().detach()) for name, p in resumed.unet.named_parameters()]
@@ -26,3 +30,10 @@ def test_two_step_resume_starts_from_the_shipped_weights(tmp_path):
     assert max(changes) < 0.05
     zero_init = resumed.unet.get_submodule("transformer_in").proj_out.weight
     assert float(zero_init.detach().abs().max()) > 0  # trained temporal layers, not the identity start
+
+
+def test_losses_are_read_back_from_a_resumed_runs_progress_bar():
+    text = ("text-to-video (resumed):   1%|          | 10/1500 [00:50<2:04:10,  5.00s/it, loss=0.0700]"
+            "text-to-video (resumed):   1%|          | 20/1500 [01:40<2:03:20,  5.00s/it, loss=0.0650]"
+            "text-to-video (resumed):   2%|          | 30/1500 [02:30<2:02:30,  5.00s/it, loss=0.0600]")
+    assert losses_from_log(text, 20) == ([0.07, 0.065], 100.0)

@@ -11,8 +11,12 @@ denoises each frame exactly as the image model does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
+from torch import nn
 
 from ..tinypack.config import ComponentSizes
 
@@ -27,6 +31,57 @@ def build_unet3d(sizes: ComponentSizes, attention_head_dim: int = 16, norm_num_g
         cross_attention_dim=sizes.text_width, attention_head_dim=attention_head_dim,
         norm_num_groups=norm_num_groups,
     )
+
+
+class FramePositions(nn.Module):
+    """Sinusoidal frame-index embedding added to a temporal attention's input, as in AnimateDiff's motion modules.
+
+    diffusers' UNet3D temporal transformers attend over frames without any
+    position, so they cannot tell the first frame from the last; "from left to
+    right" then has to be inferred from the zero padding of the temporal
+    convolutions. A ``BasicTransformerBlock`` adds its ``pos_embed`` to the
+    normalised frames before each attention; this is that module, with the table
+    kept out of the state dict (it is a function of the sizes, not a weight).
+    """
+
+    def __init__(self, dim: int, max_frames: int) -> None:
+        super().__init__()
+        position = torch.arange(max_frames, dtype=torch.float32)[:, None]
+        frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        table = torch.zeros(1, max_frames, dim)
+        table[0, :, 0::2] = torch.sin(position * frequency)
+        table[0, :, 1::2] = torch.cos(position * frequency)
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[batch * h * w, frames, dim] -> the same plus each frame's position."""
+        frames = hidden_states.shape[1]
+        if frames > self.table.shape[1]:
+            raise ValueError(f"{frames} frames exceed the {self.table.shape[1]} frame positions of this model")
+        return hidden_states + self.table[:, :frames].to(hidden_states.dtype)
+
+
+def temporal_blocks(unet: UNet3DConditionModel) -> list[BasicTransformerBlock]:
+    """The transformer blocks of every temporal transformer (``transformer_in`` and each ``temp_attentions``)."""
+    return [module for name, module in unet.named_modules()
+            if isinstance(module, BasicTransformerBlock)
+            and (name.startswith("transformer_in.") or ".temp_attentions." in name)]
+
+
+def add_frame_positions(unet: UNet3DConditionModel, max_frames: int) -> int:
+    """Give every temporal transformer block of ``unet`` :class:`FramePositions` for up to ``max_frames`` frames.
+
+    Idempotent (blocks that already have positions keep them); returns how many blocks got them.
+    A pack records ``max_frames`` in its motion encoder's config (``frame_positions``), and
+    :class:`~.pipeline.MojitoPipeline` applies it on load.
+    """
+    added = 0
+    for block in temporal_blocks(unet):
+        if block.pos_embed is None:
+            block.pos_embed = FramePositions(block.norm1.normalized_shape[0], max_frames).to(block.norm1.weight.device)
+            block.positional_embeddings = "sinusoidal"
+            added += 1
+    return added
 
 
 def zero_temporal_attention(unet: UNet3DConditionModel) -> None:

@@ -8,6 +8,11 @@ duplicates c_M over every token of the text embedding: the condition is
 c_L = c_T + c_M. Row 0 ("none") is the embedding of no intensity, used for
 classifier-free guidance and for generation without MIM; it stays zero, so
 "none" leaves the text embedding unchanged.
+
+The encoder's config also carries ``frame_positions``: how many frames the
+pack's temporal layers have sinusoidal positions for (0 for none; see
+:func:`.model.add_frame_positions`). Both are the pack's motion conditioning,
+and this is the component a Mojito pack adds to a stock text-to-video folder.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
     """The learned layer M: an intensity word -> c_M, added to every token (c_L = c_T + c_M, eq. 10.8)."""
 
     @register_to_config
-    def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS) -> None:
+    def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS,
+                 frame_positions: int = 0) -> None:
         super().__init__()
         # Row 0 is "none"; row k is words[k-1]. Zero-initialised: training starts from the text-only condition.
         self.embedding = nn.Embedding(len(words) + 1, embedding_dim)

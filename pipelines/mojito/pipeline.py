@@ -29,6 +29,7 @@ from diffusers.utils import BaseOutput
 from ..attention import CrossAttentionControl, token_indices
 from ..errors import InvalidInputError
 from .guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
+from .model import add_frame_positions
 from .modulator import MotionIntensityEncoder, check_intensity
 from .pack import MOTION_ENCODER_FOLDER
 from .trajectory import check_trajectories
@@ -66,7 +67,14 @@ class MojitoPipeline(TextToVideoSDPipeline):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler,
                  motion_encoder: MotionIntensityEncoder | None = None) -> None:
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.register_motion_encoder(motion_encoder)
+
+    def register_motion_encoder(self, motion_encoder: MotionIntensityEncoder | None) -> None:
+        """Attach the MIM; a pack whose encoder records ``frame_positions`` also gets them in its UNet."""
         self.register_modules(motion_encoder=motion_encoder)
+        positions = getattr(getattr(motion_encoder, "config", None), "frame_positions", 0)
+        if positions:
+            add_frame_positions(self.unet, positions)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MojitoPipeline":
@@ -74,7 +82,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         folder = Path(str(pretrained_model_name_or_path)) / MOTION_ENCODER_FOLDER
         if getattr(pipe, "motion_encoder", None) is None and folder.is_dir():
-            pipe.register_modules(motion_encoder=MotionIntensityEncoder.from_pretrained(folder, use_safetensors=True))
+            pipe.register_motion_encoder(MotionIntensityEncoder.from_pretrained(folder, use_safetensors=True))
         return pipe
 
     @classmethod

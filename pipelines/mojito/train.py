@@ -40,10 +40,14 @@ from ..tinypack.data import SceneArrays, tokenize
 from ..tinypack.report import write_report
 from ..tinypack.train import StageLog, _loop, encode_latents, min_snr_weights
 from ..utils import seed_everything, set_torch_threads
-from .model import inflate_unet
+from .model import add_frame_positions, inflate_unet
 from .modulator import MotionIntensityEncoder
 from .pack import MOTION_ENCODER_FOLDER, save_pack
-from .pipeline import MojitoPipeline
+from .pipeline import MAX_FRAMES, MojitoPipeline
+
+
+# Loss-log names in training_report.json: a resumed run into the same pack adds its stage beside the first.
+FIRST_STAGE, RESUMED_STAGE = "text-to-video", "text-to-video (resumed)"
 
 
 @dataclass
@@ -69,6 +73,8 @@ class VideoTrainConfig:
     warmup_steps: int = 100
     # Save the EMA weights this often (steps).
     checkpoint_every: int = 100
+    # Frames the temporal layers get sinusoidal positions for (0: none, as the first shipped pack).
+    frame_positions: int = MAX_FRAMES
     seed: int = 0
 
     @classmethod
@@ -133,16 +139,18 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     noise_scheduler = build_train_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
 
-    if start is None:
-        motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size)
-        start = VideoDenoiser(inflate_unet(base.unet), base.text_encoder, motion_encoder)
-    model = start.train()
+    resumed = start is not None
+    model = (start or new_denoiser(base, config.frame_positions)).train()
+    if config.frame_positions and not model.motion_encoder.config.frame_positions:
+        # A pack trained without frame positions (the first shipped one) gets them now.
+        model.motion_encoder.register_to_config(frame_positions=config.frame_positions)
+        add_frame_positions(model.unet, config.frame_positions)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     generator = torch.Generator().manual_seed(config.seed + 12 + accelerator.process_index)
-    log = StageLog("text-to-video")
+    log = StageLog(RESUMED_STAGE if resumed else FIRST_STAGE)
     done = [0]
 
     def step(indices: np.ndarray) -> float:
@@ -177,6 +185,16 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     return denoiser.eval(), log
 
 
+def new_denoiser(base, frame_positions: int) -> VideoDenoiser:
+    """``base``'s UNet inflated to 3D (with ``frame_positions`` if > 0), its text encoder and a fresh MIM."""
+    unet = inflate_unet(base.unet)
+    if frame_positions:
+        add_frame_positions(unet, frame_positions)
+    motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size,
+                                            frame_positions=frame_positions)
+    return VideoDenoiser(unet, base.text_encoder, motion_encoder)
+
+
 def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
     """The EMA weights of every part, as one safetensors file (the live weights are left as they were)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +207,7 @@ def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
 def losses_from_log(text: str, steps: int) -> tuple[list[float], float]:
     """The 10-step mean losses a run's progress bar showed up to ``steps``, and the seconds it took to get there."""
     losses, seconds = [], 0.0
-    for count, elapsed, loss in re.findall(r"text-to-video:[^|]*\|[^|]*\| (\d+)/\d+ \[([\d:]+)<[^\]]*loss=([0-9.]+)\]", text):
+    for count, elapsed, loss in re.findall(r"text-to-video[^:|]*:[^|]*\|[^|]*\| (\d+)/\d+ \[([\d:]+)<[^\]]*loss=([0-9.]+)\]", text):
         if int(count) > steps:
             break
         if not losses or float(loss) != losses[-1]:
@@ -220,17 +238,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="two steps on 8 short videos")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--num-videos", type=int, default=None)
+    parser.add_argument("--frame-positions", type=int, default=None,
+                        help=f"frames the temporal layers get sinusoidal positions for (default {MAX_FRAMES}; 0: none)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
     parser.add_argument("--from-checkpoint", type=Path, default=None,
                         help="package a saved checkpoint into --out instead of training")
     parser.add_argument("--log", type=Path, default=None,
-                        help="with --from-checkpoint: the run's log, whose losses go into the training report")
+                        help="with --from-checkpoint: the run's log, whose losses go into the training report "
+                             "(with --resume too: the checkpoint is of a resumed run)")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
     if args.num_videos is not None and args.num_videos < 4:
         parser.error("--num-videos must be at least 4")
+    if args.frame_positions is not None and not 0 <= args.frame_positions <= MAX_FRAMES:
+        parser.error(f"--frame-positions must be in 0..{MAX_FRAMES}")
     if args.resume is not None and not (args.resume / MOTION_ENCODER_FOLDER).is_dir():
         parser.error(f"--resume {args.resume} is not a Mojito pack (no {MOTION_ENCODER_FOLDER}/ folder)")
     return args
@@ -244,22 +267,25 @@ def main(argv: list[str] | None = None) -> dict:
         config.schedule.steps = args.steps
     if args.num_videos:
         config.num_videos = args.num_videos
+    if args.frame_positions is not None:
+        config.frame_positions = args.frame_positions
     seed_everything(config.seed)
     started = time.perf_counter()
     base = load_base(args.base)
     if args.from_checkpoint is not None:
-        model = VideoDenoiser(inflate_unet(base.unet), base.text_encoder,
-                              MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size))
+        model = new_denoiser(base, config.frame_positions)
         model.load_state_dict(load_file(str(args.from_checkpoint)))
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
         steps = int(re.search(r"(\d+)", args.from_checkpoint.stem).group(1))
-        log = StageLog("text-to-video")
+        log = StageLog(RESUMED_STAGE if args.resume is not None else FIRST_STAGE)
         if args.log is not None:
             log.losses, log.seconds = losses_from_log(args.log.read_text(errors="replace"), steps)
         return write_report([log], args.out, {
             "num_videos": config.num_videos, "n_frames": config.n_frames, "steps": steps,
             "batch_size": config.schedule.batch_size, "learning_rate": config.schedule.learning_rate,
             "checkpoint": args.from_checkpoint.name, "threads": torch.get_num_threads(),
+            "frame_positions": config.frame_positions,
+            "resumed_from": str(args.resume) if args.resume is not None else None,
         })
     start = load_denoiser(args.resume) if args.resume is not None else None
     accelerator = Accelerator()
@@ -273,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": config.schedule.batch_size, "smoke": args.smoke, "threads": torch.get_num_threads(),
             "device": str(accelerator.device), "total_seconds": round(time.perf_counter() - started, 1),
             "resumed_from": str(args.resume) if args.resume is not None else None,
+            "frame_positions": config.frame_positions,
         })
     return report
 
