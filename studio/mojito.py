@@ -58,6 +58,11 @@ object. The **intensity** (1-10) sets how fast things move (Motion Intensity Mod
 **Directional Motion Control** (eq. 10.5-10.7) pulls the phrase's cross-attention into the boxes during
 the first denoising steps. Metrics compare the detected object with the boxes; "plausible" is the share
 of frames where it keeps its shape, colour and size (a big step can paint a bar that fills the box).
+
+*Tiny pack, measured (`bench/results/mojito.jsonl`):* with guidance the object follows the boxes (mIoU
+6.6x the unguided video's, plausible 0.81). Without it, the tiny model moves objects but in the caption's
+direction in only 8 of 17 straight cases, and the intensity slider does not yet change the measured speed
+more than the caption's speed word does (alignment error 0.45 with it, 0.43 without).
 """
 
 

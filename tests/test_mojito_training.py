@@ -8,7 +8,7 @@ from pipelines.models import TINY_PACK_DIR
 from pipelines.mojito import MojitoPipeline
 from pipelines.mojito.model import temporal_blocks
 from pipelines.mojito.pipeline import MAX_FRAMES
-from pipelines.mojito.train import losses_from_log, main
+from pipelines.mojito.train import losses_from_log, main, steps_before
 
 SHIPPED = TINY_PACK_DIR / "shapes-t2v"
 
@@ -17,6 +17,7 @@ def test_two_step_resume_starts_from_the_shipped_weights(tmp_path):
     report = main(["--smoke", "--resume", str(SHIPPED), "--out", str(tmp_path / "pack"),
                    "--checkpoints", str(tmp_path / "checkpoints")])
     assert report["resumed_from"] == str(SHIPPED)
+    assert report["steps_before_resume"] == steps_before(SHIPPED) >= 300
     assert json.loads((tmp_path / "pack" / "training_report.json").read_text())["steps"] == 2
     shipped = MojitoPipeline.from_pretrained(SHIPPED, local_files_only=True)
     resumed = MojitoPipeline.from_pretrained(tmp_path / "pack", local_files_only=True)

@@ -15,6 +15,7 @@ Table 10.4). The result is a ``TextToVideoSDPipeline`` folder plus a
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -54,8 +55,9 @@ FIRST_STAGE, RESUMED_STAGE = "text-to-video", "text-to-video (resumed)"
 class VideoTrainConfig:
     """Everything ``make tiny-t2v`` needs.
 
-    300 steps is what the shipped pack got: on a 2-core CPU shared with other jobs they took about
-    70 minutes (about 10 s a step at one thread); on an idle machine about 3 s a step.
+    The shipped pack got two runs (``make tiny-t2v``): these 300 steps without frame positions
+    (61 min at one thread on a shared 2-core CPU), then ``--resume`` for 900 steps with them
+    (80 min at two threads, 4.2-5.3 s a step).
     """
 
     # Frames per training video and distinct ShapesWorld videos (seeds 0..n-1).
@@ -217,6 +219,15 @@ def losses_from_log(text: str, steps: int) -> tuple[list[float], float]:
     return losses, seconds
 
 
+def steps_before(pack_dir: Path | None) -> int | None:
+    """Training steps a pack had already had (its report's ``steps`` plus its own ``steps_before_resume``)."""
+    report = pack_dir / "training_report.json" if pack_dir is not None else None
+    if report is None or not report.is_file():
+        return None
+    data = json.loads(report.read_text())
+    return int(data.get("steps", 0)) + int(data.get("steps_before_resume") or 0)
+
+
 def load_denoiser(pack_dir: Path) -> VideoDenoiser:
     """The UNet3D, text encoder and MIM of a saved Mojito pack (``--resume``, checked to have its
     ``motion_encoder/``), in float32, ready to train on."""
@@ -286,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
             "checkpoint": args.from_checkpoint.name, "threads": torch.get_num_threads(),
             "frame_positions": config.frame_positions,
             "resumed_from": str(args.resume) if args.resume is not None else None,
+            "steps_before_resume": steps_before(args.resume),
         })
     start = load_denoiser(args.resume) if args.resume is not None else None
     accelerator = Accelerator()
@@ -299,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": config.schedule.batch_size, "smoke": args.smoke, "threads": torch.get_num_threads(),
             "device": str(accelerator.device), "total_seconds": round(time.perf_counter() - started, 1),
             "resumed_from": str(args.resume) if args.resume is not None else None,
+            "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions,
         })
     return report

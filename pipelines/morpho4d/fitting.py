@@ -355,7 +355,7 @@ def fit_scene(
         loss.backward()
         optimizer.step()
         result.losses.append(float(loss.detach()))
-        if callback is not None and callback(step, float(loss)):
+        if callback is not None and callback(step, result.losses[-1]):
             break
     result.final_loss = scene_loss(params, frames, config)
     result.scene = params.to_scene(init)
