@@ -286,7 +286,7 @@ def test_frame_positions_tell_the_temporal_layers_which_frame_is_which():
     blocks = len(temporal_blocks(unet))
     assert blocks == add_frame_positions(unet, 8) > 0 and add_frame_positions(unet, 8) == 0  # idempotent
     assert (middle(video) - middle(swapped)).abs().max() > 1e-3
-    assert not any("table" in key for key in unet.state_dict())  # a function of the sizes, not a weight
+    assert not any("pos_embed" in key for key in unet.state_dict())  # a function of the sizes, not a weight
     with pytest.raises(ValueError, match="frame positions"):
         unet(torch.randn(1, 4, 9, 16, 16), 10, encoder_hidden_states=text)
 

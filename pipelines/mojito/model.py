@@ -11,12 +11,10 @@ denoises each frame exactly as the image model does.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
-from torch import nn
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 
 from ..tinypack.config import ComponentSizes
 
@@ -33,32 +31,34 @@ def build_unet3d(sizes: ComponentSizes, attention_head_dim: int = 16, norm_num_g
     )
 
 
-class FramePositions(nn.Module):
+class FramePositions(SinusoidalPositionalEmbedding):
     """Sinusoidal frame-index embedding added to a temporal attention's input, as in AnimateDiff's motion modules.
 
     diffusers' UNet3D temporal transformers attend over frames without any
     position, so they cannot tell the first frame from the last; "from left to
     right" then has to be inferred from the zero padding of the temporal
     convolutions. A ``BasicTransformerBlock`` adds its ``pos_embed`` to the
-    normalised frames before each attention; this is that module, with the table
-    kept out of the state dict (it is a function of the sizes, not a weight).
+    normalised frames before each attention; this is diffusers' sinusoidal one,
+    with the table kept out of the state dict (a function of the sizes, not a
+    weight) and a clear error past the last position.
     """
 
     def __init__(self, dim: int, max_frames: int) -> None:
-        super().__init__()
-        position = torch.arange(max_frames, dtype=torch.float32)[:, None]
-        frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-        table = torch.zeros(1, max_frames, dim)
-        table[0, :, 0::2] = torch.sin(position * frequency)
-        table[0, :, 1::2] = torch.cos(position * frequency)
-        self.register_buffer("table", table, persistent=False)
+        super().__init__(dim, max_seq_length=max_frames)
+        table = self.pe
+        del self.pe
+        self.register_buffer("pe", table, persistent=False)
+
+    @property
+    def table(self) -> torch.Tensor:
+        """[1, max_frames, dim] sin/cos of each frame index."""
+        return self.pe
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[batch * h * w, frames, dim] -> the same plus each frame's position."""
-        frames = hidden_states.shape[1]
-        if frames > self.table.shape[1]:
-            raise ValueError(f"{frames} frames exceed the {self.table.shape[1]} frame positions of this model")
-        return hidden_states + self.table[:, :frames].to(hidden_states.dtype)
+        if hidden_states.shape[1] > self.pe.shape[1]:
+            raise ValueError(f"{hidden_states.shape[1]} frames exceed the {self.pe.shape[1]} frame positions of this model")
+        return super().forward(hidden_states)
 
 
 def temporal_blocks(unet: UNet3DConditionModel) -> list[BasicTransformerBlock]:
