@@ -8,7 +8,8 @@ source is Mojito's generator if the tiny pack has its text-to-video model, else 
 ShapesWorld stand-in, named in every line). Then:
 
 * **direction**: the Gaussians that the moving object's name selects (eq. 11.13-11.14, the same
-  selection an edit uses, not the truth ids) are averaged at the first and the last frame; the
+  selection an edit uses, not the truth ids) are averaged at the first and the last frame, weighted by
+  their opacity there (a piece of the object may be hidden in one of them); the
   world displacement (x right, y up) must have cosine >= 0.7 with the commanded direction (image y
   flipped) and length >= 0.1 world units (5% of the plane);
 * **edit precision / recall**: "make the <object> <colour>" through :class:`CommandSession`; the home
@@ -84,8 +85,8 @@ def run_prompt(prompt: str, source, depth, config: GenConfig) -> dict:
 
     # Direction of the selected Gaussians' mean path.
     selection = session.editor.preview(name)
-    first = scene.means_at(0.0)[selection.mask].mean(axis=0)
-    last = scene.means_at(float(scene.n_frames - 1))[selection.mask].mean(axis=0)
+    first, last = (np.average(scene.means_at(t)[selection.mask], axis=0, weights=scene.opacities_at(t)[selection.mask])
+                   for t in (0.0, float(scene.n_frames - 1)))
     moved = (last - first)[:2]
     want = np.array(DIRECTIONS[mover.direction]) * np.array([1.0, -1.0])
     length = float(np.linalg.norm(moved))

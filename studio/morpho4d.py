@@ -174,15 +174,17 @@ def render_view(session: ViewerSession, t: float, azimuth: float, elevation: flo
 
 
 def centres_plot(session: ViewerSession, t: float, highlight: np.ndarray | None = None) -> go.Figure:
-    """A 3D scatter of Gaussian centres at time ``t`` in their colours; ``highlight`` (bool) marked."""
+    """A 3D scatter of the centres of the Gaussians seen at time ``t`` (opacity >= 1/255) in their
+    colours; ``highlight`` (bool) marked."""
     scene = session.scene
     means, colours = scene.means_at(t), scene.colours
-    index = np.arange(scene.n_gaussians)
+    seen = scene.opacities_at(t) >= 1.0 / 255.0
+    index = np.nonzero(seen)[0]
     if len(index) > MAX_PLOT_POINTS:
         index = np.sort(np.random.default_rng(0).choice(index, MAX_PLOT_POINTS, replace=False))
     highlight = np.zeros(scene.n_gaussians, bool) if highlight is None else highlight
     figure = go.Figure()
-    rest, chosen = index[~highlight[index]], np.nonzero(highlight)[0][:MAX_PLOT_POINTS]
+    rest, chosen = index[~highlight[index]], np.nonzero(highlight & seen)[0][:MAX_PLOT_POINTS]
     rgb = (np.clip(colours, 0, 1) * 255).astype(int)
     figure.add_trace(go.Scatter3d(
         x=means[rest, 0], y=means[rest, 2], z=means[rest, 1], mode="markers", name="Gaussians",
@@ -195,7 +197,7 @@ def centres_plot(session: ViewerSession, t: float, highlight: np.ndarray | None 
         ))
     figure.update_layout(
         height=360, margin={"l": 0, "r": 0, "t": 30, "b": 0}, legend={"orientation": "h"},
-        title=f"Gaussian centres at t = {float(t):g} ({scene.n_gaussians:,})",
+        title=f"Gaussian centres at t = {float(t):g} ({int(seen.sum()):,} seen of {scene.n_gaussians:,})",
         scene={"xaxis_title": "x", "yaxis_title": "z", "zaxis_title": "y (up)", "aspectmode": "data"},
     )
     return figure

@@ -51,12 +51,12 @@ from pipelines.morpho4d import (
 from pipelines.morpho4d import rendering as render_module
 from pipelines.morpho4d.editing import apply_edits
 from pipelines.morpho4d.fitting import unproject_frame
-from pipelines.morpho4d.scene import intrinsics
+from pipelines.morpho4d.scene import intrinsics, sigmoid
 from pipelines.shapesworld import sample_video
 from pipelines.video_io import encode_video
 
 ARRAYS = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "features", "object_ids", "motion_bases",
-          "motion_coeffs")
+          "motion_coeffs", "visibility_logits")
 
 
 def random_gaussians(n: int, seed: int, channels: int = 3):
@@ -242,6 +242,39 @@ def test_scene_save_load_is_bit_exact(shapes_scene, tmp_path):
     assert_same_scene(load_scene(path.read_bytes()), shapes_scene)
     save_scene(loaded, tmp_path / "again.npz")
     assert_same_scene(load_scene(tmp_path / "again.npz"), shapes_scene)
+
+
+def _blinking_pair() -> Scene4D:
+    """Two red Gaussians side by side; the right one is hidden at frame 0 and seen at frame 1."""
+    camera = Camera(look_at([0, 0, 3], [0, 0, 0]), intrinsics(40.0, 32, 32), 32, 32)
+    scene = Scene4D.from_activated([[-0.3, 0, 0], [0.3, 0, 0]], 0.08, [1.0, 0.0, 0.0], [0.9, 0.9], camera=camera,
+                                   n_frames=2, background=(0.0, 0.0, 0.0))
+    scene.visibility_logits = np.array([[0.0, 0.0], [-10.0, 0.0]], np.float32)
+    scene.validate()
+    return scene
+
+
+def test_visibility_hides_a_gaussian_per_frame_and_blends_between_frames(tmp_path):
+    scene = _blinking_pair()
+    right = [render(scene, t=t, mode="alpha").numpy()[16, 19:23].max() for t in (0.0, 0.5, 1.0)]
+    left = [render(scene, t=t, mode="alpha").numpy()[16, 9:13].max() for t in (0.0, 1.0)]
+    assert right[0] < 0.01 and right[2] > 0.8 and 0.05 < right[1] < right[2]  # logit offset -5 at t = 0.5
+    assert abs(left[0] - left[1]) < 1e-6
+    assert np.allclose(scene.opacities_at(0.5), sigmoid(scene.opacity_logits + np.array([0.0, -5.0])), atol=1e-6)
+    assert_same_scene(load_scene(save_scene(scene, tmp_path / "blink.npz")), scene)
+    assert np.allclose(read_ply(write_ply(scene, tmp_path / "f0.ply", t=0.0)).opacities, scene.opacities_at(0.0))
+    with pytest.raises(InvalidInputError, match="visibility_logits must be"):
+        replace(scene, visibility_logits=np.zeros((2, 3), np.float32))
+
+
+def test_scene_files_from_before_visibility_load_as_always_visible(shapes_scene, tmp_path):
+    path = save_scene(shapes_scene, tmp_path / "scene.npz")
+    with zipfile.ZipFile(path) as archive:
+        arrays = {name[:-4]: np.load(io.BytesIO(archive.read(name))) for name in archive.namelist()}
+    del arrays["visibility_logits"]
+    loaded = load_scene(_npz_bytes(**arrays))
+    assert loaded.visibility_logits.shape == (shapes_scene.n_gaussians, 0)
+    assert np.array_equal(loaded.opacities_at(3.0), shapes_scene.opacities)
 
 
 def _npz_bytes(**arrays) -> bytes:

@@ -12,7 +12,7 @@ from pipelines.errors import InvalidInputError
 from pipelines.morpho4d import render
 from pipelines.morpho4d.commands import GrammarParser
 from pipelines.morpho4d.depth import DepthEstimator, to_home_depth
-from pipelines.morpho4d.fitting import FitConfig
+from pipelines.morpho4d.fitting import FitConfig, FitFrames, fit_scene
 from pipelines.morpho4d.generation import (
     STAND_IN_LABEL,
     GenConfig,
@@ -21,11 +21,13 @@ from pipelines.morpho4d.generation import (
     UndrawableObjectError,
     generate_scene,
     instance_masks,
+    object_tracks,
     pixel_features,
 )
 from pipelines.morpho4d.language import CommandSession, NoSceneError, UnknownTargetError
 from pipelines.morpho4d.motion import SIZE_SIDES, plan_trajectories
 from pipelines.morpho4d.queries import default_encoder
+from pipelines.morpho4d.shapes4d import home_camera
 from pipelines.shapesworld import box_iou, detect
 from pipelines.shapesworld.vocab import DIRECTIONS
 
@@ -132,6 +134,52 @@ def test_instance_masks_take_every_piece_and_fall_back_to_the_box_only_when_aske
         ids = instance_masks(frames, p.objects, boxes, box_fallback=fallback)
         assert all((ids[0][shape_coverage("circle", piece, 64) >= 0.9] == 1).all() for piece in pieces)
         assert (ids[0][blue_box] == 2).mean() == (1.0 if fallback else 0.0)
+
+
+def test_object_tracks_follow_pieces_start_new_ones_and_absorb_specks():
+    ids = np.zeros((4, 20, 20), np.int32)
+    for t in range(4):
+        ids[t, 2:5, 2 + t:5 + t] = 1  # a piece moving right
+        ids[t, 15:18, 2:5] = 2  # another object
+        if t >= 2:
+            ids[t, 12:15, 12:15] = 1  # a second piece of object 1 appears at frame 2
+    ids[1, 0, 19] = 1  # a one-pixel speck of object 1
+    tracks = object_tracks(ids)
+    assert [int(tracks[t, 3, 3 + t]) for t in range(4)] == [1, 1, 1, 1]
+    assert [int(tracks[t, 16, 3]) for t in range(4)] == [2, 2, 2, 2]
+    assert [int(tracks[t, 13, 13]) for t in range(4)] == [0, 0, 3, 3]
+    assert tracks[1, 0, 19] == 1 and np.array_equal(tracks > 0, ids > 0)
+
+
+def _appearing_piece_video(T=4, S=32):
+    """A red square moving right and a second red piece of the same object that appears at frame 2."""
+    rgb = np.full((T, S, S, 3), 0.5, np.float32)
+    depth = np.full((T, S, S), 3.0, np.float32)
+    ids = np.zeros((T, S, S), np.int32)
+    for t in range(T):
+        for r, c in [(4, 4 + 3 * t)] + ([(20, 20)] if t >= 2 else []):
+            rgb[t, r:r + 7, c:c + 7] = (0.9, 0.1, 0.1)
+            depth[t, r:r + 7, c:c + 7] = 2.85
+            ids[t, r:r + 7, c:c + 7] = 1
+    return rgb, depth, ids
+
+
+def test_tracks_let_the_fit_show_a_piece_only_where_the_video_has_it():
+    rgb, depth, ids = _appearing_piece_video()
+    errors, scenes = {}, {}
+    for use_tracks in (False, True):
+        frames = FitFrames(rgb=rgb, depth=depth, camera=home_camera(32), instance_ids=ids,
+                           tracks=object_tracks(ids) if use_tracks else None)
+        scene = fit_scene(frames, FitConfig(steps=40, init_gaussians=800)).scene
+        errors[use_tracks] = np.mean([np.abs(render(scene, t=float(t)).numpy() - rgb[t]).mean() for t in range(4)])
+        scenes[use_tracks] = scene
+    scene = scenes[True]
+    assert scene.visibility_logits.shape == (scene.n_gaussians, 4) and scene.n_bases == 1  # the new piece stays put
+    assert np.abs(render(scene, t=0.0).numpy()[21:26, 21:26] - 0.5).max() < 0.05  # not there yet
+    assert render(scene, t=3.0).numpy()[21:26, 21:26, 0].min() > 0.8  # there, red
+    assert errors[True] < 0.5 * errors[False]  # measured 0.009 vs 0.030
+    with pytest.raises(InvalidInputError, match="inside one instance"):
+        FitFrames(rgb=rgb, depth=depth, camera=home_camera(32), instance_ids=ids, tracks=np.ones_like(ids))
 
 
 def test_attention_teacher_projects_maps_into_the_query_space():

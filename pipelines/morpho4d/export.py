@@ -60,7 +60,7 @@ def ply_arrays(scene: Scene4D, t: float = 0.0) -> dict[str, np.ndarray]:
     means, quats = to_ply_axes(scene.means_at(t), scene.quats)
     columns = {"x": means[:, 0], "y": means[:, 1], "z": means[:, 2]}
     columns.update({f"f_dc_{i}": scene.sh_dc[:, i] for i in range(3)})
-    columns["opacity"] = scene.opacity_logits
+    columns["opacity"] = scene.opacity_logits_at(t)
     columns.update({f"scale_{i}": scene.log_scales[:, i] for i in range(3)})
     columns.update({f"rot_{i}": quats[:, i] for i in range(4)})
     return {name: np.ascontiguousarray(columns[name], dtype=np.float32) for name in PLY_PROPERTIES}

@@ -10,8 +10,12 @@ encoder's output) and, optionally, validity masks and instance ids (e.g. from a 
    is the translation of its 3D centroid over the frames; points of several frames are moved back to
    frame 0 along their instance's basis, merged and averaged on a voxel grid sized to the requested
    number of Gaussians. Without instance ids the scene is static (B = 0) and uses frame 0.
+   With ``tracks`` (pieces of instances followed over frames, e.g. a generated object drawn as two
+   blobs, or one that appears at frame 3), each track gets its own basis, its points come from the
+   frames above plus the frame where it is largest, and its Gaussians start hidden
+   (``visibility_logits = HIDDEN``) in the frames where it is not seen.
 2. Optimisation (:func:`fit_scene`): Adam on all Gaussian parameters, the motion coefficients and
-   bases, per-Gaussian latent features f_j in R^D and a small MLP decoder D^s (eq. 11.11). Each step
+   bases, the visibility offsets (if any), per-Gaussian latent features f_j in R^D and a small MLP decoder D^s (eq. 11.11). Each step
    renders chosen frames once with values ``[colour | latent feature | camera z]`` (eq. 11.8 and 11.9
    are the same rasterization) and minimises
 
@@ -36,6 +40,10 @@ from .rendering import rasterize
 from .scene import SH_C0, Camera, Scene4D, check_gaussian_count, logit, rgb_to_sh
 
 
+# Visibility offset of a track's Gaussians in frames where the track is not seen: opacity 0.9 -> 4e-4.
+HIDDEN = -10.0
+
+
 @dataclass
 class FitFrames:
     """Targets for fitting, all from one camera; see the module docstring."""
@@ -46,6 +54,8 @@ class FitFrames:
     features: np.ndarray | None = None  # float32 [T, H, W, Ds]
     masks: np.ndarray | None = None  # bool [T, H, W]: pixels the losses use (default: all)
     instance_ids: np.ndarray | None = None  # int [T, H, W]: 0 = background/static, k > 0 = instance k
+    # int [T, H, W]: 0 = static, k > 0 = motion track k, each inside one instance (default: the instances).
+    tracks: np.ndarray | None = None
     names: tuple[str, ...] = ()  # names of instance ids, if known
     feature_space: str = ""
 
@@ -67,10 +77,19 @@ class FitFrames:
             self.masks = np.asarray(self.masks, dtype=bool)
             if self.masks.shape != shape:
                 raise InvalidInputError(f"masks must be {shape}, got {self.masks.shape}.")
-        if self.instance_ids is not None:
-            self.instance_ids = np.asarray(self.instance_ids, dtype=np.int32)
-            if self.instance_ids.shape != shape or self.instance_ids.min() < 0:
-                raise InvalidInputError(f"instance_ids must be non-negative ints of shape {shape}.")
+        for name in ("instance_ids", "tracks"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=np.int32)
+                if value.shape != shape or value.min() < 0:
+                    raise InvalidInputError(f"{name} must be non-negative ints of shape {shape}.")
+                setattr(self, name, value)
+        if self.tracks is not None:
+            if self.instance_ids is None:
+                raise InvalidInputError("tracks need instance_ids (each track lies inside one instance).")
+            pairs = np.unique(np.stack([self.tracks.ravel(), self.instance_ids.ravel()], 1), axis=0)
+            if len(np.unique(pairs[:, 0])) != len(pairs) or np.any((pairs[:, 0] > 0) != (pairs[:, 1] > 0)):
+                raise InvalidInputError("Each track must lie inside one instance, and static pixels in none.")
         for name in ("rgb", "depth", "features"):
             value = getattr(self, name)
             if value is not None and not np.isfinite(value).all():
@@ -106,6 +125,7 @@ class FitConfig:
     lr_colour: float = 1e-2
     lr_features: float = 1e-3
     lr_motion: float = 2e-4
+    lr_visibility: float = 5e-2
     lr_decoder: float = 1e-3
     # Hidden width of the feature decoder MLP.
     decoder_hidden: int = 32
@@ -185,47 +205,58 @@ def init_from_rgbd(frames: FitFrames, n_gaussians: int = 3000, n_init_frames: in
     check_gaussian_count(n_gaussians)
     T = frames.n_frames
     ids = frames.instance_ids if frames.instance_ids is not None else np.zeros(frames.rgb.shape[:3], np.int32)
+    tracks = frames.tracks if frames.tracks is not None else ids
     valid = (frames.depth > 0) & (frames.masks if frames.masks is not None else True)
     clouds = [unproject_frame(frames.depth[t], frames.camera) for t in range(T)]
 
-    # Motion bases: each instance k > 0's centroid path (carried over frames where it is not seen).
-    instances = [int(k) for k in np.unique(ids) if k > 0]
-    bases = np.zeros((len(instances), T, 3), np.float32)
-    for b, k in enumerate(instances):
+    # Motion bases: each track k > 0's centroid path (carried over frames where it is not seen).
+    track_ids = [int(k) for k in np.unique(tracks) if k > 0]
+    instance_of = {k: int(ids[tracks == k][0]) for k in track_ids}
+    seen = np.zeros((len(track_ids), T), bool)
+    bases = np.zeros((len(track_ids), T, 3), np.float32)
+    for b, k in enumerate(track_ids):
         path, last = [], None
         for t in range(T):
-            where = (ids[t] == k) & valid[t]
-            last = clouds[t][where].mean(axis=0) if where.any() else last
+            where = (tracks[t] == k) & valid[t]
+            seen[b, t] = where.any()
+            last = clouds[t][where].mean(axis=0) if seen[b, t] else last
             path.append(last)
         first = next(p for p in path if p is not None)
         path = [first if p is None else p for p in path]
         bases[b] = np.asarray(path) - path[0]
-    moving = [b for b in range(len(instances)) if np.abs(bases[b]).max() > 1e-6]
-    basis_of = {instances[b]: j for j, b in enumerate(moving)}
+    moving = [b for b in range(len(track_ids)) if np.abs(bases[b]).max() > 1e-6]
+    basis_of = {track_ids[b]: j for j, b in enumerate(moving)}
     bases = bases[moving]
 
-    # Points of a few frames, moved back to frame 0 along their instance's basis.
+    # Points of a few frames (and of each track's largest frame), moved back to frame 0 along their basis.
     chosen = sorted(set(np.linspace(0, T - 1, max(1, min(n_init_frames, T))).round().astype(int).tolist()))
     if frames.instance_ids is None:
         chosen = [0]
+    largest = {k: int(np.argmax((tracks == k).sum(axis=(1, 2)))) for k in track_ids} if frames.tracks is not None else {}
     feats = frames.features if frames.features is not None else np.zeros(frames.rgb.shape[:3] + (1,), np.float32)
     points, attributes, groups = [], [], []
-    for t in chosen:
-        where = valid[t] & np.isfinite(clouds[t]).all(axis=-1)
-        p, k = clouds[t][where], ids[t][where]
-        for instance, b in basis_of.items():
-            p[k == instance] -= bases[b, t]
+    for t in sorted(set(chosen) | set(largest.values())):
+        wanted = np.isin(tracks[t], [k for k, f in largest.items() if f == t]) | (t in chosen)
+        where = valid[t] & np.isfinite(clouds[t]).all(axis=-1) & wanted
+        p, k = clouds[t][where], tracks[t][where]
+        for track, b in basis_of.items():
+            p[k == track] -= bases[b, t]
         points.append(p)
         attributes.append(np.concatenate([frames.rgb[t][where], feats[t][where]], axis=1))
         groups.append(k)
     points, attributes, groups = np.concatenate(points), np.concatenate(attributes), np.concatenate(groups)
     if len(points) == 0:
         raise InvalidInputError("No pixel has a valid depth: there is nothing to unproject.")
-    means, attributes, cell_group, voxel = _voxel_average(points, attributes, groups.astype(np.int64), n_gaussians)
+    means, attributes, cell_track, voxel = _voxel_average(points, attributes, groups.astype(np.int64), n_gaussians)
     n = len(means)
     coeffs = np.zeros((n, len(moving)), np.float32)
-    for instance, b in basis_of.items():
-        coeffs[cell_group == instance, b] = 1.0
+    for track, b in basis_of.items():
+        coeffs[cell_track == track, b] = 1.0
+    cell_group = np.array([instance_of.get(int(k), 0) for k in cell_track], np.int64)
+    visibility = np.zeros((n, T if frames.tracks is not None else 0), np.float32)
+    for b, k in enumerate(track_ids if frames.tracks is not None else ()):
+        visibility[np.ix_(cell_track == k, ~seen[b])] = HIDDEN
+    instances = sorted(set(instance_of.values()))
     names = frames.names if frames.names else tuple(["background", *(f"instance {k}" for k in instances)])
     return Scene4D(
         means=means,
@@ -242,6 +273,7 @@ def init_from_rgbd(frames: FitFrames, n_gaussians: int = 3000, n_init_frames: in
         feature_space=frames.feature_space if frames.features is not None else "",
         background=tuple(float(c) for c in np.median(frames.rgb.reshape(-1, 3), axis=0)),
         meta={"source": "fit", "init_voxel": float(voxel)},
+        visibility_logits=visibility,
     )
 
 
@@ -254,6 +286,7 @@ class _Parameters(torch.nn.Module):
         self.means, self.quats, self.log_scales = p(scene.means), p(scene.quats), p(scene.log_scales)
         self.opacity_logits, self.sh_dc, self.latent = p(scene.opacity_logits), p(scene.sh_dc), p(scene.features)
         self.motion_coeffs, self.motion_bases = p(scene.motion_coeffs), p(scene.motion_bases)
+        self.visibility = p(scene.visibility_logits)
         out_dim = feature_dim or scene.feature_dim
         self.decoder = FeatureDecoder(scene.feature_dim, out_dim, hidden)
 
@@ -265,7 +298,8 @@ class _Parameters(torch.nn.Module):
         depth = (means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2:3]
         colours = torch.clamp_min(0.5 + SH_C0 * self.sh_dc, 0.0)
         values = torch.cat([colours, self.latent, depth], dim=1)
-        image, alpha = rasterize(means, self.quats, torch.exp(self.log_scales), torch.sigmoid(self.opacity_logits),
+        logits = self.opacity_logits + (self.visibility[:, t] if self.visibility.shape[1] else 0.0)
+        image, alpha = rasterize(means, self.quats, torch.exp(self.log_scales), torch.sigmoid(logits),
                                  values, viewmat, K, camera.width, camera.height)
         rgb = image[..., :3] + (1.0 - alpha)[..., None] * background
         features = self.decoder(image[..., 3:-1])
@@ -281,6 +315,7 @@ class _Parameters(torch.nn.Module):
                 motion_bases=array(self.motion_bases), motion_coeffs=array(self.motion_coeffs),
                 camera=template.camera, object_names=template.object_names, feature_space=template.feature_space,
                 background=template.background, meta={**template.meta, "source": "fit"},
+                visibility_logits=array(self.visibility),
             )
 
 
@@ -344,6 +379,7 @@ def fit_scene(
         {"params": [params.sh_dc], "lr": config.lr_colour / SH_C0},
         {"params": [params.latent], "lr": config.lr_features},
         {"params": [params.motion_coeffs, params.motion_bases], "lr": config.lr_motion},
+        {"params": [params.visibility], "lr": config.lr_visibility},
         {"params": params.decoder.parameters(), "lr": config.lr_decoder},
     ]
     optimizer = torch.optim.Adam(groups, eps=1e-15)

@@ -15,10 +15,14 @@
    :func:`default_source` picks Mojito when the preset's text-to-video model loads, else the stand-in.
 3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline).
 4. **Instances**: ShapesWorld's detector on each frame; each detection is matched to the plan's object
-   of its colour (:func:`instance_masks`), and its mask gives that object's instance id (the fitting
-   code turns each instance's 3D centroid path into a motion basis). On the stand-in's frames, a frame
-   where the detector misses an object takes its shape drawn in its trajectory box instead; generated
-   frames do not (they do not follow the boxes exactly).
+   of its colour (:func:`instance_masks`), and its mask gives that object's instance id. On the
+   stand-in's frames, a frame where the detector misses an object takes its shape drawn in its
+   trajectory box instead; generated frames do not (they do not follow the boxes exactly).
+   **Tracks** (:func:`object_tracks`): each instance's connected pieces followed over frames. The tiny
+   text-to-video model draws an object in pieces that appear, split and vanish (a blue square as one
+   blob, then two, then a third); one centroid path per instance fitted them as one smeared blob and a
+   recolour missed a third of the object. The fitting code gives each track its own motion basis and
+   hides it in the frames where it is not seen (``Scene4D.visibility_logits``).
 5. **Per-pixel features** F^s (eq. 11.12) in the query space of :mod:`.queries`, so that "the ball"
    compares with each Gaussian:
 
@@ -257,6 +261,41 @@ def instance_masks(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: di
     return ids
 
 
+def object_tracks(ids: np.ndarray, max_step: float = 0.25, min_pixels: int = 4) -> np.ndarray:
+    """int32 ``[T, H, W]``: the pieces of each instance of ``ids`` followed over frames (module docstring, step 4).
+
+    Per frame, each instance's connected pieces are matched one to one, nearest first, to that
+    instance's tracks of the previous frames (by centroid; at most ``max_step`` of the frame's longer
+    side from where the track was last seen); a piece left unmatched starts a new track. A piece under
+    ``min_pixels`` joins its nearest track instead (specks are not objects). Track ids count from 1;
+    0 stays 0 (static)."""
+    T, H, W = ids.shape
+    tracks = np.zeros_like(ids, dtype=np.int32)
+    last: dict[int, tuple[int, np.ndarray]] = {}  # track -> (instance, last centroid)
+    reach = max_step * max(H, W)
+    for t in range(T):
+        for instance in (int(k) for k in np.unique(ids[t]) if k > 0):
+            count, labels, stats, centroids = cv2.connectedComponentsWithStats((ids[t] == instance).astype(np.uint8), connectivity=8)
+            pieces = sorted(range(1, count), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
+            own = [k for k, (owner, _) in last.items() if owner == instance]
+            pairs = sorted((float(np.hypot(*(centroids[i] - last[k][1]))), i, k) for i in pieces for k in own)
+            assigned: dict[int, int] = {}
+            for distance, i, k in pairs:
+                if i not in assigned and k not in assigned.values() and distance <= reach and stats[i, cv2.CC_STAT_AREA] >= min_pixels:
+                    assigned[i] = k
+            for i in pieces:  # largest first, so a speck finds the tracks its frame's pieces moved
+                small = stats[i, cv2.CC_STAT_AREA] < min_pixels
+                near = [k for k, (owner, _) in last.items() if owner == instance]
+                if i not in assigned and small and near:
+                    assigned[i] = min(near, key=lambda k: float(np.hypot(*(centroids[i] - last[k][1]))))
+                elif i not in assigned:
+                    assigned[i] = len(last) + 1
+                if not small or assigned[i] not in last:
+                    last[assigned[i]] = (instance, centroids[i])
+                tracks[t][labels == i] = assigned[i]
+    return tracks
+
+
 def pixel_features(ids: np.ndarray, names: tuple[str, ...], encoder: QueryEncoder,
                    attention: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, str]:
     """Per-pixel features ``[T, H, W, D]`` and the teacher used (module docstring, step 5)."""
@@ -336,7 +375,8 @@ def generate_scene(
 
     # 4. Fit (eq. 11.8-11.12).
     frames = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=home_camera(config.size),
-                       features=features, instance_ids=ids, names=names, feature_space=encoder.space)
+                       features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
+                       feature_space=encoder.space)
     steps = max(config.fit.steps, 1)
 
     def on_step(step, loss):

@@ -450,7 +450,7 @@ def scene_tensors(scene: Scene4D, t: float, device: torch.device | str = "cpu") 
         "means": as_tensor(scene.means_at(t)),
         "quats": as_tensor(scene.quats),
         "scales": as_tensor(scene.scales),
-        "opacities": as_tensor(scene.opacities),
+        "opacities": as_tensor(scene.opacities_at(t)),
         "colours": torch.clamp_min(0.5 + SH_C0 * as_tensor(scene.sh_dc), 0.0),
         "features": as_tensor(scene.features),
     }

@@ -20,6 +20,12 @@ A rigid object is one basis with coefficient 1 on its Gaussians; a static scene 
 integer frames the bases are interpolated linearly, so any time in ``[0, T-1]`` renders. MoSca's
 scaffold nodes carry full SE(3) motion with skinning weights; rotations and scales are constant here.
 
+Visibility (not in MoSca; for generated videos, whose objects appear and vanish between frames):
+``visibility_logits`` float32 ``[N, V]`` with V = 0 (always visible) or V = T, added to the opacity
+logit per frame, so Gaussian j's opacity at frame t is ``sigmoid(opacity_logits[j] + visibility_logits[j, t])``
+(the offsets interpolated linearly between frames like the bases). A persistent Gaussian cannot
+otherwise fit a piece of an object that a tiny text-to-video model draws in some frames only.
+
 Cameras (:class:`Camera`) follow gsplat and OpenCV/COLMAP: ``viewmat`` is world-to-camera, the camera
 looks along +z with +x right and +y down; ``K`` is in pixels and pixel (row i, column j) has its centre
 at ``(j + 0.5, i + 0.5)``. The world has +y up (orbits turn about it).
@@ -201,7 +207,11 @@ _ARRAYS: dict[str, tuple[type, tuple]] = {
     "features": (np.float32, ("D",)),
     "object_ids": (np.int32, ()),
     "motion_coeffs": (np.float32, ("B",)),
+    "visibility_logits": (np.float32, ("V",)),
 }
+
+# Arrays a scene file may lack (written before they existed); they take their defaults.
+_OPTIONAL = ("visibility_logits",)
 
 
 @dataclass
@@ -227,8 +237,12 @@ class Scene4D:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # Free-form JSON-ready provenance (source, seed, caption, ...).
     meta: dict = field(default_factory=dict)
+    # float32 [N, 0] (always visible) or [N, T]: per-frame opacity logit offsets (module docstring).
+    visibility_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.visibility_logits is None:
+            self.visibility_logits = np.zeros((np.asarray(self.means).reshape(-1, 3).shape[0], 0), np.float32)
         self.validate()
 
     # ----- shape facts
@@ -273,18 +287,34 @@ class Scene4D:
 
     def offsets_at(self, t: float) -> np.ndarray:
         """Per-Gaussian translation at time ``t`` (linear between frames): float32 ``[N, 3]``."""
-        t = self.check_time(t)
+        low, high, weight = self._frame_blend(t)
         if self.n_bases == 0:
             return np.zeros_like(self.means)
-        low = min(int(math.floor(t)), self.n_frames - 1)
-        high = min(low + 1, self.n_frames - 1)
-        weight = np.float32(t - low)
         basis = self.motion_bases[:, low] * (np.float32(1.0) - weight) + self.motion_bases[:, high] * weight
         return (self.motion_coeffs @ basis).astype(np.float32)
 
     def means_at(self, t: float) -> np.ndarray:
         """Centres at time ``t``: float32 ``[N, 3]``."""
         return self.means + self.offsets_at(t)
+
+    def _frame_blend(self, t: float) -> tuple[int, int, np.float32]:
+        """The frames either side of time ``t`` and the weight of the later one."""
+        t = self.check_time(t)
+        low = min(int(math.floor(t)), self.n_frames - 1)
+        return low, min(low + 1, self.n_frames - 1), np.float32(t - low)
+
+    def opacity_logits_at(self, t: float) -> np.ndarray:
+        """Opacity logits at time ``t`` with the visibility offsets (module docstring): float32 ``[N]``."""
+        if self.visibility_logits.shape[1] == 0:
+            self.check_time(t)
+            return self.opacity_logits
+        low, high, weight = self._frame_blend(t)
+        offset = self.visibility_logits[:, low] * (np.float32(1.0) - weight) + self.visibility_logits[:, high] * weight
+        return (self.opacity_logits + offset).astype(np.float32)
+
+    def opacities_at(self, t: float) -> np.ndarray:
+        """Opacities at time ``t``: float32 ``[N]``."""
+        return sigmoid(self.opacity_logits_at(t))
 
     def centre(self) -> np.ndarray:
         """A robust centre of the canonical Gaussians (median), for orbit cameras."""
@@ -387,7 +417,10 @@ class Scene4D:
             raise InvalidInputError(
                 f"features must be [N, D] with 1 <= D <= {limits.max_feature_dim}, got {self.features.shape}."
             )
-        sizes = {"D": self.features.shape[1], "B": n_bases}
+        visibility = np.asarray(self.visibility_logits)
+        if visibility.ndim != 2 or visibility.shape[1] not in (0, n_frames):
+            raise InvalidInputError(f"visibility_logits must be [N, 0] or [N, {n_frames}], got {visibility.shape}.")
+        sizes = {"D": self.features.shape[1], "B": n_bases, "V": visibility.shape[1]}
         for name, (_, trailing) in _ARRAYS.items():
             expected = (n, *(sizes.get(axis, axis) for axis in trailing))
             if getattr(self, name).shape != expected:
@@ -483,7 +516,8 @@ def load_scene(source, limits: SceneLimits | None = None) -> Scene4D:
         raise InvalidInputError("Not a scene file: it is not an .npz archive.") from None
     with archive:
         headers = _npz_headers(archive, limits)
-        required = set(_ARRAYS) | {"motion_bases", "camera_viewmat", "camera_K", "header"}
+        required = (set(_ARRAYS) - set(_OPTIONAL)) | {"motion_bases", "camera_viewmat", "camera_K", "header"}
+        required |= set(_OPTIONAL) & set(headers)
         missing = sorted(required - set(headers))
         if missing:
             raise InvalidInputError(f"Not a scene file: missing arrays {missing}.")
