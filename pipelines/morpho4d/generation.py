@@ -277,8 +277,9 @@ def object_tracks(ids: np.ndarray, max_step: float = 0.25, min_pixels: int = 4) 
         for instance in (int(k) for k in np.unique(ids[t]) if k > 0):
             count, labels, stats, centroids = cv2.connectedComponentsWithStats((ids[t] == instance).astype(np.uint8), connectivity=8)
             pieces = sorted(range(1, count), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
+            gap = lambda i, k: float(np.hypot(*(centroids[i] - last[k][1])))  # noqa: E731
             own = [k for k, (owner, _) in last.items() if owner == instance]
-            pairs = sorted((float(np.hypot(*(centroids[i] - last[k][1]))), i, k) for i in pieces for k in own)
+            pairs = sorted((gap(i, k), i, k) for i in pieces for k in own)
             assigned: dict[int, int] = {}
             for distance, i, k in pairs:
                 if i not in assigned and k not in assigned.values() and distance <= reach and stats[i, cv2.CC_STAT_AREA] >= min_pixels:
@@ -287,7 +288,7 @@ def object_tracks(ids: np.ndarray, max_step: float = 0.25, min_pixels: int = 4) 
                 small = stats[i, cv2.CC_STAT_AREA] < min_pixels
                 near = [k for k, (owner, _) in last.items() if owner == instance]
                 if i not in assigned and small and near:
-                    assigned[i] = min(near, key=lambda k: float(np.hypot(*(centroids[i] - last[k][1]))))
+                    assigned[i] = min(near, key=lambda k: gap(i, k))
                 elif i not in assigned:
                     assigned[i] = len(last) + 1
                 if not small or assigned[i] not in last:
