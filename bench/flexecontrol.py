@@ -6,12 +6,16 @@ Prints JSON lines:
    over Stable Diffusion 1.5's UNet, both built on the ``meta`` device from their configs (no weights).
    Bar: FlexEControl <= 0.5x the full copy on SD 1.5.
 2. ``peak_training_memory_mb`` and ``seconds_per_iteration`` on the tiny config, same batch and condition
-   draws for every method. Memory: each method in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536``
-   (freed tensors leave the resident set), the peak resident size sampled every 1 ms during the first
-   training steps minus the size just before them (a CPU has no allocator statistics), so it counts
-   activations, gradients and optimiser state. Speed: the methods take turns step by step in one
+   draws for every method. Memory: the peak of tensor storage alive at once during the first training
+   steps (``bench.common.LiveTensorBytes``, a dispatch mode that counts every op's outputs until they are
+   freed; a CPU has no allocator statistics, and the resident size, measured before, varied by +-10-25 MB
+   between identical runs), weights not counted, so it is activations, gradients and optimiser state;
+   deterministic. Speed: the methods take turns step by step in one
    process, so load from neighbours hits them alike. Bars: <= 0.7x and <= 0.5x the full copy (memory
    also at a smaller batch, where parameters, gradients and optimiser state weigh more than activations).
+   Both are measured twice: with activations kept, and with gradient checkpointing in every method
+   (``FlexTrainConfig.gradient_checkpointing``: diffusers' per-block recomputation in the copy and the
+   frozen UNet), the usual setting for training a ControlNet-sized copy on one GPU.
 3. ``controllability`` on held-out ShapesWorld scenes (the test split; training used train-split scenes)
    after equal training (the weights `make tiny-flexecontrol` trains with the same steps, batch, data and
    seed): SSIM between the scene's Canny edges and the output's, mIoU between the scene's segmentation
@@ -32,9 +36,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import emit, machine  # noqa: E402
+from bench.common import LiveTensorBytes, emit, machine  # noqa: E402
 from pipelines.flexecontrol.encoder import METHODS, EncoderConfig, build_copied_encoder  # noqa: E402
 from pipelines.models import TINY_PACK_DIR  # noqa: E402
 from pipelines.utils import set_torch_threads  # noqa: E402
@@ -82,11 +84,6 @@ def parameter_counts() -> None:
              bar="flexecontrol <= 0.5x full", ratio=round(counts["flexecontrol"] / counts["full"], 4))
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def _training_setup(num_scenes: int = 128):
     from accelerate import Accelerator
 
@@ -98,44 +95,33 @@ def _training_setup(num_scenes: int = 128):
     return Accelerator(cpu=True), scenes, prepare_base(pipe, scenes, "cpu")
 
 
-def _trainer(method: str, steps: int, batch: int, accelerator, scenes, base):
+def _trainer(method: str, steps: int, batch: int, accelerator, scenes, base, checkpointing: bool = False):
     from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer
     from pipelines.tinypack.train import TrainSchedule
 
-    config = FlexTrainConfig(encoder=EncoderConfig(method=method), schedule=TrainSchedule(steps, batch, 1e-3))
+    config = FlexTrainConfig(encoder=EncoderConfig(method=method), schedule=TrainSchedule(steps, batch, 1e-3),
+                             gradient_checkpointing=checkpointing)
     return FlexTrainer(config, base, scenes, accelerator)
 
 
-def measure_memory(method: str, steps: int, batch: int) -> dict:
-    """Run in a fresh process with ``MALLOC_MMAP_THRESHOLD_`` low, so freed tensors leave the resident set:
-    the peak resident size during ``steps`` training steps above the size just before the first one."""
-    import gc
-
-    accelerator, scenes, base = _training_setup()
-    trainer = _trainer(method, steps, batch, accelerator, scenes, base)
+def measure_memory(method: str, steps: int, batch: int, accelerator, scenes, base, checkpointing: bool) -> float:
+    """Peak MB of tensors alive at once during ``steps`` training steps (:class:`bench.common.LiveTensorBytes`),
+    the frozen and trainable weights not counted: activations, gradients and optimiser state."""
+    trainer = _trainer(method, steps, batch, accelerator, scenes, base, checkpointing)
     draws = np.random.default_rng(0)
-    gc.collect()
-    before, peak, running = _rss_mb(), [0.0], [True]
-
-    def sample():
-        while running[0]:
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    for _ in range(steps):
-        trainer.step(draws.integers(0, len(scenes.images), batch))
-    running[0] = False
-    sampler.join()
-    return {"method": method, "peak_mb": peak[0] - before}
+    weights = [*trainer.encoder.parameters(), *trainer.encoder.buffers(), *trainer.unet.parameters(),
+               *trainer.unet.buffers()]
+    with LiveTensorBytes(weights) as memory:
+        for _ in range(steps):
+            trainer.step(draws.integers(0, len(scenes.images), batch))
+    return memory.peak / 2**20
 
 
-def measure_speed(steps: int, batch: int, warmup: int) -> dict[str, list[float]]:
+def measure_speed(steps: int, batch: int, warmup: int, checkpointing: bool = False) -> dict[str, list[float]]:
     """Seconds per step of every method, the methods taking turns step by step (same batches, same condition
     draws), so a neighbour's load changes them alike."""
     accelerator, scenes, base = _training_setup()
-    trainers = {m: _trainer(m, steps + warmup, batch, accelerator, scenes, base) for m in METHODS}
+    trainers = {m: _trainer(m, steps + warmup, batch, accelerator, scenes, base, checkpointing) for m in METHODS}
     draws = {m: np.random.default_rng(0) for m in METHODS}
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     for round_ in range(steps + warmup):
@@ -148,30 +134,27 @@ def measure_speed(steps: int, batch: int, warmup: int) -> dict[str, list[float]]
     return times
 
 
-def _memory(method: str, batch: int) -> float:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    command = [sys.executable, __file__, "--measure-memory", method, "--batch", str(batch)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"measuring {method} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
-
-
-def efficiency(steps: int, batch: int, warmup: int, extra_memory_batches: list[int]) -> None:
-    for size in [batch, *extra_memory_batches]:
-        memory = {method: _memory(method, size) for method in METHODS}
+def efficiency(steps: int, memory_steps: int, batch: int, warmup: int, extra_memory_batches: list[int]) -> None:
+    """Memory and speed with activations kept, then with gradient checkpointing in every method (the
+    recomputation that makes activations small, so parameters, gradients and optimiser state dominate)."""
+    accelerator, scenes, base = _training_setup()
+    for checkpointing in (False, True):
+        for size in [batch, *extra_memory_batches]:
+            memory = {method: measure_memory(method, memory_steps, size, accelerator, scenes, base, checkpointing)
+                      for method in METHODS}
+            for method in METHODS:
+                emit(BENCH, "peak_training_memory_mb", round(memory[method], 1), method=method, batch=size,
+                     gradient_checkpointing=checkpointing, ratio_to_full=round(memory[method] / memory["full"], 3))
+            emit(BENCH, "memory_bar", memory["flexecontrol"] <= 0.7 * memory["full"], bar="flexecontrol <= 0.7x full",
+                 batch=size, gradient_checkpointing=checkpointing, ratio=round(memory["flexecontrol"] / memory["full"], 3))
+        times = measure_speed(steps, batch, warmup, checkpointing)
+        speed = {m: statistics.median(t) for m, t in times.items()}
         for method in METHODS:
-            emit(BENCH, "peak_training_memory_mb", round(memory[method], 1), method=method, batch=size,
-                 ratio_to_full=round(memory[method] / memory["full"], 3))
-        emit(BENCH, "memory_bar", memory["flexecontrol"] <= 0.7 * memory["full"], bar="flexecontrol <= 0.7x full",
-             batch=size, ratio=round(memory["flexecontrol"] / memory["full"], 3))
-    times = measure_speed(steps, batch, warmup)
-    speed = {m: statistics.median(t) for m, t in times.items()}
-    for method in METHODS:
-        emit(BENCH, "seconds_per_iteration", round(speed[method], 4), method=method, batch=batch, steps=steps,
-             mean=round(statistics.mean(times[method]), 4), ratio_to_full=round(speed[method] / speed["full"], 3))
-    emit(BENCH, "speed_bar", speed["flexecontrol"] <= 0.5 * speed["full"], bar="flexecontrol <= 0.5x full",
-         batch=batch, ratio=round(speed["flexecontrol"] / speed["full"], 3))
+            emit(BENCH, "seconds_per_iteration", round(speed[method], 4), method=method, batch=batch, steps=steps,
+                 gradient_checkpointing=checkpointing, mean=round(statistics.mean(times[method]), 4),
+                 ratio_to_full=round(speed[method] / speed["full"], 3))
+        emit(BENCH, "speed_bar", speed["flexecontrol"] <= 0.5 * speed["full"], bar="flexecontrol <= 0.5x full",
+             batch=batch, gradient_checkpointing=checkpointing, ratio=round(speed["flexecontrol"] / speed["full"], 3))
 
 
 PARTS = ("parameters", "efficiency", "studio", "controllability")
@@ -289,18 +272,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="trained variants compared for controllability")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--measure-memory", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     set_torch_threads()
-    if args.measure_memory:
-        print(json.dumps(measure_memory(args.measure_memory, args.memory_steps, args.batch)))
-        return
     started = time.perf_counter()
     emit(BENCH, "machine", {**machine(), "load_average": os.getloadavg()})
     if "parameters" in args.parts:
         parameter_counts()
     if "efficiency" in args.parts:
-        efficiency(args.steps, args.batch, args.warmup, args.extra_memory_batches)
+        efficiency(args.steps, args.memory_steps, args.batch, args.warmup, args.extra_memory_batches)
     if "studio" in args.parts:
         studio_time(args.repeats)
     if "controllability" in args.parts:

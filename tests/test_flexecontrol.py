@@ -358,3 +358,35 @@ def test_precomputed_embeddings_give_the_same_residuals(components):
     torch.testing.assert_close(mid_e, mid)
     assert all(torch.allclose(a, b) for a, b in zip(down, down_e))
     assert not isinstance(encoder.controlnet.controlnet_cond_embedding, nn.Identity)  # put back
+
+
+def test_gradient_checkpointing_leaves_the_gradients_unchanged():
+    """Checkpointing (copy and frozen UNet, with L_ca's recorder and two condition types in one batch)
+    trades time for memory; every trainable tensor's gradient stays the same."""
+    from accelerate import Accelerator
+    from diffusers import StableDiffusionPipeline
+
+    from pipelines.flexecontrol.data import build_control_scenes
+    from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer, prepare_base
+    from pipelines.tinypack.train import TrainSchedule
+
+    pipe = StableDiffusionPipeline(**dummy_sd_components(seed=0))
+    scenes = build_control_scenes(4, 32, pipe.tokenizer, pipe.tokenizer.model_max_length)
+    base = prepare_base(pipe, scenes, "cpu")
+    grads, kinds = [], []
+    for checkpointing in (False, True):
+        config = FlexTrainConfig(schedule=TrainSchedule(1, 4, 1e-3), pair_probability=1.0,
+                                 gradient_checkpointing=checkpointing)
+        trainer = FlexTrainer(config, base, scenes, Accelerator(cpu=True))
+        randomize_(trainer.encoder, seed=3)
+        trainer.optimizer.step = lambda *args, **kwargs: None  # keep the gradients to compare them
+        trainer.optimizer.zero_grad = lambda *args, **kwargs: None
+        trainer.step(np.arange(4))
+        assert trainer.last_terms["ca"] > 0
+        assert base.unet.is_gradient_checkpointing == trainer.encoder.controlnet.is_gradient_checkpointing == checkpointing
+        # types absent from the batch get no gradient
+        grads.append({n: p.grad.clone() for n, p in trainer.encoder.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert sum(bool(g.abs().sum() > 0) for g in grads[0].values()) > 10
+    for name, gradient in grads[0].items():
+        torch.testing.assert_close(grads[1][name], gradient, rtol=1e-4, atol=1e-7, msg=name)

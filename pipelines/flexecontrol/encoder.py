@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, ModelNotFoundError
 from ..shapesworld.conditions import CONDITION_TYPES
-from .adapter import KroneckerLowRankLayer, PHMAdaptedLayer, fits, replace_layers, set_condition_type
+from .adapter import KroneckerLowRankLayer, PHMAdaptedLayer, active_condition_type, fits, replace_layers, set_condition_type
 
 METHODS: tuple[str, ...] = ("flexecontrol", "full", "lora", "phm")
 # Trained in every method: the condition embedding and the zero convolutions.
@@ -152,11 +152,12 @@ class CopiedEncoder(nn.Module):
             raise InvalidInputError(
                 f"Unknown condition types {unknown or condition_types!r}; expected some of {list(self.config.condition_types)}."
             )
+        previous = active_condition_type(self)
         set_condition_type(self, condition_types[0] if len(condition_types) == 1 else list(condition_types))
         try:
             yield
         finally:
-            set_condition_type(self, None)
+            set_condition_type(self, previous)
 
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
         """The condition embedding of maps ``[B, 3, H, W]``: ``[B, C, h, w]`` at the latent size."""

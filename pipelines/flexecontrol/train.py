@@ -52,6 +52,9 @@ class FlexTrainConfig:
     # Probability that a step uses two conditions split by object (else one full map).
     pair_probability: float = 0.5
     num_scenes: int = 2000
+    # Recompute activations in the backward pass (diffusers' per-block checkpointing in the copy and the
+    # frozen UNet): less memory, more time. Off for the shipped weights.
+    gradient_checkpointing: bool = False
     seed: int = 0
 
 
@@ -110,6 +113,11 @@ class FlexTrainer:
         optimizer, self.lr_schedule = _optimizer(self.encoder.trainable_parameters(), config.schedule)
         self.model, self.optimizer = accelerator.prepare(self.encoder, optimizer)
         self.unet = base.unet.to(accelerator.device)
+        for model in (self.unet, self.encoder.controlnet):
+            if config.gradient_checkpointing:
+                model.enable_gradient_checkpointing()
+            else:
+                model.disable_gradient_checkpointing()
         self.noise_scheduler = build_train_scheduler()
         self.generator = torch.Generator().manual_seed(config.seed + 7 + accelerator.process_index)
         self.last_terms: dict[str, float] = {}
@@ -127,20 +135,23 @@ class FlexTrainer:
         embeddings = base.text_embeddings[index].to(device)
 
         control = CrossAttentionControl(self.unet, differentiable=True, layers=CA_LAYERS, keep_steps="last") if cfg.lambda_ca else None
-        with control if control is not None else nullcontext():
+        kinds = [kind for kind, _ in conditions]
+        # The backward pass runs inside the recorder and with the condition types still active: with
+        # checkpointing it re-runs recorded layers and adapted ones.
+        with control if control is not None else nullcontext(), self.encoder.condition_types(kinds):
             residuals = self.model(noisy, timesteps, embeddings, [(kind, cond.to(device)) for kind, cond in conditions])
             down, mid = fuse_residuals(residuals, [1.0] * len(residuals))
             prediction = self.unet(noisy, timesteps, encoder_hidden_states=embeddings,
                                    down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
             maps = [control.store.maps_for(name) for name in control.layers] if control is not None else []
-        ldm = F.mse_loss(prediction.float(), noise.float())
-        l_mask = masked_diffusion_loss(prediction, noise, condition_mask([c for _, c in conditions], latents.shape[-2:]).to(device))
-        l_ca = None
-        if maps:
-            l_ca = cross_attention_loss(maps, self.scenes.token_sets[index].to(device),
-                                        self.scenes.masks[index].to(device).float(), self.scenes.valid[index].to(device))
-        loss = total_loss(ldm, l_ca, l_mask, cfg.lambda_ca, cfg.lambda_mask)
-        self.accelerator.backward(loss)
+            ldm = F.mse_loss(prediction.float(), noise.float())
+            l_mask = masked_diffusion_loss(prediction, noise, condition_mask([c for _, c in conditions], latents.shape[-2:]).to(device))
+            l_ca = None
+            if maps:
+                l_ca = cross_attention_loss(maps, self.scenes.token_sets[index].to(device),
+                                            self.scenes.masks[index].to(device).float(), self.scenes.valid[index].to(device))
+            loss = total_loss(ldm, l_ca, l_mask, cfg.lambda_ca, cfg.lambda_mask)
+            self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(self.encoder.trainable_parameters(), 1.0)
         self.optimizer.step()
         self.lr_schedule.step()
