@@ -117,10 +117,10 @@ def measure_memory(method: str, steps: int, batch: int, accelerator, scenes, bas
     return memory.peak / 2**20
 
 
-def measure_speed(steps: int, batch: int, warmup: int, checkpointing: bool = False) -> dict[str, list[float]]:
+def measure_speed(steps: int, batch: int, warmup: int, accelerator, scenes, base,
+                  checkpointing: bool = False) -> dict[str, list[float]]:
     """Seconds per step of every method, the methods taking turns step by step (same batches, same condition
     draws), so a neighbour's load changes them alike."""
-    accelerator, scenes, base = _training_setup()
     trainers = {m: _trainer(m, steps + warmup, batch, accelerator, scenes, base, checkpointing) for m in METHODS}
     draws = {m: np.random.default_rng(0) for m in METHODS}
     times: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -147,7 +147,7 @@ def efficiency(steps: int, memory_steps: int, batch: int, warmup: int, extra_mem
                      gradient_checkpointing=checkpointing, ratio_to_full=round(memory[method] / memory["full"], 3))
             emit(BENCH, "memory_bar", memory["flexecontrol"] <= 0.7 * memory["full"], bar="flexecontrol <= 0.7x full",
                  batch=size, gradient_checkpointing=checkpointing, ratio=round(memory["flexecontrol"] / memory["full"], 3))
-        times = measure_speed(steps, batch, warmup, checkpointing)
+        times = measure_speed(steps, batch, warmup, accelerator, scenes, base, checkpointing)
         speed = {m: statistics.median(t) for m, t in times.items()}
         for method in METHODS:
             emit(BENCH, "seconds_per_iteration", round(speed[method], 4), method=method, batch=batch, steps=steps,

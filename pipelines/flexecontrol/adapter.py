@@ -160,11 +160,6 @@ def replace_layers(model: nn.Module, names: Sequence[str], make) -> dict[str, nn
     return new
 
 
-def active_condition_type(model: nn.Module) -> str | list[str] | None:
-    """The condition type(s) active in ``model``'s :class:`KroneckerLowRankLayer` s (None if it has none)."""
-    return next((m.active for m in model.modules() if isinstance(m, KroneckerLowRankLayer)), None)
-
-
 def set_condition_type(model: nn.Module, condition_type: str | Sequence[str] | None) -> None:
     """Make ``condition_type``'s fast weights active in every :class:`KroneckerLowRankLayer` of ``model``.
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, ModelNotFoundError
 from ..shapesworld.conditions import CONDITION_TYPES
-from .adapter import KroneckerLowRankLayer, PHMAdaptedLayer, active_condition_type, fits, replace_layers, set_condition_type
+from .adapter import KroneckerLowRankLayer, PHMAdaptedLayer, fits, replace_layers, set_condition_type
 
 METHODS: tuple[str, ...] = ("flexecontrol", "full", "lora", "phm")
 # Trained in every method: the condition embedding and the zero convolutions.
@@ -112,6 +112,8 @@ class CopiedEncoder(nn.Module):
         self.controlnet = controlnet
         self.config = config
         self.adapted_layers = self._adapt()
+        # What :meth:`condition_types` made active (None outside it); a nested block restores the outer one.
+        self._active_types: str | list[str] | None = None
 
     def _adapt(self) -> list[str]:
         cfg, net = self.config, self.controlnet
@@ -152,11 +154,13 @@ class CopiedEncoder(nn.Module):
             raise InvalidInputError(
                 f"Unknown condition types {unknown or condition_types!r}; expected some of {list(self.config.condition_types)}."
             )
-        previous = active_condition_type(self)
-        set_condition_type(self, condition_types[0] if len(condition_types) == 1 else list(condition_types))
+        previous = self._active_types
+        self._active_types = condition_types[0] if len(condition_types) == 1 else list(condition_types)
+        set_condition_type(self, self._active_types)
         try:
             yield
         finally:
+            self._active_types = previous
             set_condition_type(self, previous)
 
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
