@@ -264,6 +264,35 @@ def test_motion_encoder_adds_one_embedding_to_every_token():
             encoder.index([bad])
 
 
+def test_motion_encoder_tokens_append_duplicated_c_m():
+    encoder = MotionIntensityEncoder(embedding_dim=8, combine="tokens", copies=2)
+    torch.nn.init.normal_(encoder.embedding.weight)
+    text = torch.randn(2, 5, 8)
+    combined = encoder(text, encoder.index([7, None]))
+    assert combined.shape == (2, 7, 8) and encoder.extra_tokens == 2
+    torch.testing.assert_close(combined[:, :5], text)  # c_T untouched
+    torch.testing.assert_close(combined[0, 5:], encoder.embedding.weight[7].expand(2, 8))  # c_M, twice
+    torch.testing.assert_close(combined[1, 5:], encoder.embedding.weight[0].expand(2, 8))  # "none" is learned
+    with pytest.raises(ValueError, match="combine"):
+        MotionIntensityEncoder(combine="concat")
+
+
+def test_only_intensity_tokens_can_change_where_attention_goes():
+    """Adding c_M to every key shifts a query's logits alike (softmax is unchanged); tokens get their own keys."""
+    torch.manual_seed(0)
+    w_k, queries, text = torch.randn(8, 8), torch.randn(6, 8), torch.randn(1, 5, 8)
+
+    def weights_on_text(encoder, level):
+        keys = encoder(text, encoder.index([level]))[0] @ w_k.T
+        return torch.softmax(queries @ keys.T, dim=-1)[:, :5]  # attention on the caption's own tokens
+
+    added = MotionIntensityEncoder(embedding_dim=8, combine="add")
+    tokens = MotionIntensityEncoder(embedding_dim=8, combine="tokens")
+    for encoder in (added, tokens):
+        torch.nn.init.normal_(encoder.embedding.weight)
+    torch.testing.assert_close(weights_on_text(added, 1), weights_on_text(added, 10))
+    assert (weights_on_text(tokens, 1) - weights_on_text(tokens, 10)).abs().max() > 0.01
+
 def test_frame_positions_tell_the_temporal_layers_which_frame_is_which():
     """Without positions temporal attention is blind to frame order; with them it is not (AnimateDiff's fix)."""
     table = FramePositions(dim=6, max_frames=4).table[0]

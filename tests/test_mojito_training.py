@@ -38,3 +38,19 @@ def test_losses_are_read_back_from_a_resumed_runs_progress_bar():
             "text-to-video (resumed):   1%|          | 20/1500 [01:40<2:03:20,  5.00s/it, loss=0.0650]"
             "text-to-video (resumed):   2%|          | 30/1500 [02:30<2:02:30,  5.00s/it, loss=0.0600]")
     assert losses_from_log(text, 20) == ([0.07, 0.065], 100.0)
+
+
+def test_resume_with_temporal_text_adds_and_trains_caption_attention(tmp_path):
+    from pipelines.mojito.temporal_text import TemporalTextAttnProcessor, temporal_text_dims
+
+    report = main(["--smoke", "--resume", str(SHIPPED), "--temporal-text", "--out", str(tmp_path / "pack"),
+                   "--checkpoints", str(tmp_path / "checkpoints")])
+    assert report["temporal_text"] is True
+    resumed = MojitoPipeline.from_pretrained(tmp_path / "pack", local_files_only=True)
+    assert tuple(resumed.motion_encoder.config.temporal_text_dims) == temporal_text_dims(resumed.unet)
+    assert all(isinstance(block.attn1.processor, TemporalTextAttnProcessor) for block in temporal_blocks(resumed.unet))
+    values = [float(kv.to_v.weight.abs().max()) for kv in resumed.motion_encoder.temporal_text]
+    assert min(values) > 0  # W_vc started at zero and was trained
+    shipped = MojitoPipeline.from_pretrained(SHIPPED, local_files_only=True)
+    torch.testing.assert_close(resumed.motion_encoder.embedding.weight, shipped.motion_encoder.embedding.weight,
+                               atol=0.05, rtol=0)  # the MIM's embedding carried over, not re-initialised

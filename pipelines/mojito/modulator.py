@@ -3,16 +3,33 @@
 The Optical Flow Map Generator is ShapesWorld's Farneback intensity
 (:func:`pipelines.shapesworld.motion_intensity`: level = round(magnitude /
 0.005) clipped to 1..10). The Motion Intensity Encoder turns a level into a
-word ("one" ... "ten"), embeds the word with a learned layer M to c_M, and
-duplicates c_M over every token of the text embedding: the condition is
-c_L = c_T + c_M. Row 0 ("none") is the embedding of no intensity, used for
-classifier-free guidance and for generation without MIM; it stays zero, so
-"none" leaves the text embedding unchanged.
+word ("one" ... "ten") and embeds the word with a learned layer M to c_M. The
+thesis then "duplicates and concatenates c_M with itself, so that its
+influence is strong enough when combined with the text embeddings", and
+writes the combination c_L = c_T + c_M. Two readings, both implemented
+(config ``combine``):
+
+- ``"add"`` (the first shipped packs): c_M is added to every token of c_T,
+  and row 0 ("none") stays zero, so "none" leaves c_T unchanged. Measured
+  weakness: adding one vector to every key shifts every attention logit of a
+  query by the same amount, so c_M cannot change any attention weight; it only
+  adds a constant to each cross-attention output, which the next GroupNorm
+  largely removes (``docs/notes/mojito.md``: a far level changed the
+  denoising error by 0.12%).
+- ``"tokens"``: c_M, duplicated ``copies`` times, is appended to c_T as extra
+  context tokens, c_L = [c_T; c_M; c_M]. The intensity then has its own keys,
+  so attention to it can differ between pixels and, through the text-aware
+  temporal attention (:mod:`.temporal_text`), between frames. Row 0 ("none")
+  is learned like the others (the tokens are always there, so classifier-free
+  guidance batches keep one length).
 
 The encoder's config also carries ``frame_positions``: how many frames the
 pack's temporal layers have sinusoidal positions for (0 for none; see
-:func:`.model.add_frame_positions`). Both are the pack's motion conditioning,
-and this is the component a Mojito pack adds to a stock text-to-video folder.
+:func:`.model.add_frame_positions`), and ``temporal_text_dims``: the widths of
+the caption key/value projections its temporal blocks attend to the caption
+through (empty for none; see :mod:`.temporal_text`), whose weights it holds.
+All of it is the pack's motion conditioning, and this is the component a
+Mojito pack adds to a stock text-to-video folder.
 """
 
 from __future__ import annotations
@@ -23,7 +40,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..errors import InvalidInputError
+from .temporal_text import CaptionKeyValue
 
+COMBINE_MODES = ("add", "tokens")
 INTENSITY_WORDS: tuple[str, ...] = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
@@ -37,15 +56,21 @@ def check_intensity(level) -> int:
 
 
 class MotionIntensityEncoder(ModelMixin, ConfigMixin):
-    """The learned layer M: an intensity word -> c_M, added to every token (c_L = c_T + c_M, eq. 10.8)."""
+    """The learned layer M: an intensity word -> c_M, combined with c_T (c_L = c_T + c_M, eq. 10.8) by ``combine``."""
 
     @register_to_config
     def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS,
-                 frame_positions: int = 0) -> None:
+                 frame_positions: int = 0, temporal_text_dims: tuple[int, ...] = (), combine: str = "add",
+                 copies: int = 2) -> None:
         super().__init__()
-        # Row 0 is "none"; row k is words[k-1]. Zero-initialised: training starts from the text-only condition.
+        if combine not in COMBINE_MODES or copies < 1:
+            raise ValueError(f"combine must be one of {COMBINE_MODES} and copies >= 1, got {combine!r}, {copies!r}")
+        # Row 0 is "none"; row k is words[k-1]. Zero-initialised: training starts from the text-only condition
+        # ("tokens": from tokens with zero keys and values).
         self.embedding = nn.Embedding(len(words) + 1, embedding_dim)
         nn.init.zeros_(self.embedding.weight)
+        # One W_kc, W_vc per temporal block of the pack's UNet (.temporal_text), if it has them.
+        self.temporal_text = nn.ModuleList(CaptionKeyValue(embedding_dim, width) for width in temporal_text_dims)
 
     def word(self, level: int) -> str:
         """The word of an intensity level, e.g. 7 -> "seven"."""
@@ -56,8 +81,15 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
         rows = [0 if level is None else self.config.words.index(self.word(level)) + 1 for level in levels]
         return torch.tensor(rows, dtype=torch.long, device=self.embedding.weight.device)
 
+    @property
+    def extra_tokens(self) -> int:
+        """Context tokens the encoder appends to c_T (0 for ``"add"``)."""
+        return self.config.copies if self.config.combine == "tokens" else 0
+
     def forward(self, text_embeddings: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """c_T [B, N, D] and intensity rows [B] -> c_L = c_T + c_M, c_M duplicated over the N tokens."""
-        motion = self.embedding(rows)  # [B, D]
+        """c_T [B, N, D] and intensity rows [B] -> c_L: [B, N, D] (``"add"``) or [B, N + copies, D] (``"tokens"``)."""
+        motion = self.embedding(rows).to(text_embeddings.dtype)  # [B, D]
+        if self.config.combine == "tokens":
+            return torch.cat([text_embeddings, motion[:, None, :].expand(-1, self.config.copies, -1)], dim=1)
         motion = torch.where((rows == 0)[:, None], torch.zeros_like(motion), motion)
-        return text_embeddings + motion[:, None, :].to(text_embeddings.dtype)
+        return text_embeddings + motion[:, None, :]

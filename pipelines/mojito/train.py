@@ -45,6 +45,7 @@ from .model import add_frame_positions, inflate_unet
 from .modulator import MotionIntensityEncoder
 from .pack import MOTION_ENCODER_FOLDER, save_pack
 from .pipeline import MAX_FRAMES, MojitoPipeline
+from .temporal_text import add_temporal_text, temporal_text_dims
 
 
 # Loss-log names in training_report.json: a resumed run into the same pack adds its stage beside the first.
@@ -77,6 +78,10 @@ class VideoTrainConfig:
     checkpoint_every: int = 100
     # Frames the temporal layers get sinusoidal positions for (0: none, as the first shipped pack).
     frame_positions: int = MAX_FRAMES
+    # Text-aware temporal attention (.temporal_text): each temporal block also attends to the caption.
+    temporal_text: bool = False
+    # The MIM's "tokens" combination (c_M appended as context tokens, .modulator) instead of "add".
+    mim_tokens: bool = False
     seed: int = 0
 
     @classmethod
@@ -147,6 +152,9 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
         # A pack trained without frame positions (the first shipped one) gets them now.
         model.motion_encoder.register_to_config(frame_positions=config.frame_positions)
         add_frame_positions(model.unet, config.frame_positions)
+    wants_tokens = config.mim_tokens and model.motion_encoder.config.combine != "tokens"
+    if wants_tokens or (config.temporal_text and not len(model.motion_encoder.temporal_text)):
+        upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
@@ -187,14 +195,38 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     return denoiser.eval(), log
 
 
-def new_denoiser(base, frame_positions: int) -> VideoDenoiser:
-    """``base``'s UNet inflated to 3D (with ``frame_positions`` if > 0), its text encoder and a fresh MIM."""
+def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_tokens: bool = False) -> VideoDenoiser:
+    """``base``'s UNet inflated to 3D (with ``frame_positions`` if > 0), its text encoder and a fresh MIM
+    (with text-aware temporal attention if ``temporal_text``, combined as tokens if ``mim_tokens``)."""
     unet = inflate_unet(base.unet)
     if frame_positions:
         add_frame_positions(unet, frame_positions)
     motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size,
                                             frame_positions=frame_positions)
-    return VideoDenoiser(unet, base.text_encoder, motion_encoder)
+    model = VideoDenoiser(unet, base.text_encoder, motion_encoder)
+    if temporal_text or mim_tokens:
+        upgrade_motion_conditioning(model, temporal_text, mim_tokens)
+    return model
+
+
+def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_tokens: bool) -> None:
+    """Give ``model`` text-aware temporal attention (zero values: the model is unchanged) and/or the MIM's
+    ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added), by replacing
+    its motion encoder with one whose config says so."""
+    old = model.motion_encoder.config
+    combine = "tokens" if mim_tokens else old.combine
+    dims = temporal_text_dims(model.unet) if temporal_text else tuple(old.temporal_text_dims)
+    encoder = MotionIntensityEncoder(embedding_dim=old.embedding_dim, words=tuple(old.words),
+                                     frame_positions=old.frame_positions, temporal_text_dims=dims,
+                                     combine=combine, copies=old.copies)
+    device = model.motion_encoder.embedding.weight.device
+    if combine == old.combine:
+        encoder.embedding.load_state_dict(model.motion_encoder.embedding.state_dict())
+    if len(model.motion_encoder.temporal_text) == len(dims):
+        encoder.temporal_text.load_state_dict(model.motion_encoder.temporal_text.state_dict())
+    model.motion_encoder = encoder.to(device)
+    if dims:
+        add_temporal_text(model.unet, encoder.temporal_text)
 
 
 def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
@@ -251,6 +283,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-videos", type=int, default=None)
     parser.add_argument("--frame-positions", type=int, default=None,
                         help=f"frames the temporal layers get sinusoidal positions for (default {MAX_FRAMES}; 0: none)")
+    parser.add_argument("--temporal-text", action="store_true",
+                        help="give the temporal blocks attention to the caption (pipelines.mojito.temporal_text)")
+    parser.add_argument("--mim-tokens", action="store_true",
+                        help="combine the MIM's c_M with the caption as extra tokens (pipelines.mojito.modulator)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
     parser.add_argument("--from-checkpoint", type=Path, default=None,
@@ -280,11 +316,13 @@ def main(argv: list[str] | None = None) -> dict:
         config.num_videos = args.num_videos
     if args.frame_positions is not None:
         config.frame_positions = args.frame_positions
+    config.temporal_text = args.temporal_text
+    config.mim_tokens = args.mim_tokens
     seed_everything(config.seed)
     started = time.perf_counter()
     base = load_base(args.base)
     if args.from_checkpoint is not None:
-        model = new_denoiser(base, config.frame_positions)
+        model = new_denoiser(base, config.frame_positions, config.temporal_text, config.mim_tokens)
         model.load_state_dict(load_file(str(args.from_checkpoint)))
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
         steps = int(re.search(r"(\d+)", args.from_checkpoint.stem).group(1))
@@ -312,7 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
             "device": str(accelerator.device), "total_seconds": round(time.perf_counter() - started, 1),
             "resumed_from": str(args.resume) if args.resume is not None else None,
             "steps_before_resume": steps_before(args.resume),
-            "frame_positions": config.frame_positions,
+            "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
+            "mim_tokens": config.mim_tokens,
         })
     return report
 
