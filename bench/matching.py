@@ -12,7 +12,8 @@ Small ensembles keep the bench inside 20 minutes: Discffusion uses 2 noise level
 seeded noise per level; the Diffusion Classifier uses 16 stratified timesteps with one seeded noise each
 (the Diffusion Classifier paper uses hundreds of samples per class). All Discffusion readings (pre- or
 post-softmax, lambda, prompt tokens only, layer subsets, with or without the denoising term, head
-weighting) are computed from the same UNet passes. A decision = one image ranked against the group's two
+weighting) are computed from the same UNet passes. Prompt learning trains on the score the bench reports
+(attention term + denoising term; training on the attention term alone lowered the combined score). A decision = one image ranked against the group's two
 captions. Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/matching.py > bench/results/matching.jsonl``.
 """
 
@@ -128,10 +129,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--few-shot", type=int, default=40, help="few-shot groups (seed 1000, disjoint)")
-    parser.add_argument("--pl-steps", type=int, default=150)
+    parser.add_argument("--few-shot", type=int, default=200, help="few-shot groups (seed 1000, disjoint)")
+    parser.add_argument("--pl-steps", type=int, default=100)
     parser.add_argument("--pl-lr", type=float, default=1e-3)
-    parser.add_argument("--pl-denoising-weight", type=float, default=0.0)
+    parser.add_argument("--pl-denoising-weight", type=float, default=1.0,
+                        help="weight of the denoising term in the training score (0: the attention term alone)")
     parser.add_argument("--dc-timesteps", type=int, default=16)
     parser.add_argument("--dc-warmup", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
