@@ -43,7 +43,7 @@ import threading
 import torch
 import torch.nn.functional as F
 from diffusers import UNet3DConditionModel
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from .model import temporal_blocks
@@ -69,29 +69,35 @@ class _CaptionOfThisCall(threading.local):
 
 
 class TemporalTextAttnProcessor:
-    """Temporal self-attention (diffusers' ``AttnProcessor2_0``) plus attention of the same queries to the caption."""
+    """Temporal self-attention plus attention of the same queries to the caption, one query projection for both.
+
+    The frames part is what diffusers' ``AttnProcessor2_0`` computes for a temporal block's ``attn1``
+    (no norms, mask or residual inside the attention; :func:`add_temporal_text` checks that).
+    """
 
     def __init__(self, key_value: CaptionKeyValue, current: _CaptionOfThisCall) -> None:
         self.key_value = key_value
         self.current = current
-        self.frames = AttnProcessor2_0()
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None) -> torch.Tensor:
-        out = self.frames(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        caption = self.current.caption
-        if caption is None:
-            return out
         # hidden_states: [B * h * w, F, C], batch-major (TransformerTemporalModel's layout)
-        batch, tokens = caption.shape[:2]
-        pixels_frames = hidden_states.shape[0] * hidden_states.shape[1] // batch
+        rows, frames, _ = hidden_states.shape
         heads = attn.heads
-        query = attn.to_q(hidden_states).reshape(batch, pixels_frames, heads, -1).transpose(1, 2)
-        key, value = (t.to(query.dtype).reshape(batch, tokens, heads, -1).transpose(1, 2)
-                      for t in self.key_value(caption.to(attn.to_q.weight.dtype)))
-        text = F.scaled_dot_product_attention(query, key, value)  # [B, heads, h*w*F, d]
-        text = text.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
-        return out + F.linear(text, attn.to_out[0].weight) / attn.rescale_output_factor
+        query = attn.to_q(hidden_states)
+        key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+        per_frame = [t.view(rows, frames, heads, -1).transpose(1, 2) for t in (query, key, value)]
+        out = F.scaled_dot_product_attention(*per_frame).transpose(1, 2).reshape(rows, frames, -1)
+        caption = self.current.caption
+        if caption is not None:
+            batch, tokens = caption.shape[:2]
+            # every pixel and frame of one video asks the same caption: one attention per video
+            video_query = query.reshape(batch, rows * frames // batch, heads, -1).transpose(1, 2)
+            text_key, text_value = (t.to(query.dtype).reshape(batch, tokens, heads, -1).transpose(1, 2)
+                                    for t in self.key_value(caption.to(query.dtype)))
+            text = F.scaled_dot_product_attention(video_query, text_key, text_value)  # [B, heads, h*w*F, d]
+            out = out + text.transpose(1, 2).reshape(rows, frames, -1)
+        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
 
 
 def temporal_text_dims(unet: UNet3DConditionModel) -> tuple[int, ...]:
@@ -105,6 +111,11 @@ def add_temporal_text(unet: UNet3DConditionModel, key_values: nn.ModuleList) -> 
     Idempotent for the same ``key_values``. Raises ``ValueError`` if their widths do not match the UNet's.
     """
     blocks = temporal_blocks(unet)
+    for block in blocks:
+        attn = block.attn1
+        if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_q is not None \
+                or attn.residual_connection or attn.is_cross_attention:
+            raise ValueError("text-aware temporal attention expects plain temporal self-attention blocks")
     widths = tuple(kv.to_k.out_features for kv in key_values)
     if widths != temporal_text_dims(unet):
         raise ValueError(f"caption key/value widths {widths} do not match the UNet's temporal blocks "
