@@ -13,6 +13,10 @@ Prints JSON lines:
    deterministic. Speed: the methods take turns step by step in one
    process, so load from neighbours hits them alike. Bars: <= 0.7x and <= 0.5x the full copy (memory
    also at a smaller batch, where parameters, gradients and optimiser state weigh more than activations).
+   Speed also times ``embedding_only``, the full copy with nothing trainable but the condition embedding
+   and the zero convolutions (no adapter, no weight gradient inside the copy): every method trains those
+   and back-propagates through the whole copy to reach the embedding, so no method can be faster; its
+   ratio to the full copy is the floor under the 0.5x bar on this config.
    Both are measured twice: with activations kept, and with gradient checkpointing in every method
    (``FlexTrainConfig.gradient_checkpointing``: diffusers' per-block recomputation in the copy and the
    frozen UNet), the usual setting for training a ControlNet-sized copy on one GPU.
@@ -47,7 +51,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import LiveTensorBytes, emit, machine  # noqa: E402
-from pipelines.flexecontrol.encoder import METHODS, EncoderConfig, build_copied_encoder  # noqa: E402
+from pipelines.flexecontrol.encoder import ALWAYS_TRAINED, METHODS, EncoderConfig, build_copied_encoder  # noqa: E402
 from pipelines.models import TINY_PACK_DIR  # noqa: E402
 from pipelines.utils import set_torch_threads  # noqa: E402
 
@@ -117,13 +121,28 @@ def measure_memory(method: str, steps: int, batch: int, accelerator, scenes, bas
     return memory.peak / 2**20
 
 
+# The timing's lower bound: the copied encoder with only the condition embedding and the zero convolutions
+# trainable (what every method here trains), so no weight gradient inside the copy and no adapter.
+EMBEDDING_ONLY = "embedding_only"
+
+
+def _embedding_only_trainer(steps: int, batch: int, accelerator, scenes, base, checkpointing: bool):
+    trainer = _trainer("full", steps, batch, accelerator, scenes, base, checkpointing)  # no adapter layers
+    net = trainer.encoder.controlnet
+    net.requires_grad_(False)
+    for prefix in ALWAYS_TRAINED:
+        getattr(net, prefix).requires_grad_(True)
+    return trainer
+
+
 def measure_speed(steps: int, batch: int, warmup: int, accelerator, scenes, base,
                   checkpointing: bool = False) -> dict[str, list[float]]:
-    """Seconds per step of every method, the methods taking turns step by step (same batches, same condition
-    draws), so a neighbour's load changes them alike."""
+    """Seconds per step of every method and of the embedding-only lower bound, taking turns step by step
+    (same batches, same condition draws), so a neighbour's load changes them alike."""
     trainers = {m: _trainer(m, steps + warmup, batch, accelerator, scenes, base, checkpointing) for m in METHODS}
-    draws = {m: np.random.default_rng(0) for m in METHODS}
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    trainers[EMBEDDING_ONLY] = _embedding_only_trainer(steps + warmup, batch, accelerator, scenes, base, checkpointing)
+    draws = {m: np.random.default_rng(0) for m in trainers}
+    times: dict[str, list[float]] = {m: [] for m in trainers}
     for round_ in range(steps + warmup):
         for method, trainer in trainers.items():
             index = draws[method].integers(0, len(scenes.images), batch)
@@ -149,7 +168,7 @@ def efficiency(steps: int, memory_steps: int, batch: int, warmup: int, extra_mem
                  batch=size, gradient_checkpointing=checkpointing, ratio=round(memory["flexecontrol"] / memory["full"], 3))
         times = measure_speed(steps, batch, warmup, accelerator, scenes, base, checkpointing)
         speed = {m: statistics.median(t) for m, t in times.items()}
-        for method in METHODS:
+        for method in times:
             emit(BENCH, "seconds_per_iteration", round(speed[method], 4), method=method, batch=batch, steps=steps,
                  gradient_checkpointing=checkpointing, mean=round(statistics.mean(times[method]), 4),
                  ratio_to_full=round(speed[method] / speed["full"], 3))

@@ -9,8 +9,8 @@ evaluations of DC-uniform per decision; prompt learning raises Discffusion's hel
 studio path <= 2 s on the CPU; the bench < 20 min on 2 cores.
 
 Small ensembles keep the bench inside 20 minutes: Discffusion uses 2 noise levels (t = 199, 399) and one
-seeded noise per level; the Diffusion Classifier uses 16 stratified timesteps with one seeded noise each
-(the Diffusion Classifier paper uses hundreds of samples per class). All Discffusion readings (pre- or
+seeded noise per level; the Diffusion Classifier uses 32 stratified timesteps with one seeded noise each
+(its own Winoground protocol visits all 1000 timesteps per caption; the bench ran 16 before 2026-12-02). All Discffusion readings (pre- or
 post-softmax, lambda, prompt tokens only, layer subsets, with or without the denoising term, head
 weighting) are computed from the same UNet passes. Prompt learning trains on the score the bench reports
 (attention term + denoising term; training on the attention term alone lowered the combined score). A decision = one image ranked against the group's two
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--pl-lr", type=float, default=1e-3)
     parser.add_argument("--pl-denoising-weight", type=float, default=1.0,
                         help="weight of the denoising term in the training score (0: the attention term alone)")
-    parser.add_argument("--dc-timesteps", type=int, default=16)
+    parser.add_argument("--dc-timesteps", type=int, default=32)
     parser.add_argument("--dc-warmup", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

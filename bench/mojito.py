@@ -20,15 +20,20 @@ JSON lines:
   on the first ``--subset`` cases;
 - ``studio_seconds``: one 16-frame video at the tab's defaults, guided and unguided.
 
-Run: ``WORLDSTUDIO_THREADS=2 .venv/bin/python bench/mojito.py`` (``--n``, ``--subset``, ``--steps`` to scale;
-``--cases A:B`` / ``--parts`` and ``--summarise`` split it over processes).
+Run: ``WORLDSTUDIO_THREADS=2 .venv/bin/python bench/mojito.py`` (``--n``, ``--subset``, ``--steps`` to scale).
+The cases and the ablations run in ``--workers`` one-thread processes (one per core: a 16-frame video of
+16x16 latents is no faster on two threads than on one), then the studio timing alone in this process;
+``--cases A:B`` / ``--parts`` and ``--summarise`` run or summarise a part by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +63,11 @@ N_FRAMES = 16
 # Box side: about a ShapesWorld video object's side (0.14-0.22 of the frame), so a perfect hit has IoU near 1.
 SIDE = 0.22
 KINDS = ("straight", "zigzag", "arc")
+# Work of the ablations in units of one main case (an unguided and a guided 10-step video), for splitting
+# the bench over processes: 8 guided videos at 30 steps, 14 guided and 2 unguided at 10 (about 22 units).
+ABLATION_UNITS = 22.0
+# A main case that is also generated without MIM costs this much more.
+NO_MIM_UNITS = 0.45
 
 
 @dataclass
@@ -164,6 +174,8 @@ def main() -> None:
                         help="comma-separated subset of main, ablations, studio (to run them as separate processes)")
     parser.add_argument("--cases", default=None,
                         help="FIRST:LAST: only these cases of the main comparison, no summary (run slices in parallel)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for the main comparison and the ablations (1: all in this process)")
     parser.add_argument("--summarise", nargs="+", type=Path, default=None,
                         help="print the main comparison's summary from the case lines of these JSONL files")
     args = parser.parse_args()
@@ -175,6 +187,14 @@ def main() -> None:
     parts = set(args.parts.split(","))
     started = time.perf_counter()
     emit(BENCH, "machine", None, **machine())
+    if args.workers > 1 and not args.cases and parts & {"main", "ablations"}:
+        process_seconds = run_workers(args, parts)
+        if "studio" in parts:
+            studio(MojitoPipeline.from_pretrained(args.model, local_files_only=True))
+        total = time.perf_counter() - started
+        emit(BENCH, "bench_seconds", round(total, 1), parts=sorted(parts), workers=args.workers,
+             process_seconds=process_seconds, bar="< 1200 s", met=bool(total < 1200))
+        return
     pipe = MojitoPipeline.from_pretrained(args.model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     cases = [make_case(seed) for seed in range(args.n)]
@@ -195,17 +215,80 @@ def main() -> None:
             summarise(records)
     if "ablations" in parts:  # reference sizes: the subset's unguided medians
         references = [judge(run(pipe, c, args.steps, None)[0], c, None)[1] for c in cases[: args.subset]]
-    if "ablations" in parts:
         ablations(pipe, cases[: args.subset], references, args)
     if "studio" in parts:
-        studio_case = make_case(0)
-        for label, guidance in (("unguided", None), ("guided", GuidanceConfig())):
-            _, seconds = run(pipe, studio_case, DEFAULT_STEPS, guidance)
-            bar = 15 if guidance is None else 30
-            emit(BENCH, "studio_seconds", round(seconds, 2), mode=label, frames=N_FRAMES, steps=DEFAULT_STEPS,
-                 bar=f"<= {bar} s", met=bool(seconds <= bar))
+        studio(pipe)
     total = time.perf_counter() - started
     emit(BENCH, "bench_seconds", round(total, 1), parts=sorted(parts), bar="< 1200 s", met=bool(total < 1200))
+
+
+def studio(pipe: MojitoPipeline) -> None:
+    """One 16-frame video at the tab's defaults, unguided and guided, at this process' threads."""
+    pipe.set_progress_bar_config(disable=True)
+    studio_case = make_case(0)
+    for label, guidance in (("unguided", None), ("guided", GuidanceConfig())):
+        _, seconds = run(pipe, studio_case, DEFAULT_STEPS, guidance)
+        bar = 15 if guidance is None else 30
+        emit(BENCH, "studio_seconds", round(seconds, 2), mode=label, frames=N_FRAMES, steps=DEFAULT_STEPS,
+             bar=f"<= {bar} s", met=bool(seconds <= bar))
+
+
+def worker_commands(args, parts: set[str]) -> list[list[str]]:
+    """Split the main cases into contiguous slices over ``args.workers`` processes, the ablations on the
+    last one, so that every process gets about the same work (``ABLATION_UNITS``, ``NO_MIM_UNITS``)."""
+    costs = [1.0 + NO_MIM_UNITS * (seed < args.mim_cases) for seed in range(args.n)] if "main" in parts else []
+    extra = ABLATION_UNITS if "ablations" in parts else 0.0
+    # the last worker's cases fill what the ablations leave of an even share; the others split the rest
+    last_cases = max(0.0, (sum(costs) + extra) / args.workers - extra)
+    share = (sum(costs) - last_cases) / max(args.workers - 1, 1)
+    bounds, load = [0], 0.0
+    for i, cost in enumerate(costs):
+        if len(bounds) < args.workers and load + cost / 2 > share * len(bounds):
+            bounds.append(i)
+        load += cost
+    bounds += [len(costs)] * (args.workers + 1 - len(bounds))
+    common = [sys.executable, str(Path(__file__).resolve()), "--workers", "1", "--n", str(args.n),
+              "--subset", str(args.subset), "--steps", str(args.steps), "--guided-steps", str(args.guided_steps),
+              "--strength", str(args.strength), "--mim-cases", str(args.mim_cases), "--model", str(args.model)]
+    commands = []
+    for w in range(args.workers):
+        mine = (["main"] if bounds[w] < bounds[w + 1] else []) + (["ablations"] if extra and w == args.workers - 1 else [])
+        if mine:
+            commands.append(common + ["--parts", ",".join(mine), "--cases", f"{bounds[w]}:{bounds[w + 1]}"])
+    return commands
+
+
+def run_workers(args, parts: set[str]) -> dict[str, float]:
+    """Run the main comparison and the ablations in one-thread worker processes; print their lines and the
+    main comparison's summary; return the seconds each worker took."""
+    env = os.environ | {"WORLDSTUDIO_THREADS": "1"}
+    commands = worker_commands(args, parts)
+    labels = [f"{c[c.index('--parts') + 1]} {c[c.index('--cases') + 1]}" for c in commands]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / f"worker-{i}.jsonl" for i in range(len(commands))]
+        workers = [subprocess.Popen(c, stdout=path.open("w"), env=env) for c, path in zip(commands, paths)]
+        seconds: dict[str, float] = {}
+        while len(seconds) < len(workers):
+            for label, worker in zip(labels, workers):
+                if label not in seconds and worker.poll() is not None:
+                    seconds[label] = round(time.perf_counter() - started, 1)
+            time.sleep(0.5)
+        failed = [label for label, worker in zip(labels, workers) if worker.returncode]
+        if failed:
+            raise RuntimeError(f"bench workers {failed} failed (exit status {[w.returncode for w in workers]})")
+        lines = [line for path in paths for line in path.read_text().splitlines() if line.startswith("{")]
+    records = []
+    for line in lines:
+        record = json.loads(line)
+        if record["name"] in ("machine", "settings", "bench_seconds"):
+            continue
+        print(line, flush=True)
+        if record["name"] == "case":
+            records.append(record)
+    if records:
+        summarise(records)
+    return seconds
 
 
 def case_record(pipe, case: Case, args, guidance: GuidanceConfig) -> dict:

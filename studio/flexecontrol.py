@@ -62,8 +62,9 @@ run through one copied encoder whose Kronecker x low-rank updates are shared acr
 **Measured on this CPU** (`bench/results/flexecontrol.jsonl`): trainable parameters 0.037x the full copied encoder's
 on the SD 1.5 config; controllability within 10% of the full copy and above no condition for one canny map, one
 segmentation, two canny maps and canny + segmentation. Training the tiny config took 0.87x the full copy's memory
-at batch 8 and 0.70x at batch 2 (0.80x and **0.54x** with gradient checkpointing), and about 1.0x its time per step:
-the thesis' 0.38x time is **not reproduced** here, and its memory saving only where checkpointing makes the
+at batch 8 and 0.70x at batch 2 (0.80x and **0.54x** with gradient checkpointing), and 0.95-1.0x its time per step:
+the thesis' 0.38x time is **not reproduced** here (even training nothing but the condition embedding takes 0.91x,
+because every method back-propagates through the whole copy to reach it), and its memory saving only where checkpointing makes the
 activations that every method keeps smaller than the full copy's extra gradients and optimiser state.
 """
 

@@ -77,9 +77,10 @@ denoising-error term that the thesis' code adds: Discffusion as the code compute
 0.50, shape 0.53, relation 0.10). Prompt learning on that combined score (200 few-shot groups, 100 steps)
 raises it to 0.47 text, 0.43 image: single-object colour swaps 0.75 to 0.85 and shape swaps 0.73 to 0.95,
 but two-object swaps stay near chance (0.30 colour, 0.23 shape), so colour and shape overall are 0.58 and
-0.59, short of 0.8. The tiny CLIP wins colour (0.95) and shape (0.90) swaps; the
-Diffusion Classifier with hierarchical sampling is best on relations (0.30) with 2.7x fewer UNet
-evaluations than uniform sampling. Details: `docs/notes/discffusion.md`.
+0.59, short of 0.8. The tiny CLIP wins colour (0.95) and shape (0.90) swaps; every method is near or below
+chance on relations. The Diffusion Classifier (32 timesteps per caption) reaches 0.50 text; with
+hierarchical sampling 0.52 at 5.3x fewer UNet evaluations, and Discffusion needs 0.094 of uniform DC's
+evaluations per decision. Details: `docs/notes/discffusion.md`.
 """
 
 

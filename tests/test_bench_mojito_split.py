@@ -1,0 +1,41 @@
+"""The Mojito bench's split over worker processes (bench/mojito.py: worker_commands)."""
+
+import argparse
+
+import pytest
+
+from bench.mojito import ABLATION_UNITS, NO_MIM_UNITS, worker_commands
+
+
+def _args(workers: int, n: int = 51, mim_cases: int = 12) -> argparse.Namespace:
+    return argparse.Namespace(n=n, mim_cases=mim_cases, workers=workers, subset=2, steps=10, guided_steps=5,
+                              strength=0.1, model="m")
+
+
+def _slices(commands):
+    return [(c[c.index("--parts") + 1].split(","), tuple(int(v) for v in c[c.index("--cases") + 1].split(":")))
+            for c in commands]
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_slices_cover_every_case_once_and_balance_the_work(workers):
+    args = _args(workers)
+    slices = _slices(worker_commands(args, {"main", "ablations", "studio"}))
+    covered = [i for parts, (a, b) in slices if "main" in parts for i in range(a, b)]
+    assert covered == list(range(args.n))
+    assert [parts for parts, _ in slices if "ablations" in parts] == [slices[-1][0]]  # on the last worker only
+    loads = [sum(1 + NO_MIM_UNITS * (i < args.mim_cases) for i in range(a, b) if "main" in parts)
+             + ABLATION_UNITS * ("ablations" in parts) for parts, (a, b) in slices]
+    total = args.n + NO_MIM_UNITS * args.mim_cases + ABLATION_UNITS
+    assert len(slices) == workers
+    assert sum(loads) == pytest.approx(total)
+    # within about a case of an even share, except that the ablations cannot be split
+    share = max(total / workers, ABLATION_UNITS)
+    assert all(abs(load - share) <= 1.5 for load in loads[:-1] if ABLATION_UNITS < total / workers)
+    assert loads[-1] <= share + 1.5
+    assert max(loads[:-1]) - min(loads[:-1]) <= 1.5
+
+
+def test_ablations_alone_run_in_one_worker():
+    slices = _slices(worker_commands(_args(3), {"ablations"}))
+    assert slices == [(["ablations"], (0, 0))]
