@@ -43,7 +43,8 @@ tiny-models: setup
 	WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.tinypack --out assets/models/tiny
 
 # Mojito's text-to-video model (UNet3D from shapes-sd + Motion Intensity Modulator), as shipped: 300 steps
-# without frame positions, then 900 resumed with them (~1 h 45 min on 2 CPU cores; faster on a GPU).
+# without frame positions, then 900 resumed with them (68 min on 2 CPU cores, measured 2026-12-02; about
+# 1 h 45 min on a day the VM runs slow; faster on a GPU).
 T2V := WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.mojito.train --out assets/models/tiny/shapes-t2v
 tiny-t2v: setup
 	$(T2V) --steps 300 --frame-positions 0 --checkpoints runs/mojito

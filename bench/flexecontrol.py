@@ -28,6 +28,9 @@ Prints JSON lines:
    and FlexEControl trained without L_ca and without L_mask.
 4. ``studio_seconds``: the studio's generation path (the tab's ``run_generation``) for a 64x64 image with
    two drawn conditions at 25 steps. Bar: <= 3 s.
+5. ``seconds_per_iteration`` with ``config: sd15``: the full copy, FlexEControl and the embedding-only floor
+   on Stable Diffusion 1.5's UNet config with random weights (timing only), 64x64 images, batch 1, L_ldm:
+   the regime of the thesis' table 9.1, where parameters rather than activations set the cost.
 
 Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/flexecontrol.py > bench/results/flexecontrol.jsonl``
 (``--parts`` and ``--models`` run a subset; the machine line records the load average, since every
@@ -176,7 +179,55 @@ def efficiency(steps: int, memory_steps: int, batch: int, warmup: int, extra_mem
              batch=batch, gradient_checkpointing=checkpointing, ratio=round(speed["flexecontrol"] / speed["full"], 3))
 
 
-PARTS = ("parameters", "efficiency", "studio", "controllability")
+def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
+    """Seconds per training step on Stable Diffusion 1.5's UNet config with random weights (timing does not
+    depend on the values): the full copy, FlexEControl and the embedding-only floor take turns, eq. 9.3's
+    L_ldm only (no scenes or text encoder at this size), ``image_side`` images, AdamW as in training.
+    The regime the thesis measured, where parameters, not activations, set the cost."""
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.flexecontrol.pipeline import fuse_residuals
+    from pipelines.tinypack.train import TrainSchedule, _optimizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET).requires_grad_(False)
+    latent = image_side // 8
+    encoders = {}
+    for method in ("full", "flexecontrol", EMBEDDING_ONLY):
+        encoder = build_copied_encoder(unet, 8, EncoderConfig(method="full" if method == EMBEDDING_ONLY else method))
+        if method == EMBEDDING_ONLY:
+            encoder.controlnet.requires_grad_(False)
+            for prefix in ALWAYS_TRAINED:
+                getattr(encoder.controlnet, prefix).requires_grad_(True)
+        encoders[method] = (encoder.train(), _optimizer(encoder.trainable_parameters(), TrainSchedule(steps, batch, 1e-5))[0])
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {m: [] for m in encoders}
+    for round_ in range(steps + warmup):
+        sample = torch.randn(batch, 4, latent, latent, generator=generator)
+        text = torch.randn(batch, 77, SD15_UNET["cross_attention_dim"], generator=generator)
+        maps = torch.rand(batch, 3, image_side, image_side, generator=generator)
+        timestep = torch.randint(0, 1000, (batch,), generator=generator)
+        for method, (encoder, optimizer) in encoders.items():
+            start = time.perf_counter()
+            with encoder.condition_types(["canny"]):
+                down, mid = fuse_residuals(encoder(sample, timestep, text, [("canny", maps)]), [1.0])
+                prediction = unet(sample, timestep, encoder_hidden_states=text, down_block_additional_residuals=down,
+                                  mid_block_additional_residual=mid).sample
+                torch.nn.functional.mse_loss(prediction, sample).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if round_ >= warmup:
+                times[method].append(time.perf_counter() - start)
+    speed = {m: statistics.median(t) for m, t in times.items()}
+    for method, encoder_optimizer in encoders.items():
+        emit(BENCH, "seconds_per_iteration", round(speed[method], 3), method=method, config="sd15", batch=batch,
+             image_side=image_side, steps=steps, trainable=encoder_optimizer[0].num_trainable(),
+             ratio_to_full=round(speed[method] / speed["full"], 3), weights="random (timing only)")
+    emit(BENCH, "speed_sd15", speed["flexecontrol"] <= 0.5 * speed["full"], bar="flexecontrol <= 0.5x full (the bar "
+         "is on the tiny config; this is the thesis' config)", ratio=round(speed["flexecontrol"] / speed["full"], 3))
+
+
+PARTS = ("parameters", "efficiency", "studio", "controllability", "sd15_speed")
 SETTINGS = {
     "single_canny": [("canny", "all")],
     "single_segmentation": [("segmentation", "all")],
@@ -291,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="trained variants compared for controllability")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sd15-steps", type=int, default=3, help="timed steps per method on the SD 1.5 config")
+    parser.add_argument("--sd15-side", type=int, default=64, help="image side for the SD 1.5 timing")
     args = parser.parse_args(argv)
     set_torch_threads()
     started = time.perf_counter()
@@ -303,6 +356,8 @@ def main(argv: list[str] | None = None) -> None:
         studio_time(args.repeats)
     if "controllability" in args.parts:
         controllability(args.scenes, args.sample_steps, args.models)
+    if "sd15_speed" in args.parts:
+        sd15_speed(args.sd15_steps, 1, args.sd15_side, 1)
     emit(BENCH, "total_seconds", round(time.perf_counter() - started, 1), bar="< 1200 s")
 
 

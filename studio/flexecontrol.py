@@ -64,7 +64,8 @@ on the SD 1.5 config; controllability within 10% of the full copy and above no c
 segmentation, two canny maps and canny + segmentation. Training the tiny config took 0.87x the full copy's memory
 at batch 8 and 0.70x at batch 2 (0.80x and **0.54x** with gradient checkpointing), and 0.95-1.0x its time per step:
 the thesis' 0.38x time is **not reproduced** here (even training nothing but the condition embedding takes 0.91x,
-because every method back-propagates through the whole copy to reach it), and its memory saving only where checkpointing makes the
+because every method back-propagates through the whole copy to reach it; on the SD 1.5 config, where parameters
+dominate, FlexEControl's step is 0.32x the full copy's), and its memory saving only where checkpointing makes the
 activations that every method keeps smaller than the full copy's extra gradients and optimiser state.
 """
 
