@@ -129,12 +129,17 @@ def measure_memory(method: str, steps: int, batch: int, accelerator, scenes, bas
 EMBEDDING_ONLY = "embedding_only"
 
 
-def _embedding_only_trainer(steps: int, batch: int, accelerator, scenes, base, checkpointing: bool):
-    trainer = _trainer("full", steps, batch, accelerator, scenes, base, checkpointing)  # no adapter layers
-    net = trainer.encoder.controlnet
-    net.requires_grad_(False)
+def train_embedding_only(encoder):
+    """Freeze a full-copy encoder (no adapter layers) except its condition embedding and zero convolutions."""
+    encoder.controlnet.requires_grad_(False)
     for prefix in ALWAYS_TRAINED:
-        getattr(net, prefix).requires_grad_(True)
+        getattr(encoder.controlnet, prefix).requires_grad_(True)
+    return encoder
+
+
+def _embedding_only_trainer(steps: int, batch: int, accelerator, scenes, base, checkpointing: bool):
+    trainer = _trainer("full", steps, batch, accelerator, scenes, base, checkpointing)
+    train_embedding_only(trainer.encoder)  # AdamW skips the frozen parameters, whose gradients stay None
     return trainer
 
 
@@ -196,9 +201,7 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
     for method in ("full", "flexecontrol", EMBEDDING_ONLY):
         encoder = build_copied_encoder(unet, 8, EncoderConfig(method="full" if method == EMBEDDING_ONLY else method))
         if method == EMBEDDING_ONLY:
-            encoder.controlnet.requires_grad_(False)
-            for prefix in ALWAYS_TRAINED:
-                getattr(encoder.controlnet, prefix).requires_grad_(True)
+            train_embedding_only(encoder)
         encoders[method] = (encoder.train(), _optimizer(encoder.trainable_parameters(), TrainSchedule(steps, batch, 1e-5))[0])
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {m: [] for m in encoders}
