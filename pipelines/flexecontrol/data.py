@@ -26,8 +26,10 @@ from ..attention import token_indices
 from ..errors import InvalidInputError
 from ..shapesworld import sample_scene
 from ..shapesworld.conditions import CONDITION_TYPES, condition_maps
-from ..shapesworld.scene import Scene
+from ..shapesworld.scene import ObjectTruth, Scene
 from .conditions import map_tensor
+from .strokes import draw_objects
+from .conditions import from_drawing
 
 MAX_OBJECTS = 3
 # Object masks are dilated by this many pixels before cutting a map by object, so outlines stay whole.
@@ -53,6 +55,8 @@ class ControlScenes:
     token_sets: torch.Tensor
     # bool [N, J]: which objects exist and were found in the caption
     valid: torch.Tensor
+    # Each scene's objects (shape, colour, box, mask, depth), for maps drawn by hand (:mod:`.strokes`).
+    objects: list[list[ObjectTruth]]
 
     def pixel_batch(self, index: np.ndarray) -> torch.Tensor:
         """Images as float [B, 3, H, W] in [-1, 1] (the interface of ``tinypack.train.encode_latents``)."""
@@ -62,19 +66,36 @@ class ControlScenes:
         """Condition maps of ``kind`` as the encoder's input, float [B, 3, H, W] in [0, 1]."""
         return self.maps[kind][torch.from_numpy(index)].float() / 255.0
 
-    def split_masks(self, index: np.ndarray, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each scene, one random object's dilated mask and the rest: two float [B, 1, H, W]."""
-        chosen_masks, rest_masks = [], []
-        kernel = np.ones((2 * SPLIT_DILATION + 1,) * 2, np.uint8)
+    def split_objects(self, index: np.ndarray, generator: torch.Generator) -> list[tuple[list[int], list[int]]]:
+        """For each scene, one random present object and the rest, as object indices."""
+        splits = []
         for i in index:
             present = self.valid[i].nonzero().flatten().tolist() or [0]
             pick = present[int(torch.randint(len(present), (1,), generator=generator))]
-            dilated = [cv2.dilate(m.numpy().astype(np.uint8), kernel) for m in self.masks[i]]
-            chosen = dilated[pick] > 0
-            rest = np.any([d > 0 for j, d in enumerate(dilated) if j != pick], axis=0) & ~chosen
-            chosen_masks.append(torch.from_numpy(chosen))
-            rest_masks.append(torch.from_numpy(rest))
-        return torch.stack(chosen_masks)[:, None].float(), torch.stack(rest_masks)[:, None].float()
+            splits.append(([pick], [j for j in range(len(self.objects[i])) if j != pick]))
+        return splits
+
+    def part_masks(self, index: np.ndarray, parts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Float ``[B, 1, H, W]``: the dilated masks of objects ``parts[b]`` of scene ``index[b]``, without
+        what is nearer to another part (used to cut a clean map by object)."""
+        kernel = np.ones((2 * SPLIT_DILATION + 1,) * 2, np.uint8)
+        out = []
+        for i, part in zip(index, parts):
+            dilated = [cv2.dilate(m.numpy().astype(np.uint8), kernel) > 0 for m in self.masks[i]]
+            mask = np.any([dilated[j] for j in part], axis=0) if part else np.zeros_like(dilated[0])
+            out.append(torch.from_numpy(mask))
+        return torch.stack(out)[:, None].float()
+
+    def drawn_batch(self, kind: str, index: np.ndarray, parts: Sequence[Sequence[int] | None],
+                    rng: np.random.Generator) -> torch.Tensor:
+        """Maps of ``kind`` drawn by hand (:func:`.strokes.draw_objects`) of objects ``parts[b]`` (None: all),
+        float [B, 3, H, W] in [0, 1] as :meth:`map_batch`."""
+        size = self.images.shape[1]
+        maps = []
+        for i, part in zip(index, parts):
+            objects = self.objects[i] if part is None else [self.objects[i][j] for j in part]
+            maps.append(map_tensor(from_drawing(draw_objects(objects, kind, rng, size), kind, size)))
+        return torch.stack(maps)
 
 
 def object_token_sets(tokenizer, scene: Scene, max_tokens: int,
@@ -99,12 +120,13 @@ def object_token_sets(tokenizer, scene: Scene, max_tokens: int,
 def build_control_scenes(num_scenes: int, size: int, tokenizer, max_tokens: int, split: str = "train",
                          first_seed: int = 0) -> ControlScenes:
     """Render scenes ``first_seed ..`` of ``split`` with their maps, masks and object words."""
-    images, captions, masks, sets, valid = [], [], [], [], []
+    images, captions, masks, sets, valid, objects = [], [], [], [], [], []
     maps: dict[str, list[torch.Tensor]] = {t: [] for t in CONDITION_TYPES}
     for seed in tqdm(range(first_seed, first_seed + num_scenes), desc="FlexEControl scenes"):
         scene = sample_scene(seed, size=size, split=split)
         images.append(scene.image)
         captions.append(scene.caption)
+        objects.append(scene.objects[:MAX_OBJECTS])
         for kind, image in condition_maps(scene).items():
             maps[kind].append((map_tensor(image) * 255).round().byte())
         object_masks = np.zeros((MAX_OBJECTS, size, size), dtype=bool)
@@ -116,5 +138,5 @@ def build_control_scenes(num_scenes: int, size: int, tokenizer, max_tokens: int,
         valid.append(found)
     return ControlScenes(
         images=np.stack(images), captions=captions, maps={k: torch.stack(v) for k, v in maps.items()},
-        masks=torch.stack(masks), token_sets=torch.stack(sets), valid=torch.stack(valid),
+        masks=torch.stack(masks), token_sets=torch.stack(sets), valid=torch.stack(valid), objects=objects,
     )

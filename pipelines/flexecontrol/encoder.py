@@ -143,6 +143,15 @@ class CopiedEncoder(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self, always_trained_lr: float) -> list[dict]:
+        """Optimiser groups: the condition embedding and zero convolutions (``ALWAYS_TRAINED``) at
+        ``always_trained_lr``, the rest at the optimiser's default rate."""
+        first = {id(p) for prefix in ALWAYS_TRAINED for p in getattr(self.controlnet, prefix).parameters()}
+        trainable = self.trainable_parameters()
+        groups = [{"params": [p for p in trainable if id(p) in first], "lr": always_trained_lr},
+                  {"params": [p for p in trainable if id(p) not in first]}]
+        return [group for group in groups if group["params"]]
+
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 

@@ -1,13 +1,19 @@
-"""Controllability numbers (thesis table 9.2): SSIM between edge maps, mIoU between segmentations."""
+"""Controllability numbers: SSIM between edge maps, mIoU between segmentations (thesis table 9.2), and
+object placement: is each object of the condition where the condition put it (box IoU), with its words?"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..shapesworld.conditions import CANNY_HIGH, CANNY_LOW, SEGMENTATION_PALETTE, segmentation_from_detections
-from ..shapesworld.detector import detect
+from ..shapesworld.detector import Detection, detect
+from ..shapesworld.metrics import box_iou
+from ..shapesworld.scene import ObjectTruth
 from ..utils import to_rgb_array
 
 _PALETTE = np.array(list(SEGMENTATION_PALETTE.values()), dtype=np.int32)
@@ -61,3 +67,39 @@ def segmentation_miou(condition: np.ndarray, image) -> float:
         union = np.logical_or(predicted == label, target == label).sum()
         ious.append(inter / union)
     return float(np.mean(ious))
+
+
+# An object counts as placed when a detection's box overlaps its box by at least this IoU.
+PLACEMENT_IOU = 0.5
+
+
+@dataclass
+class Placement:
+    """Which of a condition's objects the detector found in the output where they were drawn."""
+
+    # One flag per object: some detection's box has IoU >= PLACEMENT_IOU with the object's box.
+    placed: list[bool]
+    # ... and that detection has the object's shape and colour.
+    right: list[bool]
+
+
+def object_placement(objects: Sequence[ObjectTruth], image, detections: list[Detection] | None = None,
+                     iou: float = PLACEMENT_IOU) -> Placement:
+    """For each object the condition drew, is it in ``image`` where it was drawn (and with its shape and colour)?
+
+    ``objects`` carry the truth boxes, shapes and colours (ShapesWorld scenes);
+    the detector (or ``detections``) reads the image. A detection serves one
+    object at most, the best-overlapping right one first.
+    """
+    found = detect(to_rgb_array(image)) if detections is None else list(detections)
+    placed, right, used = [], [], set()
+    for obj in objects:
+        overlaps = [(box_iou(obj.box, d.box), k) for k, d in enumerate(found) if k not in used]
+        hits = [(o, k) for o, k in overlaps if o >= iou]
+        good = [(o, k) for o, k in hits if found[k].shape == obj.shape and found[k].colour == obj.colour]
+        chosen = max(good or hits, default=None)
+        if chosen is not None:
+            used.add(chosen[1])
+        placed.append(chosen is not None)
+        right.append(bool(good))
+    return Placement(placed, right)
