@@ -20,12 +20,18 @@ Prints JSON lines:
    Both are measured twice: with activations kept, and with gradient checkpointing in every method
    (``FlexTrainConfig.gradient_checkpointing``: diffusers' per-block recomputation in the copy and the
    frozen UNet), the usual setting for training a ControlNet-sized copy on one GPU.
-3. ``controllability`` on held-out ShapesWorld scenes (the test split; training used train-split scenes)
-   after equal training (the weights `make tiny-flexecontrol` trains with the same steps, batch, data and
-   seed): SSIM between the scene's Canny edges and the output's, mIoU between the scene's segmentation
-   and the detector's segmentation of the output, for a single condition, two canny maps (the scene split
-   by object) and canny + segmentation (split by object); FlexEControl vs the full copy vs no condition,
-   and FlexEControl trained without L_ca and without L_mask.
+3. ``controllability`` on 48 held-out ShapesWorld scenes (the test split; training used train-split scenes),
+   25 steps, one seed per scene, after equal training (the weights `make tiny-flexecontrol` trains with the
+   same steps, batch, data and seed): for one canny map, one segmentation, two canny maps (the scene split by
+   object) and canny + segmentation (split by object), each with maps **drawn by hand** (wobbly outlines and
+   brushes, ``pipelines.flexecontrol.strokes``, through the studio's ``from_drawing``) and **extracted** from the
+   render: **object placement** (the share of the conditions' objects the detector finds where they were drawn,
+   box IoU >= 0.5, and with the right shape and colour), segmentation mIoU against the truth, SSIM of the
+   output's edges against the truth's Canny edges; FlexEControl vs the full copy vs no condition, and
+   FlexEControl trained without L_ca and without L_mask (extracted maps). ``detector_ceiling`` is the detector's
+   own mIoU on the renders (ControlNet++'s reading: a ratio to it). Bars of issue 18 (``placement_bar``,
+   ``ceiling_ratio_bar``, ``two_types_bar``) and issue 5 (``controllability_bar``). ``--workers`` one-thread
+   processes share the jobs.
 4. ``studio_seconds``: the studio's generation path (the tab's ``run_generation``) for a 64x64 image with
    two drawn conditions at 25 steps. Bar: <= 3 s.
 5. ``seconds_per_iteration`` with ``config: sd15``: the full copy, FlexEControl and the embedding-only floor
@@ -231,69 +237,137 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
 
 
 PARTS = ("parameters", "efficiency", "studio", "controllability", "sd15_speed")
-SETTINGS = {
-    "single_canny": [("canny", "all")],
-    "single_segmentation": [("segmentation", "all")],
-    "two_canny": [("canny", "chosen"), ("canny", "rest")],
-    "canny_segmentation": [("canny", "chosen"), ("segmentation", "rest")],
-}
+# Settings of the controllability comparison (pipelines.flexecontrol.evaluate.SETTINGS) and the variants that
+# run each source: the ablations only on extracted maps, to keep the bench inside its time.
+CONTROL_SETTINGS = ("single_canny", "single_segmentation", "two_canny", "canny_segmentation")
+ABLATIONS = ("flexecontrol_without_ca", "flexecontrol_without_mask")
+NO_CONDITION = "no_condition"
 
 
-def controllability(num_scenes: int, steps: int, models: list[str]) -> None:
-    from pipelines.flexecontrol import ConditionBatch, FlexEControlPipeline
+def control_jobs(models: list[str]) -> list[tuple[str, str, str]]:
+    """(model, setting, source) to generate and judge; the no-condition floor once per source."""
+    jobs = []
+    for model in models:
+        sources = ("extracted",) if model in ABLATIONS else ("drawn", "extracted")
+        jobs += [(model, setting, source) for source in sources for setting in CONTROL_SETTINGS]
+    return jobs
+
+
+_WORKER: dict = {}
+
+
+def _control_worker_init(num_scenes: int) -> None:
+    os.environ["WORLDSTUDIO_THREADS"] = "1"
+    set_torch_threads()
     from pipelines.flexecontrol.data import build_control_scenes
-    from pipelines.flexecontrol.metrics import edge_ssim, segmentation_miou
-    from pipelines.flexecontrol.train import composition_maps, load_base_pipeline
-    from pipelines.shapesworld import sample_scene
-    from pipelines.shapesworld.conditions import canny, segmentation
+    from pipelines.flexecontrol.train import load_base_pipeline
 
     base = load_base_pipeline(BASE)
+    _WORKER["base"] = base
+    _WORKER["scenes"] = build_control_scenes(num_scenes, 64, base.tokenizer, base.tokenizer.model_max_length,
+                                             split="test")
+
+
+def _control_job(job: tuple[str, str, str], steps: int) -> list[dict]:
+    """Generate the job's images and judge them; the no-condition job judges one text-only batch against
+    every setting and source."""
+    from dataclasses import asdict
+
+    from pipelines.flexecontrol import FlexEControlPipeline
+    from pipelines.flexecontrol.evaluate import condition_slots, judge, score_model
+
+    model, setting, source = job
+    scenes, base = _WORKER["scenes"], _WORKER["base"]
+    start = time.perf_counter()
+    pipe = FlexEControlPipeline.from_pretrained(base, VARIANTS["flexecontrol" if model == NO_CONDITION else model])
+    if model != NO_CONDITION:
+        score = score_model(pipe, scenes, setting, source, steps=steps)
+        return [{"model": model, **asdict(score), "seconds": round(time.perf_counter() - start, 1)}]
+    generators = [torch.Generator().manual_seed(i) for i in range(len(scenes.images))]
+    images = pipe.generate(scenes.captions, [], generators, num_inference_steps=steps, progress=False)
+    rows = []
+    for each_source in ("drawn", "extracted"):
+        for each_setting in CONTROL_SETTINGS:
+            _, parts = condition_slots(scenes, each_setting, each_source)
+            rows.append({"model": model, **asdict(judge(scenes, images, parts, each_setting, each_source)),
+                         "seconds": round(time.perf_counter() - start, 1)})
+    return rows
+
+
+def controllability(num_scenes: int, steps: int, models: list[str], workers: int) -> None:
+    """Held-out scenes (test split), one seed per scene: FlexEControl, the full copy and the ablations under each
+    setting and source, and the no-condition floor; object placement, segmentation mIoU, edge SSIM; the
+    detector's ceiling; the issue's bars."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+    from multiprocessing import get_context
+
+    from pipelines.flexecontrol.data import build_control_scenes
+    from pipelines.flexecontrol.evaluate import detector_ceiling
+    from pipelines.flexecontrol.train import load_base_pipeline
+
+    missing = [m for m in models if not VARIANTS[m].is_dir()]
+    for label in missing:
+        emit(BENCH, "controllability_missing", str(VARIANTS[label].relative_to(ROOT)), model=label)
+    models = [m for m in models if m not in missing]
+    base = load_base_pipeline(BASE)
     scenes = build_control_scenes(num_scenes, 64, base.tokenizer, base.tokenizer.model_max_length, split="test")
-    truth = [sample_scene(seed, size=64, split="test") for seed in range(num_scenes)]
-    edges, segs = [canny(s) for s in truth], [segmentation(s) for s in truth]
-    index = np.arange(num_scenes)
+    ceiling = detector_ceiling(scenes)
+    emit(BENCH, "detector_ceiling", round(ceiling, 4), metric="miou_segmentation", scenes=num_scenes,
+         what="the detector's segmentation mIoU on the held-out renders themselves")
+    jobs = control_jobs(models) + [(NO_CONDITION, "", "")]
+    # The longest jobs (two conditions) first, so the workers finish together.
+    jobs.sort(key=lambda job: job[1].startswith("single_") or job[0] == NO_CONDITION)
+    scores: dict[tuple[str, str, str], dict] = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_control_worker_init,
+                             initargs=(num_scenes,)) as pool:
+        for rows in pool.map(partial(_control_job, steps=steps), jobs):
+            for row in rows:
+                key = (row["model"], row["setting"], row["source"])
+                scores[key] = row
+                value = {k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v)
+                         for k, v in row.items() if k not in ("model", "setting", "source", "seconds", "objects")}
+                emit(BENCH, "controllability", value, model=row["model"], setting=row["setting"], source=row["source"],
+                     objects=row["objects"], scenes=num_scenes, steps=steps, seconds=row["seconds"])
+    control_bars(scores, ceiling)
 
-    def score(images, setting, label, seconds):
-        ssims = [edge_ssim(e, im) for e, im in zip(edges, images)]
-        mious = [segmentation_miou(s, im) for s, im in zip(segs, images)]
-        emit(BENCH, "controllability", {"ssim_canny": round(float(np.mean(ssims)), 4),
-                                        "miou_segmentation": round(float(np.mean(mious)), 4)},
-             setting=setting, model=label, scenes=num_scenes, steps=steps, seconds=round(seconds, 1))
-        return float(np.mean(ssims)), float(np.mean(mious))
 
-    def generators():
-        return [torch.Generator().manual_seed(i) for i in range(num_scenes)]
+def control_bars(scores: dict[tuple[str, str, str], dict], ceiling: float) -> None:
+    """Issue 18's bars and issue 5's 'within 10% of the full copy, above no condition', from the scores."""
+    def get(model, setting, source):
+        return scores.get((model, setting, source))
 
-    scores: dict[tuple[str, str], tuple[float, float]] = {}
-    for label, folder in VARIANTS.items():
-        if label not in models:
-            continue
-        if not folder.is_dir():
-            emit(BENCH, "controllability_missing", str(folder.relative_to(ROOT)), model=label)
-            continue
-        pipe = FlexEControlPipeline.from_pretrained(base, folder)
-        if label == "flexecontrol":
-            start = time.perf_counter()
-            images = pipe.generate(scenes.captions, [], generators(), num_inference_steps=steps, progress=False)
-            for setting in SETTINGS:
-                scores[(setting, "no_condition")] = score(images, setting, "no_condition", time.perf_counter() - start)
-        for setting, composition in SETTINGS.items():
-            maps = composition_maps(scenes, index, composition, torch.Generator().manual_seed(0))
-            slots = [ConditionBatch(kind, m) for kind, m in maps]
-            start = time.perf_counter()
-            images = pipe.generate(scenes.captions, slots, generators(), num_inference_steps=steps, progress=False)
-            scores[(setting, label)] = score(images, setting, label, time.perf_counter() - start)
-    # Which metric judges which setting (both for canny + segmentation).
-    judged = {"single_canny": (0,), "single_segmentation": (1,), "two_canny": (0,), "canny_segmentation": (0, 1)}
-    for setting, metrics in judged.items():
-        if (setting, "flexecontrol") not in scores or (setting, "full") not in scores:
-            continue
-        flex, full, none = scores[(setting, "flexecontrol")], scores[(setting, "full")], scores[(setting, "no_condition")]
-        for metric in metrics:
-            emit(BENCH, "controllability_bar", bool(flex[metric] >= 0.9 * full[metric] and flex[metric] > none[metric]),
-                 setting=setting, metric=("ssim_canny", "miou_segmentation")[metric],
-                 bar="flexecontrol within 10% of full copy and above no condition",
-                 flexecontrol=round(flex[metric], 4), full=round(full[metric], 4), no_condition=round(none[metric], 4))
+    for source in ("drawn", "extracted"):
+        for setting in ("single_canny", "single_segmentation"):
+            flex = get("flexecontrol", setting, source)
+            if flex is None:
+                continue
+            none = get(NO_CONDITION, setting, source)
+            emit(BENCH, "placement_bar", bool(flex["placed"] >= 0.8 and flex["right"] >= 0.6), setting=setting,
+                 source=source, bar="placed >= 0.8 and right shape and colour >= 0.6", placed=round(flex["placed"], 4),
+                 right=round(flex["right"], 4), no_condition_placed=round(none["placed"], 4) if none else None)
+        seg = get("flexecontrol", "single_segmentation", source)
+        if seg is not None:
+            emit(BENCH, "ceiling_ratio_bar", bool(seg["miou_segmentation"] >= 0.8 * ceiling), source=source,
+                 bar="segmentation mIoU >= 0.8x the detector's ceiling", miou=round(seg["miou_segmentation"], 4),
+                 ceiling=round(ceiling, 4), ratio=round(seg["miou_segmentation"] / ceiling, 4))
+        pair = get("flexecontrol", "canny_segmentation", source)
+        if pair is not None:
+            emit(BENCH, "two_types_bar", bool(min(pair["placed_per_condition"]) >= 0.7), source=source,
+                 bar="canny of one object and segmentation of another each place their object >= 0.7",
+                 placed_per_condition=[round(v, 4) for v in pair["placed_per_condition"]])
+    metrics = {"single_canny": ("ssim_canny", "placed"), "single_segmentation": ("miou_segmentation", "placed"),
+               "two_canny": ("ssim_canny", "placed"), "canny_segmentation": ("ssim_canny", "miou_segmentation", "placed")}
+    for source in ("drawn", "extracted"):
+        for setting, names in metrics.items():
+            flex, full, none = (get(m, setting, source) for m in ("flexecontrol", "full", NO_CONDITION))
+            if flex is None or full is None or none is None:
+                continue
+            for metric in names:
+                emit(BENCH, "controllability_bar", bool(flex[metric] >= 0.9 * full[metric] and flex[metric] > none[metric]),
+                     setting=setting, source=source, metric=metric,
+                     bar="flexecontrol within 10% of full copy and above no condition",
+                     flexecontrol=round(flex[metric], 4), full=round(full[metric], 4), no_condition=round(none[metric], 4))
 
 
 def studio_time(repeats: int) -> None:
@@ -339,8 +413,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra-memory-batches", type=int, nargs="*", default=[2],
                         help="also measure memory at these batch sizes (the ratio depends on the batch)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--scenes", type=int, default=24, help="held-out scenes for controllability")
-    parser.add_argument("--sample-steps", type=int, default=10, help="DDIM steps for the controllability images")
+    parser.add_argument("--scenes", type=int, default=48, help="held-out scenes for controllability")
+    parser.add_argument("--sample-steps", type=int, default=25, help="DDIM steps for the controllability images")
+    parser.add_argument("--workers", type=int, default=2, help="one-thread processes for controllability")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="trained variants compared for controllability")
@@ -358,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     if "studio" in args.parts:
         studio_time(args.repeats)
     if "controllability" in args.parts:
-        controllability(args.scenes, args.sample_steps, args.models)
+        controllability(args.scenes, args.sample_steps, args.models, args.workers)
     if "sd15_speed" in args.parts:
         sd15_speed(args.sd15_steps, 1, args.sd15_side, 1)
     emit(BENCH, "total_seconds", round(time.perf_counter() - started, 1), bar="< 1200 s")

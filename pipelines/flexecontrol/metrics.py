@@ -103,3 +103,79 @@ def object_placement(objects: Sequence[ObjectTruth], image, detections: list[Det
         placed.append(chosen is not None)
         right.append(bool(good))
     return Placement(placed, right)
+
+
+@dataclass
+class DrawnObject:
+    """An object a condition map shows: its box in the map's pixels and its shape, when the map says it."""
+
+    box: tuple[float, float, float, float]
+    # "circle", "square" or "triangle"; None when the detector cannot name it.
+    shape: str | None
+    # bool [H, W]: the object's filled region.
+    mask: np.ndarray
+
+
+# Strokes and segments smaller than this share of the frame are specks, not objects.
+MIN_OBJECT_FRACTION = 0.004
+
+
+def _shape_of_region(region: np.ndarray) -> str | None:
+    """The detector's shape for a filled region, painted in a saturated colour on grey."""
+    canvas = np.full((*region.shape, 3), 128, np.uint8)
+    canvas[region] = (220, 40, 40)
+    found = detect(canvas)
+    return max(found, key=lambda d: (d.mask & region).sum()).shape if found else None
+
+
+def _components(mask: np.ndarray) -> list[np.ndarray]:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    least = max(4, MIN_OBJECT_FRACTION * mask.size)
+    return [labels == k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= least]
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def drawn_objects(kind: str, condition: np.ndarray) -> list[DrawnObject]:
+    """The objects a condition map shows, read from the map alone (no truth needed).
+
+    - canny / sketch: each stroke (connected lines) is one object; its convex
+      hull is the object's region (ShapesWorld shapes are convex, and a hull
+      also closes an outline left open), whose shape the detector names;
+    - segmentation: each connected segment of one palette colour, with that colour's shape;
+    - depth: not read (a depth map's background is a ramp, not a colour), so no objects.
+    """
+    if kind == "segmentation":
+        classes = palette_classes(condition)
+        names = list(SEGMENTATION_PALETTE)
+        return [DrawnObject(_mask_box(m), names[c], m) for c in range(1, len(names)) for m in _components(classes == c)]
+    if kind == "depth":
+        return []
+    grey = condition if condition.ndim == 2 else cv2.cvtColor(condition, cv2.COLOR_RGB2GRAY)
+    objects = []
+    for stroke in _components(grey > 0):
+        points = cv2.findNonZero(stroke.astype(np.uint8))
+        hull = np.zeros(stroke.shape, np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+        region = hull > 0
+        objects.append(DrawnObject(_mask_box(region), _shape_of_region(region), region))
+    return objects
+
+
+def placement_of_drawn(objects: Sequence[DrawnObject], image, detections: list[Detection] | None = None,
+                       iou: float = PLACEMENT_IOU) -> list[Detection | None]:
+    """For each drawn object, the detection in ``image`` at its place (box IoU >= ``iou``) with its shape
+    when the map tells it (else any), or None. A detection serves one object at most."""
+    found = detect(to_rgb_array(image)) if detections is None else list(detections)
+    out, used = [], set()
+    for obj in objects:
+        hits = [(box_iou(obj.box, d.box), k) for k, d in enumerate(found)
+                if k not in used and (obj.shape is None or d.shape == obj.shape)]
+        best = max([h for h in hits if h[0] >= iou], default=None)
+        if best is not None:
+            used.add(best[1])
+        out.append(None if best is None else found[best[1]])
+    return out
