@@ -24,7 +24,7 @@ import torch
 
 from .data import ControlScenes
 from .metrics import edge_ssim, object_placement, segmentation_miou
-from .pipeline import ConditionBatch, FlexEControlPipeline
+from .pipeline import ConditionBatch, FlexEControlPipeline, object_regions
 from .train import composition_maps
 
 SETTINGS: dict[str, list[tuple[str, str]]] = {
@@ -90,18 +90,31 @@ def judge(scenes: ControlScenes, images: np.ndarray, parts_per_slot: Sequence[li
                         len(every_placed), mean(mious), mean(ssims))
 
 
+def slot_regions(pipe: FlexEControlPipeline, scenes: ControlScenes, slots: Sequence[ConditionBatch]) -> list:
+    """Each scene's phrase-to-region ties (:func:`.pipeline.object_regions`), read from its condition maps."""
+    regions = []
+    for b, caption in enumerate(scenes.captions):
+        maps = [(s.type, (s.maps[b].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for s in slots]
+        maps = [(kind, m if kind == "segmentation" else m[..., 0]) for kind, m in maps]
+        regions.append(object_regions(caption, maps, pipe.tokenizer))
+    return regions
+
+
 def score_model(pipe: FlexEControlPipeline, scenes: ControlScenes, setting: str, source: str,
-                steps: int = 25, guidance: float | None = None, use_conditions: bool = True) -> ControlScore:
+                steps: int = 25, guidance: float | None = None, use_conditions: bool = True,
+                conditional_control: bool = True, bind_objects: bool = True) -> ControlScore:
     """Generate one image per scene (seed = scene number) under the setting's conditions and judge it.
 
     ``use_conditions=False`` generates from the captions alone and judges
-    against the same conditions (the no-condition floor).
+    against the same conditions (the no-condition floor). ``conditional_control``
+    and ``bind_objects`` are the pipeline's options (both on in the studio).
     """
     slots, parts = condition_slots(scenes, setting, source)
     generators = [torch.Generator().manual_seed(i) for i in range(len(scenes.images))]
     kwargs = {} if guidance is None else {"guidance_scale": guidance}
-    images = pipe.generate(scenes.captions, slots if use_conditions else [], generators,
-                           num_inference_steps=steps, progress=False, **kwargs)
+    regions = slot_regions(pipe, scenes, slots) if use_conditions and bind_objects else None
+    images = pipe.generate(scenes.captions, slots if use_conditions else [], generators, num_inference_steps=steps,
+                           progress=False, conditional_control=conditional_control, regions=regions, **kwargs)
     return judge(scenes, images, parts, setting, source)
 
 

@@ -15,7 +15,9 @@ Classifier-free guidance applies the control to both halves of the batch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +25,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..attention import token_indices
+from ..attention.regions import DEFAULT_STRENGTH, Region, RegionalAttention
 from ..errors import InvalidInputError
 from ..models.tokenizers import warn_unknown_words
+from ..shapesworld.vocab import COLOURS, SHAPES
 from .conditions import MAX_CONDITIONS, Condition, map_tensor, prepare_conditions
 from .encoder import CopiedEncoder, load_copied_encoder
+from .metrics import drawn_objects
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.0
@@ -41,6 +47,36 @@ def fuse_residuals(residuals: Sequence[Residuals], weights: Sequence[float]) -> 
     down = [sum(w * r[0][level] for w, r in zip(weights, residuals)) for level in range(len(residuals[0][0]))]
     mid = sum(w * r[1] for w, r in zip(weights, residuals))
     return down, mid
+
+
+_OBJECT_PHRASE = re.compile(r"\b(?:(" + "|".join(COLOURS) + r")\s+)?(" + "|".join(SHAPES) + r")\b", re.IGNORECASE)
+
+
+def object_regions(prompt: str, conditions: Sequence[tuple[str, np.ndarray]], tokenizer) -> list[Region]:
+    """Tie each object phrase of the prompt ("red circle") to the drawn object of that shape.
+
+    The drawn objects come from the condition maps alone
+    (:func:`.metrics.drawn_objects`: strokes and segments with the shape the
+    detector gives them). A phrase is bound when its shape is drawn exactly as
+    many times as the prompt names it and that is once; anything ambiguous
+    (two circles, an unnamed shape) stays unbound, so the model decides.
+    """
+    drawn = [obj for kind, image in conditions if kind in ("canny", "sketch", "segmentation")
+             for obj in drawn_objects(kind, image)]
+    phrases = [(m.group(0), m.group(2).lower()) for m in _OBJECT_PHRASE.finditer(prompt)]
+    regions, seen = [], {}
+    for text, shape in phrases:
+        occurrence = seen.get(text.lower(), 0)
+        seen[text.lower()] = occurrence + 1
+        same_shape = [obj for obj in drawn if obj.shape == shape]
+        if len(same_shape) != 1 or sum(s == shape for _, s in phrases) != 1:
+            continue
+        try:
+            tokens = token_indices(tokenizer, prompt, text, occurrence=occurrence)
+        except InvalidInputError:
+            continue
+        regions.append(Region(tokens, torch.from_numpy(same_shape[0].mask.astype(np.float32))))
+    return regions
 
 
 @dataclass
@@ -124,14 +160,18 @@ class FlexEControlPipeline:
         generator: torch.Generator | None = None,
         progress: bool = True,
         callback_on_step_end: Callable[[int, int], None] | None = None,
+        conditional_control: bool = True,
+        bind_objects: bool = True,
     ) -> FlexEControlOutput:
         # 1. Check inputs; maps resized to the image size, notes for people
         prepared, notes = self.check_inputs(prompt, conditions, num_inference_steps, guidance_scale)
         # 2. Condition slots (batch of one image)
         slots = [ConditionBatch(c.type, map_tensor(c.image)[None], c.weight, c.start, c.end) for c in prepared]
         # 3-7. Encode the prompt, denoise, decode
+        regions = [object_regions(prompt, [(c.type, c.image) for c in prepared], self.tokenizer)] if bind_objects else None
         images = self.generate([prompt], slots, [generator] if generator is not None else None, negative_prompt,
-                               num_inference_steps, guidance_scale, progress, callback_on_step_end)
+                               num_inference_steps, guidance_scale, progress, callback_on_step_end,
+                               conditional_control, regions)
         return FlexEControlOutput(images=images, conditions=prepared, notes=notes)
 
     @torch.no_grad()
@@ -145,8 +185,18 @@ class FlexEControlPipeline:
         guidance_scale: float = DEFAULT_GUIDANCE,
         progress: bool = True,
         callback_on_step_end: Callable[[int, int], None] | None = None,
+        conditional_control: bool = True,
+        regions: Sequence[list[Region]] | None = None,
+        region_strength: float = DEFAULT_STRENGTH,
     ) -> np.ndarray:
-        """A batch of images, one per prompt; ``slots[k].maps[b]`` is image ``b``'s ``k``-th condition (checked maps)."""
+        """A batch of images, one per prompt; ``slots[k].maps[b]`` is image ``b``'s ``k``-th condition (checked maps).
+
+        ``conditional_control``: with classifier-free guidance, the control
+        acts on the text half only (diffusers ControlNet's ``guess_mode``
+        without its scale ramp), so guidance amplifies it. ``regions[b]``:
+        phrase-to-region ties for prompt ``b`` (:func:`object_regions`),
+        applied by :class:`~pipelines.attention.regions.RegionalAttention`.
+        """
         batch, device, dtype = len(prompts), self.device, self.unet.dtype
         for slot in slots:
             if slot.maps.shape[0] != batch:
@@ -164,25 +214,36 @@ class FlexEControlPipeline:
         latents = latents * self.scheduler.init_noise_sigma
         # 5. Condition embeddings, computed once (the maps do not change between steps)
         maps = [self.encoder.embed(s.maps.to(device, dtype)) for s in slots]
-        maps = [torch.cat([m, m]) if guided else m for m in maps]
+        if guided and not conditional_control:
+            maps = [torch.cat([m, m]) for m in maps]
         # 6. Denoising loop with the fused control residuals
         timesteps = self.scheduler.timesteps
-        with self.encoder.embedded_inputs():
+        bound = regions is not None and any(regions)
+        rows = ([[]] * batch + list(regions) if guided else list(regions)) if bound else None
+        with self.encoder.embedded_inputs(), (RegionalAttention(self.unet, rows, region_strength) if bound
+                                              else nullcontext()):
             latents = self._denoise(latents, timesteps, slots, maps, embeddings, guided, guidance_scale, progress,
-                                    callback_on_step_end)
+                                    callback_on_step_end, conditional_control)
         # 7. Decode
         pixels = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         pixels = ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().byte()
         return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
     def _denoise(self, latents, timesteps, slots, maps, embeddings, guided, guidance_scale, progress,
-                 callback_on_step_end) -> torch.Tensor:
+                 callback_on_step_end, conditional_control) -> torch.Tensor:
+        only_text_half = guided and conditional_control
         for i, t in enumerate(tqdm(timesteps, desc="FlexEControl", disable=not progress)):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             active = [(s, m) for s, m in zip(slots, maps) if s.active(i, len(timesteps))]
-            residuals = self.encoder(model_input, t, embeddings, [(s.type, m) for s, m in active]) if active else []
+            control_input, control_text = (model_input.chunk(2)[1], embeddings.chunk(2)[1]) if only_text_half else (
+                model_input, embeddings)
+            residuals = self.encoder(control_input, t, control_text, [(s.type, m) for s, m in active]) if active else []
             down, mid = fuse_residuals(residuals, [s.weight for s, _ in active])
+            if only_text_half and down is not None:
+                # The unconditional half gets no control, so guidance pushes toward the conditions too.
+                down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+                mid = torch.cat([torch.zeros_like(mid), mid])
             noise = self.unet(model_input, t, encoder_hidden_states=embeddings, down_block_additional_residuals=down,
                               mid_block_additional_residual=mid).sample
             if guided:

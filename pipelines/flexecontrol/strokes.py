@@ -30,9 +30,10 @@ from ..shapesworld.conditions import SEGMENTATION_PALETTE
 from ..shapesworld.scene import DEPTH_FAR, DEPTH_NEAR, ObjectTruth, Scene
 from .conditions import canonical_type, from_drawing
 
-# The studio's drawing canvas (pixels a side) and its brush widths (default 8).
+# The studio's drawing canvas (pixels a side) and the brush widths drawn with (the studio's default brush
+# leaves lines about 20 canvas pixels wide, 5 at 64x64).
 CANVAS = 256
-BRUSH_WIDTHS = (4, 14)
+BRUSH_WIDTHS = (6, 24)
 # How far a hand strays, as fractions of the object's size: position, size, wobble amplitude.
 SHIFT_FRACTION = 0.08
 SCALE_RANGE = (0.9, 1.12)
