@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # One torch thread in tests: on 2 cores a busy neighbour made 2 threads 50-150x slower.
 TEST_THREADS ?= 1
 
-.PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-depth tiny-t2v system-deps browser-deps clean
+.PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-reward tiny-depth tiny-t2v system-deps browser-deps clean
 
 # Debian packages: libusb for open3d, ffmpeg for H.264 video export.
 system-deps:
@@ -54,15 +54,15 @@ tiny-t2v: setup
 tiny-depth: setup
 	WORLDSTUDIO_THREADS=1 $(PY) -m pipelines.morpho4d.depth --out assets/models/tiny/shapes-depth
 
-# FlexEControl's tiny weights over shapes-sd, then the same training (steps, batch, data, seed) for the full
-# copy and without L_ca / L_mask, which bench/flexecontrol.py compares (~10 min each on one idle CPU thread).
-FLEX := WORLDSTUDIO_THREADS=1 $(PY) -m pipelines.flexecontrol --steps 400 --batch-size 8 --scenes 2000 --seed 0
-FLEX_DIR := assets/models/tiny/flexecontrol
+# FlexEControl's tiny weights over shapes-sd, then the same training (3000 steps, batch 8, 4000 scenes with half of
+# the maps drawn by hand, seed 0) for the full copy and without L_ca / L_mask, which bench/flexecontrol.py
+# compares: two one-thread runs at a time, about 70 min on 2 CPU cores (checkpoints in runs/flexecontrol/).
 tiny-flexecontrol: setup
-	$(FLEX) --out $(FLEX_DIR)
-	$(FLEX) --out $(FLEX_DIR)/equal-training/full --method full
-	$(FLEX) --out $(FLEX_DIR)/equal-training/without-ca --lambda-ca 0
-	$(FLEX) --out $(FLEX_DIR)/equal-training/without-mask --lambda-mask 0
+	bash scripts/train_flexecontrol.sh $(PY) assets/models/tiny/flexecontrol
+
+# The cycle-consistency reward's segmenter (FlexEControl's --cycle-weight; ~6 min on one thread).
+tiny-reward: setup
+	WORLDSTUDIO_THREADS=1 $(PY) -m pipelines.flexecontrol.reward --out assets/models/tiny/shapes-seg --steps 800 --scenes 4000
 
 bench: setup
 	@for script in $(filter-out bench/common.py bench/__init__.py,$(wildcard bench/*.py)); do echo "# $$script"; $(PY) $$script || exit 1; done

@@ -11,6 +11,8 @@ shared.
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -32,8 +34,11 @@ from pipelines.flexecontrol import (
     prepare_conditions,
     segmentation_miou,
 )
+from pipelines.flexecontrol.metrics import drawn_objects, placement_of_drawn
 from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.models import TINY_PACK_DIR
+from pipelines.models.presets import REPO_ROOT
+from pipelines.shapesworld.detector import detect
 from pipelines.shapesworld.conditions import CONDITION_TYPES, SEGMENTATION_PALETTE
 from pipelines.utils import to_rgb_array
 
@@ -129,30 +134,93 @@ def overlay(image: np.ndarray, conditions: list[Condition]) -> np.ndarray:
 
 
 def controllability(conditions: list[Condition], image: np.ndarray) -> list[dict]:
-    """Per condition: SSIM of its edges against the output's edges, or mIoU of its segmentation."""
+    """Per condition: the objects it shows and which of them the output has where they were drawn (with the
+    drawn shape), and SSIM of its edges against the output's edges, or mIoU of its segmentation."""
+    detections = detect(image)
     rows = []
     for number, condition in enumerate(conditions, start=1):
+        objects = drawn_objects(condition.type, condition.image)
+        found = placement_of_drawn(objects, image, detections)
+        row = {"condition": number, "type": condition.type, "objects": objects, "found": found}
         if condition.type in ("canny", "sketch"):
-            rows.append({"condition": number, "type": condition.type, "metric": "SSIM (edges)",
-                         "value": edge_ssim(condition.image, image)})
+            row.update(metric="SSIM (edges)", value=edge_ssim(condition.image, image))
         elif condition.type == "segmentation":
-            rows.append({"condition": number, "type": condition.type, "metric": "mIoU (segmentation)",
-                         "value": segmentation_miou(condition.image, image)})
+            row.update(metric="mIoU (segmentation)", value=segmentation_miou(condition.image, image))
+        rows.append(row)
     return rows
 
 
+BENCH_RESULTS = REPO_ROOT / "bench" / "results" / "flexecontrol.jsonl"
+
+
+@functools.lru_cache(maxsize=1)
+def bench_reference() -> dict[str, dict[str, float]]:
+    """What the bench measured for hand-drawn maps on held-out scenes (``bench/results/flexecontrol.jsonl``):
+    per condition type, the no-condition floor, FlexEControl, and for segmentation the detector's ceiling."""
+    if not BENCH_RESULTS.is_file():
+        return {}
+    rows = [json.loads(line) for line in BENCH_RESULTS.read_text().splitlines() if line.strip()]
+    scores = {(r["model"], r["setting"]): r["value"] for r in rows
+              if r.get("name") == "controllability" and r.get("source") == "drawn" and "placed" in r.get("value", {})}
+    ceiling = next((r["value"] for r in rows if r.get("name") == "detector_ceiling"), None)
+    scenes = next((r["scenes"] for r in rows if r.get("name") == "detector_ceiling"), None)
+    reference = {}
+    for kind, setting, metric in (("canny", "single_canny", "ssim_canny"), ("sketch", "single_canny", "ssim_canny"),
+                                  ("segmentation", "single_segmentation", "miou_segmentation")):
+        flex, none = scores.get(("flexecontrol", setting)), scores.get(("no_condition", setting))
+        if flex and none:
+            reference[kind] = {"floor": none[metric], "model": flex[metric], "placed": flex["placed"],
+                               "placed_floor": none["placed"], "scenes": scenes,
+                               "ceiling": ceiling if kind == "segmentation" else None}
+    return reference
+
+
 def numbers_markdown(rows: list[dict], seconds: float) -> str:
+    """The controllability table for people: objects where drawn, the measure, and what it means (the bench's
+    no-condition floor, its FlexEControl score and, for segmentation, the detector's ceiling)."""
     lines = [f"Generated in {seconds:.2f} s."]
-    if rows:
-        lines += ["", "| condition | type | controllability | value |", "| --- | --- | --- | --- |"]
-        lines += [f"| {r['condition']} | {r['type']} | {r['metric']} | {r['value']:.3f} |" for r in rows]
-    else:
-        lines.append("No edge or segmentation condition, so no controllability number.")
+    if not rows:
+        return "\n".join(lines + ["No condition, so nothing to check the image against."])
+    reference = bench_reference()
+    lines += ["", "| condition | type | objects where you drew them | measure | value | what is good (bench) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        objects = r["objects"]
+        found = sum(f is not None for f in r["found"])
+        shapes = ", ".join(f"{o.shape or 'object'} {'yes' if f is not None else 'no'}" for o, f in zip(objects, r["found"]))
+        placed = f"{found} of {len(objects)} ({shapes})" if objects else "-"
+        ref = reference.get(r["type"])
+        good = "-"
+        if ref and "metric" in r:
+            good = (f"no condition {ref['floor']:.2f}, FlexEControl {ref['model']:.2f}"
+                    + (f", perfect image {ref['ceiling']:.2f}" if ref["ceiling"] else "")
+                    + f"; objects placed {ref['placed']:.0%} vs {ref['placed_floor']:.0%} with no condition"
+                    + f" ({ref['scenes']} held-out scenes)")
+        value = f"{r['value']:.3f}" if "value" in r else "-"
+        lines.append(f"| {r['condition']} | {r['type']} | {placed} | {r.get('metric', '-')} | {value} | {good} |")
     return "\n".join(lines)
+
+
+def placement_boxes(view: np.ndarray, rows: list[dict], scale: float) -> np.ndarray:
+    """``view`` with each drawn object's box: green where the output has it, red where it does not."""
+    out = view.copy()
+    for r in rows:
+        for obj, found in zip(r["objects"], r["found"]):
+            x0, y0, x1, y1 = (int(round(v * scale)) for v in obj.box)
+            cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (40, 200, 40) if found is not None else (230, 40, 40), 2)
+    return out
 
 
 def _view(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (VIEW, VIEW), interpolation=cv2.INTER_NEAREST)
+
+
+def shown_image(image: np.ndarray, conditions: list[Condition], rows: list[dict], overlay_on: bool) -> np.ndarray:
+    """The output at the view size; with the overlay on, the conditions drawn in and each drawn object's box
+    (green: the output has it there; red: it does not)."""
+    if not overlay_on:
+        return _view(image)
+    return placement_boxes(_view(overlay(image, conditions)), rows, VIEW / image.shape[1])
 
 
 def previews(conditions: list[Condition]) -> list[tuple[np.ndarray, str]]:
@@ -205,7 +273,7 @@ def create_tab(context: StudioContext) -> None:
     black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
     with gr.Tab(TITLE):
         gr.Markdown(INTRO)
-        result = gr.State(None)  # (image, conditions) of this user's last generation
+        result = gr.State(None)  # (image, conditions, rows) of this user's last generation
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox("a red circle left of a blue square", label="Prompt", elem_id="flexecontrol-prompt")
@@ -234,7 +302,7 @@ def create_tab(context: StudioContext) -> None:
                                 end = gr.Slider(0, 1, value=1.0, step=0.05, label="End (fraction of steps)")
                             widgets.append((kind, source, drawing, upload, weight, start, end))
                 with gr.Row():
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    seed = gr.Number(0, precision=0, label="Seed", elem_id="flexecontrol-seed")
                     steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
                 with gr.Row():
@@ -245,7 +313,8 @@ def create_tab(context: StudioContext) -> None:
                                   preview=False, elem_id="flexecontrol-previews")
                 output = gr.Image(label="Output", type="numpy", interactive=False, height=VIEW,
                                   elem_id="flexecontrol-output")
-                show_overlay = gr.Checkbox(False, label="Overlay the conditions")
+                show_overlay = gr.Checkbox(False, label="Overlay the conditions and check each drawn object "
+                                                  "(green box: it is there; red: it is not)")
                 numbers = gr.Markdown(elem_id="flexecontrol-numbers")
                 notes = gr.Markdown(elem_id="flexecontrol-notes")
 
@@ -267,16 +336,14 @@ def create_tab(context: StudioContext) -> None:
                 cache, prompt_text, layers_from(list(values)), seed_value, steps_value, guidance_value)
             for note in found:
                 gr.Warning(note)
-            shown = overlay(image, conditions) if overlay_on else image
-            return (_view(shown), numbers_markdown(rows, seconds), "\n".join(f"- {n}" for n in found),
-                    previews(conditions), (image, conditions))
+            return (shown_image(image, conditions, rows, overlay_on), numbers_markdown(rows, seconds),
+                    "\n".join(f"- {n}" for n in found), previews(conditions), (image, conditions, rows))
 
         @shows_errors
         def on_overlay(overlay_on, state):
             if state is None:
                 return gr.update()
-            image, conditions = state
-            return _view(overlay(image, conditions) if overlay_on else image)
+            return shown_image(*state, overlay_on)
 
         extract.click(on_extract, inputs=layer_components, outputs=[maps, notes])
         generate.click(on_generate, inputs=[prompt, seed, steps, guidance, show_overlay, *layer_components],
