@@ -57,21 +57,24 @@ BRUSH_COLOURS = ["#ffffff", "#c0c0c0", "#808080", "#404040",
                  *(f"#{r:02x}{g:02x}{b:02x}" for name, (r, g, b) in SEGMENTATION_PALETTE.items() if name != "background")]
 OVERLAY_COLOUR = np.array([255, 40, 40], np.float32)
 
-INTRO = f"""\
-## FlexEControl: several conditions, one shared encoder
-Pick a **type** for up to {MAX_CONDITIONS} condition layers and **draw** on the black canvas (white strokes are
-edges or sketch lines; grey levels are depth, bright is near; for segmentation the cyan, magenta and white brushes
-paint circle, square and triangle regions) or **upload** an image to extract the map from. Each layer has a **weight** and the span of denoising steps (**start**/**end**) where it acts. All layers
-run through one copied encoder whose Kronecker x low-rank updates are shared across condition types (thesis eq. 9.2).
+INTRO = """\
+## FlexEControl: draw where things go
+Draw outlines of shapes (or paint regions) on a black canvas, say what the picture shows, and press **Generate**: the
+objects appear where you drew them. Press **Load the example** for a circle drawn on the left, a square on the right
+and "a red circle left of a blue square". Tick **Overlay** after generating to see each drawn object checked: a green
+box where the picture has it, a red box where it does not.
+"""
 
-**Measured on this CPU** (`bench/results/flexecontrol.jsonl`): trainable parameters 0.037x the full copied encoder's
-on the SD 1.5 config; controllability within 10% of the full copy and above no condition for one canny map, one
-segmentation, two canny maps and canny + segmentation. Training the tiny config took 0.87x the full copy's memory
-at batch 8 and 0.70x at batch 2 (0.80x and **0.54x** with gradient checkpointing), and 0.95-1.0x its time per step:
-the thesis' 0.38x time is **not reproduced** here (even training nothing but the condition embedding takes 0.91x,
-because every method back-propagates through the whole copy to reach it; on the SD 1.5 config, where parameters
-dominate, FlexEControl's step is 0.32x the full copy's), and its memory saving only where checkpointing makes the
-activations that every method keeps smaller than the full copy's extra gradients and optimiser state.
+HOW_IT_WORKS = """\
+Each condition layer is a map of one type: **canny** or **sketch** (white lines on black), **segmentation** (cyan,
+magenta and white paint circle, square and triangle regions), **depth** (grey, bright is near). Draw it, or upload a
+picture to extract it from. Each layer has a **weight** and the span of denoising steps (**start**/**end**) where it
+acts. All layers run through one copy of the image model's encoder whose Kronecker x low-rank updates are shared across
+condition types (thesis eq. 9.2); their outputs are summed into the frozen model. Two choices of this studio on top of
+the thesis' method: under classifier-free guidance the layers steer only the text half (so guidance amplifies them, as
+ControlNet's guess mode does), and **tie each object word to its drawing** adds a bias to the image model's
+cross-attention so that "red circle" is read where the circle was drawn (DenseDiffusion-style regional attention; the
+drawn shapes are read from the maps, nothing else).
 """
 
 
@@ -170,7 +173,8 @@ def bench_reference() -> dict[str, dict[str, float]]:
         flex, none = scores.get(("flexecontrol", setting)), scores.get(("no_condition", setting))
         if flex and none:
             reference[kind] = {"floor": none[metric], "model": flex[metric], "placed": flex["placed"],
-                               "placed_floor": none["placed"], "scenes": scenes,
+                               "placed_floor": none["placed"], "right": flex["right"], "scenes": scenes,
+                               "metric": "SSIM of edges" if metric == "ssim_canny" else "segmentation mIoU",
                                "ceiling": ceiling if kind == "segmentation" else None}
     return reference
 
@@ -198,6 +202,36 @@ def numbers_markdown(rows: list[dict], seconds: float) -> str:
                     + f" ({ref['scenes']} held-out scenes)")
         value = f"{r['value']:.3f}" if "value" in r else "-"
         lines.append(f"| {r['condition']} | {r['type']} | {placed} | {r.get('metric', '-')} | {value} | {good} |")
+    return "\n".join(lines)
+
+
+EXAMPLE_PROMPT = "a red circle left of a blue square"
+
+
+def example_canvas() -> dict:
+    """The example drawing: a circle outlined on the left and a square on the right, by hand (:mod:`strokes`)."""
+    from pipelines.flexecontrol.strokes import draw_objects
+    from pipelines.shapesworld.scene import Placement, render_scene
+
+    scene = render_scene([Placement("circle", "red", (0.28, 0.5), 0.3), Placement("square", "blue", (0.72, 0.5), 0.26)])
+    drawing = draw_objects(scene.objects, "canny", np.random.default_rng(7), scene.size)
+    return {"background": drawing, "layers": [], "composite": drawing}
+
+
+def measured_markdown() -> str:
+    """What the bench measured, from ``bench/results/flexecontrol.jsonl`` (nothing when it has not run)."""
+    reference = bench_reference()
+    if not reference:
+        return ""
+    lines = ["", "**Measured** (`bench/results/flexecontrol.jsonl`, hand-drawn maps of held-out scenes, one image each):"]
+    for kind in ("canny", "segmentation"):
+        ref = reference.get(kind)
+        if ref:
+            lines.append(f"- one {kind} map: objects where drawn {ref['placed']:.0%} (no condition {ref['placed_floor']:.0%}),"
+                         f" with the right shape and colour {ref['right']:.0%}; {ref['metric']} {ref['model']:.2f} vs "
+                         f"{ref['floor']:.2f} with no condition" + (f" and {ref['ceiling']:.2f} for a perfect image"
+                                                                     if ref["ceiling"] else "")
+                         + f" ({ref['scenes']} scenes).")
     return "\n".join(lines)
 
 
@@ -255,14 +289,17 @@ class PipelineCache:
 
 
 def run_generation(cache: PipelineCache, prompt: str, layers: list[LayerInput], seed: int, steps: int,
-                   guidance: float, progress=None):
-    """Generate; return (image uint8 [H, W, 3], conditions used, notes, numbers, seconds)."""
+                   guidance: float, bind_objects: bool = True):
+    """Generate; return (image uint8 [H, W, 3], conditions used, notes, numbers, seconds).
+
+    ``bind_objects``: tie each object phrase of the prompt to the drawn object of its shape
+    (:func:`pipelines.flexecontrol.pipeline.object_regions`)."""
     pipe = cache.get()
     wants_depth = any(l.type == "depth" and l.source == "upload" for l in layers)
     conditions, notes = read_layers(layers, pipe.image_size, cache.depth_model() if wants_depth else None)
     start = time.perf_counter()
     out = pipe(prompt, conditions, num_inference_steps=int(steps), guidance_scale=float(guidance),
-               generator=torch.Generator().manual_seed(int(seed)), progress=True)
+               generator=torch.Generator().manual_seed(int(seed)), progress=True, bind_objects=bool(bind_objects))
     seconds = time.perf_counter() - start
     image = out.images[0]
     return image, out.conditions, notes + out.notes, controllability(out.conditions, image), seconds
@@ -273,6 +310,8 @@ def create_tab(context: StudioContext) -> None:
     black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
     with gr.Tab(TITLE):
         gr.Markdown(INTRO)
+        with gr.Accordion("How it works", open=False):
+            gr.Markdown(HOW_IT_WORKS + measured_markdown())
         result = gr.State(None)  # (image, conditions, rows) of this user's last generation
         with gr.Row():
             with gr.Column(scale=3):
@@ -305,7 +344,10 @@ def create_tab(context: StudioContext) -> None:
                     seed = gr.Number(0, precision=0, label="Seed", elem_id="flexecontrol-seed")
                     steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
                     guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
+                bind = gr.Checkbox(True, label="Tie each object word to its drawing (\"red circle\" is painted where "
+                                         "you drew the circle)", elem_id="flexecontrol-bind")
                 with gr.Row():
+                    example = gr.Button("Load the example")
                     extract = gr.Button("Extract maps")
                     generate = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
@@ -330,10 +372,10 @@ def create_tab(context: StudioContext) -> None:
             return previews(conditions), "\n".join(f"- {n}" for n in found)
 
         @shows_errors
-        def on_generate(prompt_text, seed_value, steps_value, guidance_value, overlay_on, *values,
+        def on_generate(prompt_text, seed_value, steps_value, guidance_value, overlay_on, bind_on, *values,
                         progress=gr.Progress(track_tqdm=True)):
             image, conditions, found, rows, seconds = run_generation(
-                cache, prompt_text, layers_from(list(values)), seed_value, steps_value, guidance_value)
+                cache, prompt_text, layers_from(list(values)), seed_value, steps_value, guidance_value, bind_on)
             for note in found:
                 gr.Warning(note)
             return (shown_image(image, conditions, rows, overlay_on), numbers_markdown(rows, seconds),
@@ -346,6 +388,8 @@ def create_tab(context: StudioContext) -> None:
             return shown_image(*state, overlay_on)
 
         extract.click(on_extract, inputs=layer_components, outputs=[maps, notes])
-        generate.click(on_generate, inputs=[prompt, seed, steps, guidance, show_overlay, *layer_components],
+        example.click(lambda: (EXAMPLE_PROMPT, "canny", "draw", example_canvas()),
+                      outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]])
+        generate.click(on_generate, inputs=[prompt, seed, steps, guidance, show_overlay, bind, *layer_components],
                        outputs=[output, numbers, notes, maps, result])
         show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output)
