@@ -214,7 +214,7 @@ def example_canvas() -> dict:
     from pipelines.shapesworld.scene import Placement, render_scene
 
     scene = render_scene([Placement("circle", "red", (0.28, 0.5), 0.3), Placement("square", "blue", (0.72, 0.5), 0.26)])
-    drawing = draw_objects(scene.objects, "canny", np.random.default_rng(7), scene.size)
+    drawing = draw_objects(scene.objects, "canny", np.random.default_rng(5), scene.size)
     return {"background": drawing, "layers": [], "composite": drawing}
 
 

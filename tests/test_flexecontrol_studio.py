@@ -177,3 +177,38 @@ def test_depth_upload_goes_through_the_presets_depth_model(cache, scene):
     grey = conditions[0].image
     objects = np.any([obj.mask for obj in scene.objects], axis=0)
     assert grey[objects].mean() > grey[~objects].mean() + 30  # objects stand in front: brighter (near = bright)
+
+
+def test_the_example_drawing_shows_a_circle_left_and_a_square_right():
+    from pipelines.flexecontrol import from_drawing
+    from pipelines.flexecontrol.metrics import drawn_objects
+
+    drawing = tab.example_canvas()["composite"]
+    assert drawing.shape == (tab.CANVAS, tab.CANVAS, 3)
+    objects = sorted(drawn_objects("canny", from_drawing(drawing, "canny", 64)), key=lambda o: o.box[0])
+    assert [o.shape for o in objects] == ["circle", "square"]
+    assert objects[0].box[2] < 32 < objects[1].box[0]
+    assert "red circle" in tab.EXAMPLE_PROMPT and "blue square" in tab.EXAMPLE_PROMPT
+
+
+def test_bench_reference_reads_the_drawn_rows(tmp_path, monkeypatch):
+    import json
+
+    rows = [{"name": "detector_ceiling", "value": 0.98, "scenes": 48},
+            *({"name": "controllability", "model": m, "setting": s, "source": "drawn",
+               "value": {"placed": p, "right": p / 2, "ssim_canny": 0.5 + p / 10, "miou_segmentation": p}}
+              for m, p in (("flexecontrol", 0.8), ("no_condition", 0.0))
+              for s in ("single_canny", "single_segmentation"))]
+    path = tmp_path / "flexecontrol.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setattr(tab, "BENCH_RESULTS", path)
+    tab.bench_reference.cache_clear()
+    try:
+        reference = tab.bench_reference()
+        assert reference["segmentation"] == {"floor": 0.0, "model": 0.8, "placed": 0.8, "placed_floor": 0.0,
+                                             "right": 0.4, "scenes": 48, "metric": "segmentation mIoU", "ceiling": 0.98}
+        assert reference["canny"]["ceiling"] is None and reference["canny"]["model"] == pytest.approx(0.58)
+        text = tab.measured_markdown()
+        assert "objects where drawn 80% (no condition 0%)" in text and "0.98 for a perfect image" in text
+    finally:
+        tab.bench_reference.cache_clear()
