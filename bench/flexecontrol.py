@@ -372,6 +372,7 @@ def control_bars(scores: dict[tuple[str, str, str], dict], ceiling: float) -> No
 
 def studio_time(repeats: int) -> None:
     from pipelines.flexecontrol.conditions import from_upload
+    from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE
     from pipelines.shapesworld import sample_scene
     from pipelines.shapesworld.conditions import canny
     from studio.context import StudioContext
@@ -384,12 +385,12 @@ def studio_time(repeats: int) -> None:
               LayerInput("segmentation", "draw", {"composite": segments}, None, 1.0, 0.0, 1.0)]
     text_only = [LayerInput("none", "draw", None, None, 1.0, 0.0, 1.0)]
     cache = PipelineCache(StudioContext(preset="tiny", device="cpu"))
-    run_generation(cache, scene.caption, layers, 0, 25, 3.0)  # load and warm up
+    run_generation(cache, scene.caption, layers, 0, 25, DEFAULT_GUIDANCE)  # load and warm up
     times, plain = [], []
     for seed in range(repeats):  # taking turns with text-only generation, so the ratio survives a busy machine
         for chosen, record in ((layers, times), (text_only, plain)):
             start = time.perf_counter()
-            run_generation(cache, scene.caption, chosen, seed, 25, 3.0)
+            run_generation(cache, scene.caption, chosen, seed, 25, DEFAULT_GUIDANCE)
             record.append(time.perf_counter() - start)
     median = statistics.median(times)
     emit(BENCH, "studio_seconds", round(median, 3), best=round(min(times), 3), repeats=repeats, conditions=2,

@@ -35,7 +35,7 @@ from .encoder import CopiedEncoder, load_copied_encoder
 from .metrics import drawn_objects
 
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 3.0
+DEFAULT_GUIDANCE = 5.0
 
 Residuals = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 
