@@ -27,9 +27,8 @@ from ..errors import InvalidInputError
 from ..shapesworld import sample_scene
 from ..shapesworld.conditions import CONDITION_TYPES, condition_maps
 from ..shapesworld.scene import ObjectTruth, Scene
-from .conditions import map_tensor
+from .conditions import from_drawing, map_tensor
 from .strokes import draw_objects
-from .conditions import from_drawing
 
 MAX_OBJECTS = 3
 # Object masks are dilated by this many pixels before cutting a map by object, so outlines stay whole.
@@ -76,8 +75,8 @@ class ControlScenes:
         return splits
 
     def part_masks(self, index: np.ndarray, parts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Float ``[B, 1, H, W]``: the dilated masks of objects ``parts[b]`` of scene ``index[b]``, without
-        what is nearer to another part (used to cut a clean map by object)."""
+        """Float ``[B, 1, H, W]``: the union of the dilated masks of objects ``parts[b]`` of scene ``index[b]``
+        (used to cut a clean map by object)."""
         kernel = np.ones((2 * SPLIT_DILATION + 1,) * 2, np.uint8)
         out = []
         for i, part in zip(index, parts):

@@ -100,7 +100,7 @@ def load_segmenter(folder: str | Path):
     folder = Path(folder)
     if not (folder / WEIGHTS_NAME).is_file():
         raise ModelNotFoundError(f"No reward segmenter in {folder}; train it with "
-                                 "`python -m pipelines.flexecontrol.reward --out {folder}`.")
+                                 f"`python -m pipelines.flexecontrol.reward --out {folder}` (or `make tiny-reward`).")
     segmenter = build_segmenter()
     segmenter.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
     return segmenter.requires_grad_(False).eval()
