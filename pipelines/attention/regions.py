@@ -28,7 +28,7 @@ from .layers import PROCESSOR_SUFFIX, cross_attention_layers
 from .processor import CrossAttentionProcessor
 
 # Default bias on the scores of a region's tokens (pre-softmax, so e^2 ~ 7x the weight inside vs outside).
-DEFAULT_STRENGTH = 2.0
+DEFAULT_STRENGTH = 5.0
 
 
 @dataclass
