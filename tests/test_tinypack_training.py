@@ -3,12 +3,18 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPProcessor
 
+from pipelines.errors import InvalidInputError
+from pipelines.models.tokenizers import closed_vocabulary_tokenizer
+from pipelines.shapesworld import sample_scene, vocabulary
 from pipelines.tinypack.__main__ import main
-from pipelines.tinypack.train import min_snr_weights
+from pipelines.tinypack.config import ComponentSizes, build_unet, unet_heads
+from pipelines.tinypack.data import SceneArrays, build_scene_arrays, object_counts
+from pipelines.tinypack.train import min_snr_weights, object_word_tokens
 
 
 def test_two_step_training_writes_loadable_safetensors(tmp_path):
@@ -37,3 +43,59 @@ def test_min_snr_weights_cap_high_snr_steps():
     torch.testing.assert_close(weights, torch.minimum(snr, torch.tensor(5.0)) / snr)
     assert weights[0] < 1 and weights[2] == 1
     assert torch.all(min_snr_weights(alphas_cumprod, torch.tensor([0, 1]), gamma=None) == 1)
+
+
+def test_object_mix_draws_two_object_scenes_at_their_weight():
+    counts = object_counts(4000, (1.0, 2.0, 1.0), seed=0)
+    assert {1, 2, 3} == set(counts)
+    assert abs(counts.count(2) / 4000 - 0.5) < 0.03
+    assert object_counts(3, None, seed=0) == [None, None, None]
+    with pytest.raises(InvalidInputError):
+        object_counts(3, (1.0, -1.0, 1.0), seed=0)
+
+
+def test_scene_arrays_keep_each_objects_mask_on_the_latent_grid_and_its_words():
+    scenes = build_scene_arrays(6, 64, (0.0, 1.0, 0.0), mask_side=16, workers=1)
+    assert scenes.object_masks.shape == (6, 3, 16, 16)
+    for i in range(6):
+        scene = sample_scene(i, size=64, n_objects=2, split="train")
+        assert scenes.captions[i] == scene.caption
+        assert scenes.object_words[i] == [f"{o.colour} {o.shape}" for o in scene.objects]
+        for j, obj in enumerate(scene.objects):  # a 4x4 block's coverage, in 1/255
+            expected = obj.mask.reshape(16, 4, 16, 4).mean(axis=(1, 3)) * 255
+            assert np.abs(scenes.object_masks[i, j].astype(float) - expected).max() <= 0.5
+        assert scenes.object_masks[i, 2].max() == 0  # no third object
+
+
+def test_object_word_tokens_mark_colour_and_shape_of_each_object():
+    tokenizer = closed_vocabulary_tokenizer(vocabulary(), model_max_length=24)
+    scenes = SceneArrays(np.zeros((1, 64, 64, 3), np.uint8), ["a red circle left of a red square"],
+                         np.zeros((1, 3, 16, 16), np.uint8), [["red circle", "red square"]])
+    sets, valid = object_word_tokens(tokenizer, scenes, 24)
+    # tokens: BOS a red circle left of a red square EOS
+    assert sets[0, 0].nonzero().flatten().tolist() == [2, 3]
+    assert sets[0, 1].nonzero().flatten().tolist() == [7, 8]
+    assert valid[0].tolist() == [True, True, False]
+
+
+def test_supervised_pretraining_adds_the_attention_term_only_on_low_noise_samples(tmp_path):
+    """Two steps with L_ca at a huge weight move the loss far above the plain run's; with every timestep above
+    the cut-off the supervised run matches the plain one (same seeds; the recording processor computes attention
+    without the fused kernel, so equal up to rounding)."""
+    def run(weight: float, max_timestep: int) -> float:
+        report = main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path / f"{weight}-{max_timestep}"),
+                       "--attention-supervision", str(weight), "--supervision-max-timestep", str(max_timestep)])
+        return report["stages"]["text-to-image"]["final_loss"]
+
+    plain = run(0.0, 1000)
+    assert run(1000.0, 1000) > plain + 1.0
+    assert run(1000.0, -1) == pytest.approx(plain, rel=1e-2)
+
+
+def test_wider_heads_build_fewer_heads_per_layer():
+    sizes = ComponentSizes(head_width=48)
+    assert unet_heads(sizes) == (1, 2, 2)
+    heads = {name: module.heads for name, module in build_unet(sizes).named_modules() if name.endswith("attn2")}
+    assert heads["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == 1
+    assert heads["up_blocks.1.attentions.0.transformer_blocks.0.attn2"] == 2
+    assert unet_heads(ComponentSizes(head_width=None)) == 16

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..attention import token_indices
-from ..errors import InvalidInputError
+from ..attention.supervision import phrase_token_sets
 from ..shapesworld import sample_scene
 from ..shapesworld.conditions import CONDITION_TYPES, condition_maps
 from ..shapesworld.scene import ObjectTruth, Scene
@@ -100,20 +99,7 @@ class ControlScenes:
 def object_token_sets(tokenizer, scene: Scene, max_tokens: int,
                       phrases: Callable[[Scene], Sequence[str]] = object_phrases) -> tuple[torch.Tensor, torch.Tensor]:
     """``[J, max_tokens]`` token indicators per object and ``[J]`` validity (phrase found within the tokens)."""
-    sets = torch.zeros(MAX_OBJECTS, max_tokens)
-    valid = torch.zeros(MAX_OBJECTS, dtype=torch.bool)
-    seen: dict[str, int] = {}
-    for j, phrase in enumerate(list(phrases(scene))[:MAX_OBJECTS]):
-        occurrence = seen.get(phrase, 0)
-        seen[phrase] = occurrence + 1
-        try:
-            positions = [p for p in token_indices(tokenizer, scene.caption, phrase, occurrence=occurrence) if p < max_tokens]
-        except InvalidInputError:
-            continue
-        if positions:
-            sets[j, positions] = 1.0
-            valid[j] = True
-    return sets, valid
+    return phrase_token_sets(tokenizer, scene.caption, phrases(scene), max_tokens, MAX_OBJECTS)
 
 
 def build_control_scenes(num_scenes: int, size: int, tokenizer, max_tokens: int, split: str = "train",

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from ..attention import CrossAttentionControl
+from ..attention.supervision import cross_attention_loss
 from ..shapesworld.conditions import CONDITION_TYPES
 from ..tinypack.config import build_train_scheduler
 from ..tinypack.data import tokenize
@@ -34,7 +35,7 @@ from ..tinypack.train import StageLog, TrainSchedule, _loop, _optimizer, encode_
 from .data import ControlScenes, build_control_scenes
 from ..errors import InvalidInputError, ModelNotFoundError
 from .encoder import CopiedEncoder, EncoderConfig, build_copied_encoder
-from .losses import condition_mask, cross_attention_loss, masked_diffusion_loss, total_loss
+from .losses import condition_mask, masked_diffusion_loss, total_loss
 from .pipeline import fuse_residuals
 from .reward import class_targets, cycle_consistency_loss, load_segmenter
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,6 +47,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="two steps of each stage on 16 scenes")
     parser.add_argument("--num-scenes", type=int, default=None)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps")
+    parser.add_argument("--t2i-steps", type=int, default=None, help="text-to-image steps (after --steps-scale)")
+    parser.add_argument("--t2i-batch", type=int, default=None, help="text-to-image batch size")
+    parser.add_argument("--attention-supervision", type=float, default=None,
+                        help="weight of eq. 9.4's L_ca in text-to-image pretraining (0: off)")
+    parser.add_argument("--supervision-max-timestep", type=int, default=None,
+                        help="supervise attention only on samples noised to at most this timestep")
+    parser.add_argument("--object-mix", type=float, nargs=3, default=None, metavar=("ONE", "TWO", "THREE"),
+                        help="relative frequency of 1-, 2- and 3-object training scenes")
+    parser.add_argument("--uniform-objects", action="store_true", help="the scene sampler's own 1-3 objects (pack v1)")
+    parser.add_argument("--head-width", type=int, default=None, help="UNet channels per attention head (0: 16 heads, v1)")
     args = parser.parse_args(argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(args.stages) - set(STAGES))
@@ -66,11 +77,27 @@ def main(argv: list[str] | None = None) -> dict:
         config.num_scenes = args.num_scenes
     for schedule in (config.vae, config.text_to_image, config.clip):
         schedule.steps = max(1, round(schedule.steps * args.steps_scale))
+    if args.t2i_steps:
+        config.text_to_image.steps = args.t2i_steps
+    if args.t2i_batch:
+        config.text_to_image.batch_size = args.t2i_batch
+    if args.attention_supervision is not None:
+        config.attention_supervision = args.attention_supervision
+    if args.supervision_max_timestep is not None:
+        config.supervision_max_timestep = args.supervision_max_timestep
+    if args.object_mix is not None:
+        config.object_count_weights = tuple(args.object_mix)
+    if args.uniform_objects:
+        config.object_count_weights = None
+    if args.head_width is not None:
+        config.sizes.head_width = args.head_width or None
     seed_everything(config.seed)
     accelerator = Accelerator()
     started = time.perf_counter()
     tokenizer = closed_vocabulary_tokenizer(vocabulary(), model_max_length=config.sizes.max_tokens)
-    scenes = build_scene_arrays(config.num_scenes, config.sizes.image_size)
+    size = config.sizes.image_size
+    scenes = build_scene_arrays(config.num_scenes, size, config.object_count_weights, config.seed,
+                                mask_side=size // 4 if config.attention_supervision > 0 else None)
     sd_dir, clip_dir = args.out / "shapes-sd", args.out / "shapes-clip"
     logs = []
 
@@ -97,7 +124,6 @@ def main(argv: list[str] | None = None) -> dict:
         logs.append(log)
         if accelerator.is_main_process:
             clip.save_pretrained(clip_dir, safe_serialization=True)
-            size = config.sizes.image_size
             image_processor = CLIPImageProcessor(
                 size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                 image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
@@ -108,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         report = write_report(logs, args.out, {
             "num_scenes": config.num_scenes, "smoke": args.smoke, "threads": torch.get_num_threads(),
             "device": str(accelerator.device), "processes": accelerator.num_processes,
-            "total_seconds": round(time.perf_counter() - started, 1),
+            "total_seconds": round(time.perf_counter() - started, 1), "config": asdict(config),
         })
     return report
 

@@ -32,6 +32,9 @@ class ComponentSizes:
     vae_channels: tuple[int, ...] = (32, 64, 64)
     # UNet channels per level at 16x16, 8x8 and 4x4 latent resolution.
     unet_channels: tuple[int, ...] = (48, 96, 128)
+    # Channels per attention head in the UNet (None: diffusers' 16 heads per layer, pack v1). Fewer, wider heads
+    # give each head a map worth reading and run faster on a CPU (docs/notes/tiny_pack.md, "Speed").
+    head_width: int | None = 48
     # Width of the text encoder, which is also the cross-attention dimension.
     text_width: int = 64
     # Transformer layers in the text encoder.
@@ -66,6 +69,13 @@ class TinyPackConfig:
     text_to_image: TrainSchedule = field(
         default_factory=lambda: TrainSchedule(steps=1800, batch_size=64, learning_rate=1e-3)
     )
+    # Relative frequency of scenes with 1, 2 and 3 objects (None: uniform, pack v1). Two-object scenes always
+    # state a relation, so their share sets how often the model sees "left of / above".
+    object_count_weights: tuple[float, float, float] | None = (1.0, 2.0, 1.0)
+    # Weight of the cross-attention supervision (eq. 9.4, each object's words toward its mask) in pretraining;
+    # 0 turns it off. Applied only to samples noised to at most ``supervision_max_timestep``.
+    attention_supervision: float = 0.0
+    supervision_max_timestep: int = 400
     # Captions replaced by the empty caption, for classifier-free guidance.
     caption_dropout: float = 0.1
     # Min-SNR loss weighting gamma (Hang et al. 2023); None for plain MSE.
@@ -101,8 +111,15 @@ def build_unet(sizes: ComponentSizes) -> UNet2DConditionModel:
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=sizes.text_width, attention_head_dim=16, norm_num_groups=16,
+        cross_attention_dim=sizes.text_width, attention_head_dim=unet_heads(sizes), norm_num_groups=16,
     )
+
+
+def unet_heads(sizes: ComponentSizes) -> int | tuple[int, ...]:
+    """Heads per UNet level; diffusers' 2D UNet reads its ``attention_head_dim`` argument as this head count."""
+    if sizes.head_width is None:
+        return 16
+    return tuple(max(1, channels // sizes.head_width) for channels in sizes.unet_channels)
 
 
 def build_text_encoder(sizes: ComponentSizes, vocab_size: int, pad_token_id: int) -> BertModel:

@@ -8,6 +8,7 @@ launch``); batches are drawn by index with a generator seeded per process.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,8 +22,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
+from ..attention import CrossAttentionControl
+from ..attention.supervision import cross_attention_loss, phrase_token_sets
+from ..errors import InvalidInputError
 from .config import TinyPackConfig, TrainSchedule, build_clip, build_text_encoder, build_train_scheduler, build_unet, build_vae
-from .data import SceneArrays, tokenize
+from .data import MAX_OBJECTS, SceneArrays, tokenize
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -139,6 +143,13 @@ class _Denoiser(nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=self.text_encoder(input_ids)[0]).sample
 
 
+def object_word_tokens(tokenizer, scenes: SceneArrays, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``T_j`` of eq. 9.3 for every scene: token indicators [N, MAX_OBJECTS, max_tokens] and validity [N, MAX_OBJECTS]."""
+    rows = [phrase_token_sets(tokenizer, caption, words, max_tokens, MAX_OBJECTS)
+            for caption, words in zip(tqdm(scenes.captions, desc="object words"), scenes.object_words)]
+    return torch.stack([sets for sets, _ in rows]), torch.stack([valid for _, valid in rows])
+
+
 def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
     """Min-SNR-gamma loss weights for epsilon prediction: min(SNR, gamma) / SNR (1 when gamma is None)."""
     if gamma is None:
@@ -151,7 +162,12 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma
 def train_text_to_image(
     config: TinyPackConfig, scenes: SceneArrays, vae: AutoencoderKL, tokenizer, accelerator: Accelerator
 ) -> tuple[UNet2DConditionModel, nn.Module, StageLog]:
-    """UNet + bidirectional text encoder on cached latents: epsilon MSE, caption dropout, EMA."""
+    """UNet + bidirectional text encoder on cached latents: epsilon MSE, caption dropout, EMA.
+
+    With ``config.attention_supervision`` > 0 the loss adds eq. 9.4's ``L_ca`` (each object's words' cross-attention,
+    all layers, toward its mask) for samples with a kept caption and ``t <= config.supervision_max_timestep``;
+    ``scenes`` must then carry ``object_masks`` and ``object_words``.
+    """
     torch.manual_seed(config.seed + 1)
     sizes = config.sizes
     means, stds = encode_latents(vae, scenes, accelerator.device)
@@ -160,6 +176,13 @@ def train_text_to_image(
     empty_ids = tokenize(tokenizer, [""], sizes.max_tokens)[0]
     noise_scheduler = build_train_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
+
+    supervise = config.attention_supervision > 0
+    if supervise:
+        if scenes.object_masks is None or scenes.object_words is None:
+            raise InvalidInputError("Attention supervision needs the scenes' object masks and words (build_scene_arrays(mask_side=...)).")
+        token_sets, token_valid = object_word_tokens(tokenizer, scenes, sizes.max_tokens)
+        object_masks = torch.from_numpy(scenes.object_masks)
 
     model = _Denoiser(build_unet(sizes), build_text_encoder(sizes, len(tokenizer), tokenizer.pad_token_id))
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
@@ -178,10 +201,21 @@ def train_text_to_image(
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(ids),), generator=generator)
         latents, noise, ids, timesteps = (t.to(accelerator.device) for t in (latents, noise, ids, timesteps))
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        prediction = model(noisy, timesteps, ids)
-        per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
-        accelerator.backward(loss)
+        control = (CrossAttentionControl(accelerator.unwrap_model(model).unet, differentiable=True, keep_steps="last")
+                   if supervise else nullcontext())
+        with control:  # backward inside: the recorded maps keep their graph
+            prediction = model(noisy, timesteps, ids)
+            per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+            loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
+            if supervise:
+                kept = (~dropped).to(timesteps.device) & (timesteps <= config.supervision_max_timestep)
+                valid = token_valid[index].to(accelerator.device) & kept[:, None]
+                if valid.any():
+                    maps = [control.store.maps_for(name) for name in control.layers]
+                    l_ca = cross_attention_loss(maps, token_sets[index].to(accelerator.device),
+                                                object_masks[index].to(accelerator.device).float() / 255.0, valid)
+                    loss = loss + config.attention_supervision * l_ca
+            accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         lr_schedule.step()
