@@ -1,6 +1,10 @@
 """The shipped tiny pack: loads offline, follows captions, same code as a random config."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,6 +97,18 @@ def test_tokenizer_builder_gives_one_token_per_word_for_every_shapesworld_captio
         words = re.findall(r"[a-z]+|,", caption)
         assert len(ids) == len(words) + 2, caption  # one token a word, plus BOS and EOS
         assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ,", ",") == caption
+
+
+def test_tokenizer_builder_gives_the_same_ids_every_time_and_in_another_process():
+    """Token ids must not depend on hash order, or `make tiny-models` would not reproduce its weights."""
+    script = ("from pipelines.models.tokenizers import closed_vocabulary_tokenizer as t; "
+              "from pipelines.shapesworld import vocabulary as v; import json; "
+              "print(json.dumps(sorted(t(v()).get_vocab().items())))")
+    vocab = sorted(closed_vocabulary_tokenizer(vocabulary()).get_vocab().items())
+    for hash_seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed}).stdout
+        assert [tuple(pair) for pair in json.loads(out)] == vocab
 
 
 def test_shipped_tokenizer_round_trips_every_caption_and_fits_one_object_captions_in_24_tokens():

@@ -1,6 +1,7 @@
 """The tiny-pack training script runs end to end (two steps per stage) and its output loads."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPProcessor
 
-from pipelines.errors import InvalidInputError
+from safetensors.torch import load_file
+
+from pipelines.errors import InvalidInputError, ModelNotFoundError
 from pipelines.models.tokenizers import closed_vocabulary_tokenizer
 from pipelines.shapesworld import sample_scene, vocabulary
 from pipelines.tinypack.__main__ import main
@@ -99,3 +102,24 @@ def test_wider_heads_build_fewer_heads_per_layer():
     assert heads["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == 1
     assert heads["up_blocks.1.attentions.0.transformer_blocks.0.attn2"] == 2
     assert unet_heads(ComponentSizes(head_width=None)) == 16
+
+
+def test_text_to_image_checkpoints_resume_to_the_same_weights(tmp_path):
+    common = ["--smoke", "--t2i-steps", "4", "--out"]
+    main(common + [str(tmp_path / "full"), "--stages", "vae,t2i", "--checkpoints", str(tmp_path / "ckpt"),
+                   "--checkpoint-every", "2"])
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step-00002", "step-00004"]
+    assert json.loads((tmp_path / "ckpt" / "step-00002" / "state.json").read_text())["step"] == 2
+    resumed = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        (out / "shapes-sd").mkdir(parents=True)
+        shutil.copytree(tmp_path / "full" / "shapes-sd" / "vae", out / "shapes-sd" / "vae")
+        report = main(common + [str(out), "--stages", "t2i", "--resume", str(tmp_path / "ckpt" / "step-00002")])
+        assert len(report["stages"]["text-to-image"]["losses"]) == 1  # two steps, one log entry
+        resumed.append(load_file(str(out / "shapes-sd" / "unet" / "diffusion_pytorch_model.safetensors")))
+    assert all(torch.equal(resumed[0][k], resumed[1][k]) for k in resumed[0])
+    with pytest.raises(InvalidInputError):
+        main(common + [str(tmp_path / "a"), "--stages", "t2i", "--resume", str(tmp_path / "ckpt" / "step-00004")])
+    with pytest.raises(ModelNotFoundError):
+        main(common + [str(tmp_path / "a"), "--stages", "t2i", "--resume", str(tmp_path)])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
+from collections import Counter
 from typing import Iterable
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
 
 from ..errors import UnknownWordsWarning
@@ -15,29 +14,47 @@ from ..errors import UnknownWordsWarning
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
+def _merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """``word`` with every left-to-right occurrence of ``pair`` joined into one symbol."""
+    merged, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            merged.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
 def closed_vocabulary_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-pair vocab and merges under which every word of ``words`` is one token.
 
-    The merges are learnt by byte-pair encoding over the words themselves (the
-    ``tokenizers`` trainer, run until no pair is left), so applying them in rank
-    order rebuilds each word whole. Hand-written left-to-right chains do not:
-    ``r i`` from "right" outranks ``t r`` from "triangle" and strands it in
-    pieces. Single letters (and letter + ``</w>``) stay in the vocabulary, so an
-    unknown word is spelt out letter by letter instead of vanishing.
+    The merges are learnt by byte-pair encoding over the words themselves (each
+    word counted once, the most frequent pair merged first, ties broken by the
+    pair's spelling, until every word is one symbol), so applying them in rank
+    order rebuilds each word whole, and the same words always give the same
+    token ids (``tokenizers``' trainer breaks ties by hash order, which changed
+    the ids from run to run). Hand-written left-to-right chains do not rebuild
+    words: ``r i`` from "right" outranks ``t r`` from "triangle" and strands it
+    in pieces. Single letters (and letter + ``</w>``) stay in the vocabulary, so
+    an unknown word is spelt out letter by letter instead of vanishing.
     """
     alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789,.'-")
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1_000_000, min_frequency=1, special_tokens=[BOS, EOS], initial_alphabet=alphabet,
-        end_of_word_suffix="</w>", show_progress=False,
-    )
-    bpe.train_from_iterator(sorted({w.lower() for w in words if w}), trainer)
-    learnt = json.loads(bpe.to_str())["model"]
-    vocab = dict(sorted(learnt["vocab"].items(), key=lambda item: item[1]))
-    for letter in alphabet:
-        vocab.setdefault(letter + "</w>", len(vocab))
-    merges = [tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in learnt["merges"]]
+    corpus = [tuple(word[:-1]) + (word[-1] + "</w>",) for word in sorted({w.lower() for w in words if w})]
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts = Counter(pair for word in corpus for pair in zip(word, word[1:]))
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        corpus = [_merge_pair(word, best) for word in corpus]
+    symbols = [BOS, EOS, *alphabet, *(letter + "</w>" for letter in alphabet)]
+    symbols += [left + right for left, right in merges]
+    vocab: dict[str, int] = {}
+    for symbol in symbols:
+        vocab.setdefault(symbol, len(vocab))
     return vocab, merges
 
 

@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--object-mix", type=float, nargs=3, default=None, metavar=("ONE", "TWO", "THREE"),
                         help="relative frequency of 1-, 2- and 3-object training scenes")
     parser.add_argument("--uniform-objects", action="store_true", help="the scene sampler's own 1-3 objects (pack v1)")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="write resumable text-to-image checkpoints (step-NNNNN) into this folder")
+    parser.add_argument("--checkpoint-every", type=int, default=300)
+    parser.add_argument("--resume", type=Path, default=None, help="continue text-to-image from a checkpoint folder")
     parser.add_argument("--head-width", type=int, default=None, help="UNet channels per attention head (0: 16 heads, v1)")
     args = parser.parse_args(argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         vae = AutoencoderKL.from_pretrained(sd_dir / "vae", local_files_only=True, use_safetensors=True)
     if "t2i" in args.stages:
-        unet, text_encoder, log = train_text_to_image(config, scenes, vae, tokenizer, accelerator)
+        unet, text_encoder, log = train_text_to_image(config, scenes, vae, tokenizer, accelerator, args.checkpoints,
+                                                      args.checkpoint_every, args.resume)
         logs.append(log)
         if accelerator.is_main_process:
             pipeline = StableDiffusionPipeline(

@@ -7,9 +7,11 @@ launch``); batches are drawn by index with a generator seeded per process.
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,13 +20,14 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
 from ..attention import CrossAttentionControl
 from ..attention.supervision import cross_attention_loss, phrase_token_sets
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, ModelNotFoundError
 from .config import TinyPackConfig, TrainSchedule, build_clip, build_text_encoder, build_train_scheduler, build_unet, build_vae
 from .data import MAX_OBJECTS, SceneArrays, tokenize
 
@@ -159,14 +162,49 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma
     return torch.clamp(snr, max=gamma) / snr
 
 
+def save_training_state(folder: Path, step: int, model: nn.Module, ema: EMAModel, optimizer, lr_schedule) -> None:
+    """A resumable checkpoint: raw and EMA weights (safetensors), optimiser and schedule state, the step."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _ in model.named_parameters()]
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    save_file({n: p.detach().contiguous() for n, p in zip(names, ema.shadow_params)}, str(folder / "ema.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, folder / "optimizer.pt")
+    (folder / "state.json").write_text(json.dumps({"step": step, "ema_step": ema.optimization_step}))
+
+
+def load_training_state(folder: Path, model: nn.Module, ema: EMAModel, optimizer, lr_schedule) -> int:
+    """Restore what :func:`save_training_state` wrote into fresh objects of the same config; return the step."""
+    required = ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.json")
+    missing = [name for name in required if not (folder / name).exists()]
+    if missing:
+        raise ModelNotFoundError(f"{folder} is not a text-to-image checkpoint (missing {', '.join(missing)}).")
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except RuntimeError as error:
+        raise ModelNotFoundError(f"{folder} was trained with another config; it cannot be resumed here.") from error
+    shadow = load_file(str(folder / "ema.safetensors"))
+    ema.shadow_params = [shadow[name].clone() for name, _ in model.named_parameters()]
+    states = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(states["optimizer"])
+    lr_schedule.load_state_dict(states["lr_schedule"])
+    state = json.loads((folder / "state.json").read_text())
+    ema.optimization_step = state["ema_step"]
+    return int(state["step"])
+
+
 def train_text_to_image(
-    config: TinyPackConfig, scenes: SceneArrays, vae: AutoencoderKL, tokenizer, accelerator: Accelerator
+    config: TinyPackConfig, scenes: SceneArrays, vae: AutoencoderKL, tokenizer, accelerator: Accelerator,
+    checkpoint_dir: Path | None = None, checkpoint_every: int = 300, resume: Path | None = None,
 ) -> tuple[UNet2DConditionModel, nn.Module, StageLog]:
     """UNet + bidirectional text encoder on cached latents: epsilon MSE, caption dropout, EMA.
 
     With ``config.attention_supervision`` > 0 the loss adds eq. 9.4's ``L_ca`` (each object's words' cross-attention,
     all layers, toward its mask) for samples with a kept caption and ``t <= config.supervision_max_timestep``;
     ``scenes`` must then carry ``object_masks`` and ``object_words``.
+
+    ``checkpoint_dir``: every ``checkpoint_every`` steps write ``step-NNNNN`` (:func:`save_training_state`);
+    ``resume``: continue from such a folder to the schedule's end (deterministic, though the batches after the
+    resume point differ from an uninterrupted run's).
     """
     torch.manual_seed(config.seed + 1)
     sizes = config.sizes
@@ -188,8 +226,12 @@ def train_text_to_image(
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer, lr_schedule = _optimizer(model.parameters(), config.text_to_image)
     model, optimizer = accelerator.prepare(model, optimizer)
-    generator = torch.Generator().manual_seed(config.seed + 2 + accelerator.process_index)
+    start = 0
+    if resume is not None:
+        start = load_training_state(Path(resume), accelerator.unwrap_model(model), ema, optimizer, lr_schedule)
+    generator = torch.Generator().manual_seed(config.seed + 2 + accelerator.process_index + 7919 * start)
     log = StageLog("text-to-image")
+    done = [start]
 
     def step(indices: np.ndarray) -> float:
         index = torch.from_numpy(indices)
@@ -221,9 +263,16 @@ def train_text_to_image(
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(model).parameters())
+        done[0] += 1
+        if checkpoint_dir is not None and done[0] % checkpoint_every == 0 and accelerator.is_main_process:
+            save_training_state(Path(checkpoint_dir) / f"step-{done[0]:05d}", done[0], accelerator.unwrap_model(model), ema,
+                                optimizer, lr_schedule)
         return loss.item()
 
-    _loop(accelerator, config.text_to_image, config.seed + 3, len(scenes.images), log, step)
+    remaining = replace(config.text_to_image, steps=config.text_to_image.steps - start)
+    if remaining.steps < 1:
+        raise InvalidInputError(f"{resume} is already at step {start} of {config.text_to_image.steps}.")
+    _loop(accelerator, remaining, config.seed + 3 + 7919 * start, len(scenes.images), log, step)
     denoiser = accelerator.unwrap_model(model)
     ema.copy_to(denoiser.parameters())
     return denoiser.unet.eval(), denoiser.text_encoder.eval(), log
