@@ -6,7 +6,8 @@ rows with relation layout guidance (``pipelines.mojito.layout``: each object's
 cross-attention guided into a box on its side, same captions and seeds), tiny-CLIP
 zero-shot top-1 on held-out single-object scenes, seconds per 64x64 image at
 25 steps for the pack and for a random-weight model of equal size, and the time
-of a layout-guided relation caption over an unguided one.
+of a layout-guided relation caption over an unguided one; ``word_attention_in_mask``: the share of each object's
+words' cross-attention inside its mask on held-out two-object scenes (chance: the mask's share of the image).
 Run: ``.venv/bin/python bench/tiny_pack.py [--n 200] [--parts ...]`` on an idle machine.
 """
 
@@ -34,6 +35,7 @@ from pipelines.tinypack.evaluate import (  # noqa: E402
     judge,
     primary_detection_scores,
     single_object_captions,
+    word_attention_in_mask,
 )
 
 BENCH = "tiny_pack"
@@ -110,8 +112,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="samples per row")
     parser.add_argument("--pack", type=Path, default=TINY_PACK_DIR)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--parts", default="single,relation,layout,clip,speed",
-                        help="comma-separated subset of single, relation, layout, clip, speed")
+    parser.add_argument("--parts", default="single,relation,layout,attention,clip,speed",
+                        help="comma-separated subset of single, relation, layout, attention, clip, speed")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     emit(BENCH, "machine", machine())
@@ -135,6 +137,14 @@ def main() -> None:
              layers=list(DEFAULT_IMAGE_GUIDANCE.layers))
         guided = generate_images(pipe, captions, seeds, layout=DEFAULT_IMAGE_GUIDANCE)
         relation_rows(judge(guided, captions, seeds), suffix="_layout_guided")
+
+    if "attention" in parts:
+        scenes = [sample_scene(UNSEEN_SEEDS + args.seed + i, n_objects=2) for i in range(args.n)]
+        timesteps = (200, 500, 800)
+        result = word_attention_in_mask(pipe, scenes, timesteps, seed=args.seed)
+        emit(BENCH, "word_attention_in_mask", round(result["mass"], 4), chance=round(result["chance"], 4),
+             objects=result["objects"], timesteps=list(timesteps),
+             what="share of each object's words' cross-attention mass inside its mask, two-object held-out scenes")
 
     if "clip" in parts:
         emit(BENCH, "clip_zero_shot_top1", round(clip_zero_shot(args.pack / "shapes-clip", args.n, args.seed), 4),

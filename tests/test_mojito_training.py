@@ -2,13 +2,23 @@
 
 import json
 
+import numpy as np
+import pytest
 import torch
 
 from pipelines.models import TINY_PACK_DIR
 from pipelines.mojito import MojitoPipeline
 from pipelines.mojito.model import temporal_blocks
 from pipelines.mojito.pipeline import MAX_FRAMES
-from pipelines.mojito.train import losses_from_log, main, steps_before
+from pipelines.mojito.train import (
+    build_video_arrays,
+    losses_from_log,
+    main,
+    per_frame_attention_loss,
+    steps_before,
+    without_speed_word,
+)
+from pipelines.shapesworld import sample_video
 
 SHIPPED = TINY_PACK_DIR / "shapes-t2v"
 
@@ -54,3 +64,60 @@ def test_resume_with_temporal_text_adds_and_trains_caption_attention(tmp_path):
     shipped = MojitoPipeline.from_pretrained(SHIPPED, local_files_only=True)
     torch.testing.assert_close(resumed.motion_encoder.embedding.weight, shipped.motion_encoder.embedding.weight,
                                atol=0.05, rtol=0)  # the MIM's embedding carried over, not re-initialised
+
+
+def test_speed_word_is_removed_and_nothing_else():
+    assert without_speed_word("a red circle moves quickly from left to right") == "a red circle moves from left to right"
+    assert (without_speed_word("a blue square slides toward the top left steadily while a red circle stays still")
+            == "a blue square slides toward the top left while a red circle stays still")
+    assert without_speed_word("a red circle stays still") == "a red circle stays still"
+
+
+def test_video_arrays_keep_each_objects_mask_per_frame():
+    videos = build_video_arrays(3, 64, 4, mask_side=16)
+    assert videos.object_masks.shape == (3, 4, 3, 16, 16)
+    video = sample_video(1, size=64, n_frames=4)
+    for j, obj in enumerate(video.objects):
+        expected = obj.masks.reshape(4, 16, 4, 16, 4).mean(axis=(2, 4)) * 255
+        assert np.abs(videos.object_masks[1, :, j].astype(float) - expected).max() <= 0.5
+    assert videos.object_words[1] == [o.spec.words for o in video.objects]
+
+
+def test_per_frame_supervision_and_speed_dropout_change_training_and_are_reported(tmp_path):
+    def run(*extra: str) -> dict:
+        return main(["--smoke", "--resume", str(SHIPPED), "--out", str(tmp_path / "-".join(extra or ("plain",))),
+                     "--checkpoints", str(tmp_path / "checkpoints"), "--supervision-max-timestep", "1000", *extra])
+
+    plain = run()["stages"]
+    supervised = run("--attention-supervision", "1000")
+    assert supervised["attention_supervision"] == 1000.0
+    first = next(iter(plain))
+    assert supervised["stages"][first]["final_loss"] > plain[first]["final_loss"] + 1.0
+    assert run("--speed-word-dropout", "1.0")["speed_word_dropout"] == 1.0
+
+
+def test_per_frame_attention_loss_repeats_token_sets_over_frames():
+    """Two frames, one object: the loss equals eq. 9.4 computed by hand on the per-frame maps."""
+    class Recorded:
+        layers = ["layer"]
+
+        class store:
+            @staticmethod
+            def maps_for(name):
+                return maps
+
+    maps = torch.zeros(1, 2, 1, 2, 2, 3)  # [B, T, heads, h, w, tokens]: one video, two frames
+    maps[0, 0, 0, 0, 0, 1] = 1.0  # frame 0: the object token attends at the top-left pixel only
+    maps[0, 1, 0, :, :, 1] = 0.5  # frame 1: half everywhere
+    token_sets = torch.tensor([[[0.0, 1.0, 0.0]]])  # [B, J, tokens]
+    masks = torch.zeros(1, 2, 1, 2, 2, dtype=torch.uint8)
+    masks[0, 0, 0, 0, 0] = 255  # frame 0: object at the top-left
+    masks[0, 1, 0, 1, 1] = 255  # frame 1: object at the bottom-right
+    loss = per_frame_attention_loss(Recorded, token_sets, torch.tensor([[True]]), masks, torch.tensor([False]),
+                                    torch.tensor([True]), "cpu")
+    frame0 = 0.0
+    frame1 = (3 * 0.25 + 0.25) / 4  # (0.5 - 0)^2 on three pixels, (0.5 - 1)^2 on one
+    assert float(loss) == pytest.approx((frame0 + frame1) / 2)
+    dropped = per_frame_attention_loss(Recorded, token_sets, torch.tensor([[True]]), masks, torch.tensor([True]),
+                                       torch.tensor([True]), "cpu")
+    assert float(dropped) == 0.0

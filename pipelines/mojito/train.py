@@ -19,6 +19,7 @@ import json
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import WorldStudioError
+from ..attention import CrossAttentionControl
+from ..attention.supervision import cross_attention_loss, phrase_token_sets
+from ..errors import InvalidInputError, WorldStudioError
 from ..models.presets import TINY_PACK_DIR
 from ..shapesworld import sample_video
+from ..shapesworld.vocab import SPEEDS
 from ..tinypack.config import TrainSchedule, build_train_scheduler
-from ..tinypack.data import SceneArrays, tokenize
+from ..tinypack.data import MAX_OBJECTS, SceneArrays, tokenize
 from ..tinypack.report import write_report
 from ..tinypack.train import StageLog, _loop, encode_latents, min_snr_weights
 from ..utils import seed_everything, set_torch_threads
@@ -82,6 +86,13 @@ class VideoTrainConfig:
     temporal_text: bool = False
     # The MIM's "tokens" combination (c_M appended as context tokens, .modulator) instead of "add".
     mim_tokens: bool = False
+    # Samples whose caption loses its speed word ("quickly") but keeps its intensity: the MIM alone must
+    # then carry how fast the object moves (eq. 10.8).
+    speed_word_dropout: float = 0.0
+    # Weight of eq. 9.4's L_ca per frame (each object's words toward its mask in that frame), on samples noised
+    # to at most ``supervision_max_timestep``; 0 turns it off.
+    attention_supervision: float = 0.0
+    supervision_max_timestep: int = 400
     seed: int = 0
 
     @classmethod
@@ -92,22 +103,44 @@ class VideoTrainConfig:
 
 @dataclass
 class VideoArrays:
-    """Training videos: frames uint8 [N, T, H, W, 3], captions and measured intensities 1..10."""
+    """Training videos: frames uint8 [N, T, H, W, 3], captions and measured intensities 1..10.
+
+    With truth (``mask_side``): ``object_masks`` uint8 [N, T, MAX_OBJECTS, h, w], each object's coverage per
+    frame pooled to the latent grid (255 = covered), and ``object_words`` ("red circle") per video.
+    """
 
     frames: np.ndarray
     captions: list[str]
     intensities: np.ndarray
+    object_masks: np.ndarray | None = None
+    object_words: list[list[str]] | None = None
 
 
-def build_video_arrays(num_videos: int, size: int, n_frames: int) -> VideoArrays:
+def without_speed_word(caption: str) -> str:
+    """``caption`` with its speed word removed: "a red circle moves quickly upward" -> "a red circle moves upward"."""
+    return " ".join(word for word in caption.split(" ") if word not in SPEEDS)
+
+
+def build_video_arrays(num_videos: int, size: int, n_frames: int, mask_side: int | None = None) -> VideoArrays:
     """Render ShapesWorld videos ``0..num_videos-1`` (one or two objects, every direction, verb and speed)."""
     frames = np.empty((num_videos, n_frames, size, size, 3), dtype=np.uint8)
     captions, intensities = [], np.empty(num_videos, dtype=np.int64)
+    side = mask_side or 1
+    masks = np.zeros((num_videos, n_frames, MAX_OBJECTS, side, side), dtype=np.uint8)
+    words: list[list[str]] = []
+    cell = size // side
     for seed in tqdm(range(num_videos), desc="ShapesWorld videos"):
         video = sample_video(seed, size=size, n_frames=n_frames)
         frames[seed], intensities[seed] = video.frames, video.intensity
         captions.append(video.caption)
-    return VideoArrays(frames, captions, intensities)
+        objects = video.objects[:MAX_OBJECTS]
+        words.append([obj.spec.words for obj in objects])
+        for j, obj in enumerate(objects):
+            coverage = obj.masks.reshape(n_frames, side, cell, side, cell).mean(axis=(2, 4))
+            masks[seed, :, j] = np.round(coverage * 255).astype(np.uint8)
+    if mask_side is None:
+        return VideoArrays(frames, captions, intensities)
+    return VideoArrays(frames, captions, intensities, masks, words)
 
 
 class VideoDenoiser(nn.Module):
@@ -141,10 +174,20 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     scaling = base.vae.config.scaling_factor
     max_tokens = base.tokenizer.model_max_length
     input_ids = tokenize(base.tokenizer, videos.captions, max_tokens)
+    plain_ids = tokenize(base.tokenizer, [without_speed_word(c) for c in videos.captions], max_tokens)
     empty_ids = tokenize(base.tokenizer, [""], max_tokens)[0]
     levels = torch.from_numpy(videos.intensities)
     noise_scheduler = build_train_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
+
+    supervise = config.attention_supervision > 0
+    if supervise:
+        if videos.object_masks is None or videos.object_words is None:
+            raise InvalidInputError("Attention supervision needs the videos' object masks (build_video_arrays(mask_side=...)).")
+        token_sets, token_valid = zip(*(phrase_token_sets(base.tokenizer, c, w, max_tokens, MAX_OBJECTS)
+                                        for c, w in zip(videos.captions, videos.object_words)))
+        token_sets, token_valid = torch.stack(token_sets), torch.stack(token_valid)
+        object_masks = torch.from_numpy(videos.object_masks)
 
     resumed = start is not None
     model = (start or new_denoiser(base, config.frame_positions)).train()
@@ -172,13 +215,23 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
         no_caption = draw < config.caption_dropout
         ids[no_caption] = empty_ids
         rows[draw < config.caption_dropout + config.intensity_dropout] = 0
+        if config.speed_word_dropout:  # a separate draw, so the runs without it keep their random stream
+            plain = (torch.rand(len(ids), generator=generator) < config.speed_word_dropout) & ~no_caption
+            ids[plain] = plain_ids[index][plain]
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(ids),), generator=generator)
         latents, noise, ids, rows, timesteps = (t.to(accelerator.device) for t in (latents, noise, ids, rows, timesteps))
-        prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
-        per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
-        loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
-        accelerator.backward(loss)
+        control = (CrossAttentionControl(accelerator.unwrap_model(model).unet, differentiable=True, keep_steps="last")
+                   if supervise else nullcontext())
+        with control:  # backward inside: the recorded maps keep their graph
+            prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
+            per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+            loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
+            if supervise:
+                loss = loss + config.attention_supervision * per_frame_attention_loss(
+                    control, token_sets[index], token_valid[index], object_masks[index], no_caption,
+                    timesteps <= config.supervision_max_timestep, accelerator.device)
+            accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         lr_schedule.step()
@@ -193,6 +246,21 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     denoiser = accelerator.unwrap_model(model)
     ema.copy_to(denoiser.parameters())
     return denoiser.eval(), log
+
+
+def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.Tensor, valid: torch.Tensor,
+                             masks: torch.Tensor, no_caption: torch.Tensor, low_noise: torch.Tensor, device) -> torch.Tensor:
+    """Eq. 9.4 on every frame: the recorded video maps ``[B, T, heads, h, w, tokens]`` become ``B*T`` images,
+    each video's token sets repeat per frame and each frame has its own masks ``[B, T, J, h, w]``.
+    Videos without a caption or noised above the cut-off count for nothing (0 when none is left)."""
+    frames = masks.shape[1]
+    keep = (~no_caption).to(device) & low_noise.to(device)
+    per_frame_valid = (valid.to(device) & keep[:, None]).repeat_interleave(frames, dim=0)  # [B*T, J]
+    if not per_frame_valid.any():
+        return torch.zeros((), device=device)
+    maps = [control.store.maps_for(name).flatten(0, 1) for name in control.layers]
+    return cross_attention_loss(maps, token_sets.to(device).repeat_interleave(frames, dim=0),
+                                masks.to(device).flatten(0, 1).float() / 255.0, per_frame_valid)
 
 
 def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_tokens: bool = False) -> VideoDenoiser:
@@ -287,6 +355,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="give the temporal blocks attention to the caption (pipelines.mojito.temporal_text)")
     parser.add_argument("--mim-tokens", action="store_true",
                         help="combine the MIM's c_M with the caption as extra tokens (pipelines.mojito.modulator)")
+    parser.add_argument("--speed-word-dropout", type=float, default=None,
+                        help="share of captions trained without their speed word (the MIM must carry speed)")
+    parser.add_argument("--attention-supervision", type=float, default=None,
+                        help="weight of eq. 9.4's L_ca on every frame (0: off)")
+    parser.add_argument("--supervision-max-timestep", type=int, default=None)
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
     parser.add_argument("--from-checkpoint", type=Path, default=None,
@@ -318,6 +391,9 @@ def main(argv: list[str] | None = None) -> dict:
         config.frame_positions = args.frame_positions
     config.temporal_text = args.temporal_text
     config.mim_tokens = args.mim_tokens
+    for name in ("speed_word_dropout", "attention_supervision", "supervision_max_timestep"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
     seed_everything(config.seed)
     started = time.perf_counter()
     base = load_base(args.base)
@@ -339,7 +415,9 @@ def main(argv: list[str] | None = None) -> dict:
         })
     start = load_denoiser(args.resume) if args.resume is not None else None
     accelerator = Accelerator()
-    videos = build_video_arrays(config.num_videos, base.unet.config.sample_size * 4, config.n_frames)
+    size = base.unet.config.sample_size * 4
+    videos = build_video_arrays(config.num_videos, size, config.n_frames,
+                                mask_side=size // 4 if config.attention_supervision > 0 else None)
     model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints, start)
     report = {}
     if accelerator.is_main_process:
@@ -351,7 +429,9 @@ def main(argv: list[str] | None = None) -> dict:
             "resumed_from": str(args.resume) if args.resume is not None else None,
             "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
-            "mim_tokens": config.mim_tokens,
+            "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout,
+            "attention_supervision": config.attention_supervision,
+            "supervision_max_timestep": config.supervision_max_timestep,
         })
     return report
 

@@ -111,3 +111,43 @@ def primary_detection_scores(images: list[np.ndarray], captions: list[str]) -> t
             colour_right += main.colour == colour
             shape_right += main.shape == shape
     return colour_right / len(images), shape_right / len(images)
+
+
+@torch.no_grad()
+def word_attention_in_mask(pipe, scenes: list, timesteps: tuple[int, ...] = (200, 500), seed: int = 0) -> dict[str, float]:
+    """Do the words point at things? For each object of each scene, the share of its words' cross-attention mass
+    (eq. 9.3's unified map: colour and shape tokens, heads and layers averaged, on the 16x16 grid) that falls
+    inside its mask, with the scene's own image noised to each of ``timesteps``; and the chance level, the
+    mask's share of the grid. Returns ``{"mass": .., "chance": .., "objects": n}`` (means over objects and steps).
+    """
+    from ..attention import CrossAttentionControl
+    from ..attention.supervision import phrase_token_sets, segment_attention
+    from .data import MAX_OBJECTS
+
+    generator = torch.Generator().manual_seed(seed)
+    max_tokens = pipe.tokenizer.model_max_length
+    masses, chances = [], []
+    for scene in scenes:
+        pixels = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        ids = pipe.tokenizer(scene.caption, padding="max_length", max_length=max_tokens, truncation=True,
+                             return_tensors="pt").input_ids
+        embeddings = pipe.text_encoder(ids)[0]
+        words = [obj.spec.words for obj in scene.objects[:MAX_OBJECTS]]
+        sets, valid = phrase_token_sets(pipe.tokenizer, scene.caption, words, max_tokens, MAX_OBJECTS)
+        side = latents.shape[-1]
+        masks = torch.stack([torch.from_numpy(obj.mask).float() for obj in scene.objects[:MAX_OBJECTS]])
+        masks = torch.nn.functional.adaptive_avg_pool2d(masks[None], side)[0]  # [J, side, side]
+        for t in timesteps:
+            noise = torch.randn(latents.shape, generator=generator)
+            noisy = pipe.scheduler.add_noise(latents, noise, torch.tensor([t]))
+            with CrossAttentionControl(pipe.unet, keep_steps="last") as control:
+                pipe.unet(noisy, torch.tensor([t]), encoder_hidden_states=embeddings)
+            maps = [control.store.maps_for(name) for name in control.layers]
+            attention = segment_attention(maps, sets[None], (side, side))[0]  # [J, side, side]
+            for j in range(len(words)):
+                if valid[j]:
+                    total = attention[j].sum().clamp(min=1e-12)
+                    masses.append(float((attention[j] * masks[j]).sum() / total))
+                    chances.append(float(masks[j].mean()))
+    return {"mass": float(np.mean(masses)), "chance": float(np.mean(chances)), "objects": len(masses) // len(timesteps)}
