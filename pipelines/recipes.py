@@ -73,6 +73,35 @@ class Recipe:
         return f"python -m pipelines.{self.method} rerun {shlex.quote(str(path))}"
 
 
+def encode_image(image: np.ndarray) -> str:
+    """A uint8 map or image ([H, W] or [H, W, 3]) as base64 PNG text, lossless, for a recipe's request."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_image(text: str) -> np.ndarray:
+    """The array :func:`encode_image` stored; :class:`InvalidInputError` when it is not a PNG."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
+            if image.format != "PNG":
+                raise InvalidInputError("A recipe's image is not a PNG.")
+            return np.asarray(image).copy()
+    except (binascii.Error, UnidentifiedImageError, ValueError) as error:
+        raise InvalidInputError(f"A recipe's image cannot be read ({error}).") from None
+
+
 def digest(*arrays: np.ndarray) -> str:
     """SHA-256 over arrays' dtypes, shapes and bytes (the raw result a recipe promises)."""
     hasher = hashlib.sha256()

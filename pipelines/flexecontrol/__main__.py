@@ -1,4 +1,5 @@
-"""Train FlexEControl (or a baseline) on ShapesWorld: ``python -m pipelines.flexecontrol --out DIR``."""
+"""Train FlexEControl (or a baseline) on ShapesWorld: ``python -m pipelines.flexecontrol --out DIR``;
+remake a generated PNG from its recipe: ``python -m pipelines.flexecontrol rerun FILE [--out OUT]``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from .train import FlexTrainConfig, train_flexecontrol
 
 @exits_on_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rerun"]:
+        from ..recipes import rerun_main
+        from .runner import rerun
+
+        return rerun_main("flexecontrol", argv[1:], rerun)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="folder for the trained tensors and the report")
     parser.add_argument("--base", default=None, help="base StableDiffusionPipeline folder (default: the tiny preset's control-base)")
