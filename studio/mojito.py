@@ -12,36 +12,26 @@ Each user's objects and keyframes live in a ``gr.State`` (:class:`MojitoSession`
 from __future__ import annotations
 
 import functools
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from PIL import Image, ImageDraw
 
 from pipelines.errors import InvalidInputError
 from pipelines.mojito import PRESETS, GuidanceConfig, Trajectory, check_phrase, preset_trajectory
-from pipelines.mojito.evaluate import (
-    detected_centres,
-    motion_alignment,
-    owlvit_detections,
-    phrase_object,
-    shapes_detections,
-    track_metrics,
-)
-from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_gif, write_video
-from pipelines.mojito.pipeline import DEFAULT_STEPS, mojito_from_manager
+from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_video
+from pipelines.mojito.pipeline import DEFAULT_STEPS
+from pipelines.mojito.runner import N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
 
 from .context import StudioContext
 from .errors import shows_errors
+from .outputs import recipe_markdown, scratch_path
 
 TITLE = "Mojito"
-N_FRAMES = 16
 CANVAS = 256
 # Videos are shown this many times larger than generated (the tiny pack makes 64x64 frames).
 VIEW_SCALE = 4
@@ -72,17 +62,9 @@ class MojitoSession:
 
     objects: dict[str, list[list[float]]] = field(default_factory=dict)
 
-    def trajectories(self, prompt: str, interpolation: str) -> list[Trajectory]:
-        out = []
-        for phrase, rows in self.objects.items():
-            if rows:
-                check_phrase(prompt, phrase)
-                trajectory = Trajectory.from_rows(phrase, rows, interpolation)
-                trajectory.check_frames(N_FRAMES)
-                out.append(trajectory)
-        if not out:
-            raise InvalidInputError("Add keyframes first: click the canvas at least twice, or apply a preset.")
-        return out
+    def trajectories(self) -> list[TrajectoryInput]:
+        """The objects as the runner's plain keyframe lists (it checks them)."""
+        return [TrajectoryInput(phrase, [list(map(float, row)) for row in rows]) for phrase, rows in self.objects.items()]
 
 
 def phrase_choices(prompt: str) -> list[str]:
@@ -196,25 +178,6 @@ def clear_object(session, phrase, interpolation):
     return session, render_canvas(session, interpolation), []
 
 
-def _detections(manager, frames: np.ndarray, phrase: str):
-    """The ShapesWorld detector for ShapesWorld phrases; OWL-ViT (the preset's detector) otherwise."""
-    if phrase_object(phrase) != (None, None):
-        return shapes_detections(frames, phrase)
-    detector = manager.get("detector")
-    from transformers import OwlViTProcessor
-
-    processor = OwlViTProcessor.from_pretrained(detector.name_or_path)
-    return owlvit_detections(frames, phrase, detector, processor)
-
-
-def _video_file(frames: np.ndarray, gif: bool = False) -> str:
-    handle = tempfile.NamedTemporaryFile(prefix="mojito-", suffix=".mp4", delete=False)
-    handle.close()
-    if gif:
-        return str(write_gif(frames, handle.name, fps=FPS))
-    return str(write_video(frames, handle.name, fps=FPS))
-
-
 def path_plot(targets: dict[str, np.ndarray], achieved: dict[str, np.ndarray]) -> go.Figure:
     """Target (solid) vs detected (dashed) centre paths per object, y pointing down as in the image."""
     figure = go.Figure()
@@ -233,61 +196,50 @@ def path_plot(targets: dict[str, np.ndarray], achieved: dict[str, np.ndarray]) -
     return figure
 
 
-def generate(manager, session, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation,
+def metrics_markdown(report: MojitoReport, steps: int) -> str:
+    """The measurements for people: per object mIoU, AP50, CD, in box, plausible, detected; intensity; time."""
+    lines = ["| object | mIoU | AP50 | CD | in box | plausible | detected |", "|---|---|---|---|---|---|---|"]
+    for obj in report.objects:
+        m = obj.metrics
+        cd = "n/a" if not np.isfinite(m.cd) else f"{m.cd:.3f}"
+        lines.append(f"| {obj.phrase} | {m.miou:.3f} | {m.ap50:.3f} | {cd} | {m.hit_rate:.2f} | {m.plausible:.2f} | "
+                     f"{m.detected:.2f} |")
+    mim = "on" if report.intensity is not None else "off (this model has no Motion Intensity Modulator)"
+    asked = report.recipe.request["intensity"]
+    lines.append("")
+    lines.append(f"**Intensity**: asked {asked}, measured {report.measured:.1f} (Farneback), alignment error "
+                 f"{report.alignment:.3f}; MIM {mim}.")
+    timing = f"**Time**: guided {report.seconds:.1f} s"
+    if report.unguided_seconds is not None:
+        timing += f", unguided {report.unguided_seconds:.1f} s"
+    return "\n".join(lines + [timing + f" ({steps} steps, guidance in the first {report.guidance.steps})."])
+
+
+def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: bool = True, progress=None):
+    """Run ``request``; returns the report, the shown MP4 and GIF (upscaled, boxes drawn when asked), the
+    unguided MP4 or None, and the video as generated (MP4, recipe beside it)."""
+    report = runner.run(request, progress)
+    detected = {obj.phrase: obj.boxes for obj in report.objects}
+    shown = overlay_boxes(report.frames, report.boxes, scale=VIEW_SCALE, detected=detected) if draw_boxes else \
+        upscale(report.frames, VIEW_SCALE)
+    video = write_frames(shown, scratch_path("mojito-", ".mp4"), report.recipe, fps=FPS)
+    gif = write_frames(shown, scratch_path("mojito-", ".gif"), report.recipe, fps=FPS)
+    raw = write_frames(report.frames, scratch_path("mojito-raw-", ".mp4"), report.recipe, fps=FPS)
+    unguided = None
+    if report.unguided is not None:
+        unguided = write_video(upscale(report.unguided, VIEW_SCALE), scratch_path("mojito-unguided-", ".mp4"), fps=FPS)
+    return report, str(video), str(gif), None if unguided is None else str(unguided), str(raw)
+
+
+def generate(runner, session, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation,
              draw_boxes, with_unguided, progress=gr.Progress(track_tqdm=True)):
     session = _session(session)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInputError("Write a prompt first.")
-    trajectories = session.trajectories(prompt, interpolation)
-    if intensity is None or not float(intensity).is_integer() or not 1 <= intensity <= 10:
-        raise InvalidInputError(f"Intensity must be an integer from 1 to 10, got {intensity!r}.")
-    if strength is None or not np.isfinite(strength):
-        raise InvalidInputError(f"Guidance strength must be a number, got {strength!r}.")
-    guidance = GuidanceConfig(strength=float(strength), steps=int(guide_steps), smoothness=float(smoothness))
-    pipe = mojito_from_manager(manager)
-    seed = int(seed or 0)
-    progress(0, desc="guided video")
-    started = time.perf_counter()
-    out = pipe(prompt, trajectories=trajectories, intensity=int(intensity), num_frames=N_FRAMES,
-               num_inference_steps=int(steps), guidance=guidance, generator=torch.Generator().manual_seed(seed))
-    guided_seconds = time.perf_counter() - started
-    unguided_video, unguided_seconds = None, None
-    if with_unguided:
-        progress(0.5, desc="unguided video")
-        started = time.perf_counter()
-        plain = pipe(prompt, intensity=int(intensity), num_frames=N_FRAMES, num_inference_steps=int(steps),
-                     generator=torch.Generator().manual_seed(seed))
-        unguided_seconds = time.perf_counter() - started
-        unguided_video = _video_file(upscale(plain.frames, VIEW_SCALE))
-
-    side = out.frames.shape[2]
-    rows, achieved, detected = [], {}, {}
-    for phrase, boxes in out.boxes.items():
-        detections = _detections(manager, out.frames, phrase)
-        metrics = track_metrics(detections, boxes, side)
-        achieved[phrase] = detected_centres(detections, side)
-        detected[phrase] = np.array([np.array(d.box) / side if d.box is not None else [np.nan] * 4
-                                     for d in detections])
-        rows.append((phrase, metrics))
-    measured, alignment = motion_alignment(out.frames, int(intensity))
-    shown = overlay_boxes(out.frames, out.boxes, scale=VIEW_SCALE, detected=detected) if draw_boxes else \
-        upscale(out.frames, VIEW_SCALE)
-    video, gif = _video_file(shown), _video_file(shown, gif=True)
-
-    lines = ["| object | mIoU | AP50 | CD | in box | plausible | detected |", "|---|---|---|---|---|---|---|"]
-    for phrase, m in rows:
-        cd = "n/a" if not np.isfinite(m.cd) else f"{m.cd:.3f}"
-        lines.append(f"| {phrase} | {m.miou:.3f} | {m.ap50:.3f} | {cd} | {m.hit_rate:.2f} | {m.plausible:.2f} | "
-                     f"{m.detected:.2f} |")
-    mim = "on" if out.intensity is not None else "off (this model has no Motion Intensity Modulator)"
-    lines.append("")
-    lines.append(f"**Intensity**: asked {int(intensity)}, measured {measured:.1f} (Farneback), alignment error "
-                 f"{alignment:.3f}; MIM {mim}.")
-    timing = f"**Time**: guided {guided_seconds:.1f} s"
-    if unguided_seconds is not None:
-        timing += f", unguided {unguided_seconds:.1f} s"
-    lines.append(timing + f" ({int(steps)} steps, guidance in the first {guidance.steps}).")
-    return video, unguided_video, path_plot(out.boxes, achieved), "\n".join(lines), gif
+    request = MojitoRequest(prompt, session.trajectories(), intensity, strength, int(guide_steps), float(smoothness),
+                            int(steps), int(seed or 0), interpolation, N_FRAMES, bool(with_unguided))
+    report, video, gif, unguided, raw = generate_video(runner, request, bool(draw_boxes), progress)
+    achieved = {obj.phrase: obj.centres for obj in report.objects}
+    return (video, unguided, path_plot(report.boxes, achieved), metrics_markdown(report, int(steps)), gif, raw,
+            recipe_markdown(report.recipe, raw))
 
 
 def create_tab(context: StudioContext) -> None:
@@ -336,6 +288,9 @@ def create_tab(context: StudioContext) -> None:
                 video = gr.Video(label="Guided video", elem_id="mojito-video", autoplay=True, loop=True)
                 unguided = gr.Video(label="Unguided video (same seed)", elem_id="mojito-unguided", loop=True)
                 gif = gr.File(label="Guided video as GIF", elem_id="mojito-gif")
+                raw = gr.File(label="Video as generated (MP4; its recipe in the .recipe.json beside it)",
+                              elem_id="mojito-raw")
+                recipe = gr.Markdown("", elem_id="mojito-recipe")
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
@@ -346,9 +301,10 @@ def create_tab(context: StudioContext) -> None:
         preset_button.click(handler(apply_preset), [state, prompt, phrase, preset, box_size, interpolation],
                             [state, canvas, table])
         clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table])
+        runner = MojitoRunner(context.manager)
         run.click(
-            handler(generate, context.manager),
+            handler(generate, runner),
             [state, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation, draw_boxes,
              with_unguided],
-            [video, unguided, plot, metrics, gif],
+            [video, unguided, plot, metrics, gif, raw, recipe], api_name=False,
         )
