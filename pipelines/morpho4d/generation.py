@@ -160,12 +160,16 @@ class MojitoSource:
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", **kwargs) -> MojitoSource:
-        from ..mojito.pipeline import mojito_from_manager
         from ..models import ModelManager
 
-        pipe = mojito_from_manager(ModelManager(preset))
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, **kwargs)
+        return cls.from_manager(ModelManager(preset), **kwargs)
+
+    @classmethod
+    def from_manager(cls, manager, **kwargs) -> MojitoSource:
+        """Over the Mojito pipeline a shared model manager holds (the Mojito tab's; loaded once)."""
+        from ..mojito.runner import MojitoRunner
+
+        return cls(MojitoRunner(manager).pipe, **kwargs)
 
     def __call__(self, plan, boxes, n_frames, size, seed, progress=None) -> SourceVideo:
         import torch

@@ -11,6 +11,12 @@
   (each re-selects its query there).
 * **undo / redo** step over whole commands (a multi-target edit or a regeneration is one step).
 
+**One session, one history.** The session owns the scene, its editor and the only undo history: an edit made
+with the studio's buttons (:meth:`CommandSession.apply_edit`) is a step like a typed one, and undo / redo,
+typed or pressed (:meth:`CommandSession.undo`), walk back and forth over both kinds alike. The session also
+keeps what it started from and every step that succeeded (:attr:`CommandSession.actions`), which is the scene's
+recipe: replaying them from the same origin rebuilds the same scene (:mod:`.runner`).
+
 **Targets.** Each target phrase is mapped to the scene's vocabulary (nouns to shapes: "ball" ->
 "circle", "box" -> "square"; plurals to singulars; "one" / "object" dropped) and must name at least
 one object the scene has (every word of the target in the object's name, "background" included);
@@ -79,10 +85,16 @@ class _State:
 
 
 class CommandSession:
-    """One user's language front end over a scene (module docstring)."""
+    """One user's scene, its editor and its one history of typed and pressed steps (module docstring)."""
 
     def __init__(self, parser: CommandParser | None = None, source: FrameSource | None = None, depth_model=None,
                  config: GenConfig | None = None) -> None:
+        # What the scene started from (None: a generated scene; else e.g. {"example": {...}}) and every step
+        # that succeeded since, as plain JSON: {"command": text} or {"edit": {operation, query, colour}}.
+        self.origin: dict | None = None
+        self.actions: list[dict] = []
+        # The frame source's name in a recipe ("mojito" or "stand-in"; set by the runner that made the session).
+        self.frames = "auto"
         self.parser = parser or GrammarParser()
         self.source = source
         self.depth_model = depth_model
@@ -97,10 +109,12 @@ class CommandSession:
         self._parsed = None
 
     # ----- state
-    def adopt(self, editor: EditSession) -> None:
+    def load(self, scene, origin: dict | None = None) -> None:
         """Edit a scene that was not generated here (an example or an opened file): appearance edits work,
-        motion edits need a generated scene. Undo history of the previous scene is dropped."""
-        self.gen, self.editor, self.ops, self.last_targets = None, editor, (), ()
+        motion edits need a generated scene. The history of the previous scene is dropped; ``origin`` says
+        how to rebuild the scene (None: it cannot be rebuilt, so its recipe cannot be replayed)."""
+        self.gen, self.editor, self.ops, self.last_targets = None, EditSession(scene), (), ()
+        self.origin, self.actions = origin, []
         self._undo.clear()
         self._redo.clear()
 
@@ -136,10 +150,44 @@ class CommandSession:
         if result.plan.operation not in ("undo", "redo"):
             self._undo.append(before)
             self._redo.clear()
+        self.actions.append({"command": command})
         record = CommandRecord(command, result.plan.to_dict(), result.backend, outcome, True,
                                time.perf_counter() - start, result.note)
         self.history.append(record)
         return record
+
+    def apply_edit(self, operation: str, query: str, colour=None) -> CommandRecord:
+        """An edit from the buttons (query, operation, colour): one step of the same history as a typed
+        command. Raises a typed error and changes nothing on bad input."""
+        if self.editor is None:
+            raise NoSceneError("Load an example or open a scene first.")
+        start = time.perf_counter()
+        before = self._snapshot()
+        edit = self.editor.apply(operation, query, colour)
+        self.ops += (AppearanceOp(operation, query, edit.colour),)
+        self.last_targets = (query,)
+        self._undo.append(before)
+        self._redo.clear()
+        self.actions.append({"edit": {"operation": operation, "query": query, "colour": colour}})
+        record = CommandRecord(f"[{operation} {query!r}" + (f" {colour}" if colour not in (None, "") and
+                                                             operation in ("recolour", "multiply") else "") + "]",
+                               None, "buttons", edit.describe() + ".", True, time.perf_counter() - start)
+        self.history.append(record)
+        return record
+
+    def undo(self) -> CommandRecord:
+        """Take back the last step, typed or pressed (what typing "undo" does)."""
+        return self.run("undo")
+
+    def redo(self) -> CommandRecord:
+        """Make the last undone step again (what typing "redo" does)."""
+        return self.run("redo")
+
+    def preview(self, query: str):
+        """The selection ``query`` would make now; nothing changes."""
+        if self.editor is None:
+            raise NoSceneError("Load an example or open a scene first.")
+        return self.editor.preview(query)
 
     def try_run(self, command: str, progress=None) -> CommandRecord:
         """:meth:`run` for a chat: a typed error becomes a failed record with its message."""
