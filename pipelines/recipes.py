@@ -9,7 +9,8 @@ same bits back. Where it is stored depends on the kind of file:
 * PNG: a ``worldstudio-recipe`` text chunk;
 * NPZ: a ``recipe`` entry (uint8 bytes of the JSON);
 * PLY: a ``comment worldstudio-recipe {...}`` header line;
-* MP4, WebM and GIF: a sidecar ``FILE.recipe.json`` beside the video.
+* MP4 and WebM: the container's ``comment`` tag (remuxed by ffmpeg, the video stream copied);
+* GIF: a comment extension block after the global colour table.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from .errors import InvalidInputError
 
 PNG_KEY = "worldstudio-recipe"
 PLY_PREFIX = b"comment worldstudio-recipe "
-SIDECAR_SUFFIX = ".recipe.json"
-SIDECAR_KINDS = (".mp4", ".webm", ".gif")
+VIDEO_KINDS = (".mp4", ".webm")
+# Marks a GIF comment as a recipe (the comment is this prefix and the JSON).
+GIF_PREFIX = b"worldstudio-recipe "
 
 
 class NoRecipeError(InvalidInputError):
@@ -144,9 +146,49 @@ def model_hashes(manager, roles) -> dict[str, str]:
     return out
 
 
-def sidecar(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + SIDECAR_SUFFIX)
+def _gif_comment_block(data: bytes) -> bytes:
+    """A GIF comment extension (0x21 0xFE, sub-blocks of at most 255 bytes, a zero terminator)."""
+    chunks = [data[i : i + 255] for i in range(0, len(data), 255)]
+    return b"\x21\xfe" + b"".join(bytes([len(c)]) + c for c in chunks) + b"\x00"
+
+
+def _attach_gif(path: Path, recipe: Recipe) -> None:
+    raw = path.read_bytes()
+    if raw[:6] not in (b"GIF87a", b"GIF89a"):
+        raise InvalidInputError(f"{path.name} is not a GIF.")
+    flags = raw[10]
+    start = 13 + (3 * 2 ** ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    path.write_bytes(b"GIF89a" + raw[6:start] + _gif_comment_block(GIF_PREFIX + recipe.to_json().encode()) + raw[start:])
+
+
+def _attach_video(path: Path, recipe: Recipe) -> None:
+    import subprocess
+
+    from .video_io import VideoEncodingError, ffmpeg_path
+
+    staged = path.with_name(f".{path.stem}-recipe{path.suffix}")
+    command = [ffmpeg_path(), "-y", "-loglevel", "error", "-i", str(path), "-map", "0", "-c", "copy",
+               "-metadata", f"comment={recipe.to_json()}", *(["-movflags", "+faststart"] if path.suffix == ".mp4"
+                                                            else []), str(staged)]
+    result = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise VideoEncodingError(f"ffmpeg could not add the recipe to {path.name}: "
+                                 f"{result.stderr.decode('utf-8', 'replace')[-300:]}")
+    staged.replace(path)
+
+
+def _video_comment(path: Path) -> str | None:
+    import subprocess
+
+    from .video_io import ffmpeg_path
+
+    probe = str(Path(ffmpeg_path()).with_name("ffprobe"))
+    result = subprocess.run([probe, "-v", "error", "-show_entries", "format_tags=comment", "-of", "json", str(path)],
+                            capture_output=True, timeout=60, check=False)
+    if result.returncode != 0:
+        return None
+    comment = json.loads(result.stdout or b"{}").get("format", {}).get("tags", {}).get("comment")
+    return comment if comment and comment.startswith("{") else None
 
 
 def write_png(image: np.ndarray, path: str | Path, recipe: Recipe) -> Path:
@@ -162,7 +204,7 @@ def write_png(image: np.ndarray, path: str | Path, recipe: Recipe) -> Path:
 
 
 def attach(path: str | Path, recipe: Recipe) -> Path:
-    """Store ``recipe`` with a file already written: NPZ entry, PLY comment or video sidecar."""
+    """Store ``recipe`` with a file already written: NPZ entry, PLY comment, video or GIF comment."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -174,8 +216,10 @@ def attach(path: str | Path, recipe: Recipe) -> Path:
         end = raw.index(b"end_header\n")
         line = PLY_PREFIX + recipe.to_json().encode("ascii") + b"\n"
         path.write_bytes(raw[:end] + line + raw[end:])
-    elif suffix in SIDECAR_KINDS:
-        sidecar(path).write_text(recipe.to_json(), encoding="utf-8")
+    elif suffix in VIDEO_KINDS:
+        _attach_video(path, recipe)
+    elif suffix == ".gif":
+        _attach_gif(path, recipe)
     else:
         raise InvalidInputError(f"No recipe slot for {suffix or 'a file without suffix'} files.")
     return path
@@ -207,8 +251,14 @@ def read_recipe(path: str | Path) -> Recipe:
                     break
                 if line.startswith(b"end_header") or len(line) == 0:
                     break
-    elif suffix in SIDECAR_KINDS and sidecar(path).is_file():
-        text = sidecar(path).read_text(encoding="utf-8")
+    elif suffix in VIDEO_KINDS:
+        text = _video_comment(path)
+    elif suffix == ".gif":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            comment = image.info.get("comment", b"")
+        text = comment[len(GIF_PREFIX):].decode("utf-8") if comment.startswith(GIF_PREFIX) else None
     if text is None:
         raise NoRecipeError(f"{path.name} carries no WorldStudio recipe (it was not written by a runner).")
     return Recipe.from_json(text)

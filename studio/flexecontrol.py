@@ -19,6 +19,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
+from pipelines.errors import InvalidInputError
 from pipelines.flexecontrol import MAX_CONDITIONS, WEIGHT_RANGE, Condition
 from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRequest, FlexEControlRunner
@@ -227,6 +228,36 @@ def generate_image(runner: FlexEControlRunner, prompt: str, layers: list[LayerIn
     return report, path
 
 
+def api_generate(runner: FlexEControlRunner, prompt: str, images: list | None, conditions: list | None, seed, steps,
+                 guidance, bind) -> tuple[str, dict]:
+    """The API's generate: conditions as images (file paths) plus one entry each saying its ``type`` and
+    optionally ``source`` ("upload": extract the map, the default; "draw": white strokes on black; "map"),
+    ``weight``, ``start``, ``end``. Returns the PNG (carrying its recipe) and the numbers as plain JSON."""
+    from PIL import Image
+
+    images, conditions = list(images or []), list(conditions or [])
+    if len(images) != len(conditions):
+        raise InvalidInputError(f"{len(images)} condition images for {len(conditions)} condition entries; give "
+                                "one entry (type, weight...) per image.")
+    inputs = []
+    for path, entry in zip(images, conditions):
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise InvalidInputError(f"A condition entry is an object with a 'type', got {entry!r}.")
+        with Image.open(path) as opened:
+            array = np.asarray(opened.convert("L" if entry.get("source") == "map" and opened.mode == "L" else "RGB"))
+        inputs.append(ConditionInput(entry["type"], array, entry.get("source", "upload"),
+                                     float(entry.get("weight", 1.0)), float(entry.get("start", 0.0)),
+                                     float(entry.get("end", 1.0))))
+    report = runner.run(FlexEControlRequest(prompt, inputs, int(seed or 0), int(steps), float(guidance), bool(bind)))
+    path = write_png(report.image, scratch_path("flexecontrol-", ".png"), report.recipe)
+    rows = [{"condition": r["condition"], "type": r["type"], "objects": len(r["objects"]),
+             "found_where_drawn": sum(f is not None for f in r["found"]), "metric": r.get("metric"),
+             "value": None if "value" not in r else round(float(r["value"]), 4)} for r in report.rows]
+    return str(path), {"conditions": rows, "notes": report.notes, "seconds": round(report.seconds, 3),
+                       "recipe": report.recipe.request | {"conditions": len(report.conditions)},
+                       "command": report.recipe.command_line(path.name)}
+
+
 def create_tab(context: StudioContext) -> None:
     runner = FlexEControlRunner(context.manager)
     black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
@@ -319,3 +350,14 @@ def create_tab(context: StudioContext) -> None:
         generate.click(on_generate, inputs={prompt, seed, steps, guidance, show_overlay, bind, *layer_components},
                        outputs=[output, numbers, notes, maps, result, download, recipe], api_name=False)
         show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output, api_name=False)
+
+        # The stable API (plain values: condition images plus their types), for gradio_client and scripts.
+        with gr.Column(visible=False):
+            api_images = gr.File(file_count="multiple", type="filepath", label="Condition images")
+            api_conditions = gr.JSON(label="Condition entries")
+            api_file = gr.File(label="Generated PNG")
+            api_report = gr.JSON(label="Numbers")
+            api_button = gr.Button("API generate")
+        api_button.click(shows_errors(functools.partial(api_generate, runner)),
+                         inputs=[prompt, api_images, api_conditions, seed, steps, guidance, bind],
+                         outputs=[api_file, api_report], api_name="flexecontrol_generate")

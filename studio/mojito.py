@@ -217,7 +217,7 @@ def metrics_markdown(report: MojitoReport, steps: int) -> str:
 
 def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: bool = True, progress=None):
     """Run ``request``; returns the report, the shown MP4 and GIF (upscaled, boxes drawn when asked), the
-    unguided MP4 or None, and the video as generated (MP4, recipe beside it)."""
+    unguided MP4 or None, and the video as generated (MP4 carrying the recipe)."""
     report = runner.run(request, progress)
     detected = {obj.phrase: obj.boxes for obj in report.objects}
     shown = overlay_boxes(report.frames, report.boxes, scale=VIEW_SCALE, detected=detected) if draw_boxes else \
@@ -240,6 +240,26 @@ def generate(runner, session, prompt, intensity, strength, guide_steps, smoothne
     achieved = {obj.phrase: obj.centres for obj in report.objects}
     return (video, unguided, path_plot(report.boxes, achieved), metrics_markdown(report, int(steps)), gif, raw,
             recipe_markdown(report.recipe, raw))
+
+
+def api_generate(runner: MojitoRunner, prompt: str, trajectories: list | None, intensity, strength, guided_steps,
+                 smoothness, steps, seed, interpolation) -> tuple[str, dict]:
+    """The API's generate: the trajectory as plain values, ``[{"phrase": "red circle", "keyframes": [[frame, x0,
+    y0, x1, y1], ...]}, ...]`` (box fractions, frames 0-15). Returns the video as generated (MP4 carrying its
+    recipe) and the measurements as plain JSON."""
+    given = []
+    for entry in trajectories or []:
+        if not isinstance(entry, dict) or not {"phrase", "keyframes"} <= set(entry):
+            raise InvalidInputError(f"A trajectory is an object with 'phrase' and 'keyframes', got {entry!r}.")
+        given.append(TrajectoryInput(str(entry["phrase"]), [list(row) for row in entry["keyframes"]]))
+    request = MojitoRequest(prompt, given, intensity, strength, int(guided_steps), float(smoothness), int(steps),
+                            int(seed or 0), interpolation)
+    report = runner.run(request)
+    path = write_frames(report.frames, scratch_path("mojito-raw-", ".mp4"), report.recipe, fps=FPS)
+    objects = [{"phrase": o.phrase, **o.metrics.as_dict()} for o in report.objects]
+    return str(path), {"objects": objects, "intensity": report.intensity, "measured_intensity": round(report.measured, 3),
+                       "alignment": round(report.alignment, 4), "seconds": round(report.seconds, 3),
+                       "recipe": report.recipe.request, "command": report.recipe.command_line(path.name)}
 
 
 def create_tab(context: StudioContext) -> None:
@@ -288,7 +308,7 @@ def create_tab(context: StudioContext) -> None:
                 video = gr.Video(label="Guided video", elem_id="mojito-video", autoplay=True, loop=True)
                 unguided = gr.Video(label="Unguided video (same seed)", elem_id="mojito-unguided", loop=True)
                 gif = gr.File(label="Guided video as GIF", elem_id="mojito-gif")
-                raw = gr.File(label="Video as generated (MP4; its recipe in the .recipe.json beside it)",
+                raw = gr.File(label="Video as generated (MP4 carrying its recipe)",
                               elem_id="mojito-raw")
                 recipe = gr.Markdown("", elem_id="mojito-recipe")
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
@@ -308,3 +328,13 @@ def create_tab(context: StudioContext) -> None:
              with_unguided],
             [video, unguided, plot, metrics, gif, raw, recipe], api_name=False,
         )
+
+        # The stable API (plain values: the trajectory as keyframe lists), for gradio_client and scripts.
+        with gr.Column(visible=False):
+            api_trajectories = gr.JSON(label="Trajectories")
+            api_file = gr.File(label="Video as generated")
+            api_report = gr.JSON(label="Measurements")
+            api_button = gr.Button("API generate")
+        api_button.click(handler(api_generate, runner),
+                         [prompt, api_trajectories, intensity, strength, guide_steps, smoothness, steps, seed,
+                          interpolation], [api_file, api_report], api_name="mojito_generate")

@@ -212,7 +212,7 @@ def _loaded(session: ViewerSession):
             gr.update(value=1.0))
 
 
-def load_example(runner: Morpho4DRunner, label: str, examples: dict[str, int], view: ViewerSession | None = None):
+def load_example(runner: Morpho4DRunner, label: str, view: ViewerSession | None = None, *, examples: dict[str, int]):
     """A ShapesWorld example scene in this user's session (its history starts afresh)."""
     if label not in examples:
         raise InvalidInputError(f"Unknown example {label!r}.")
@@ -448,9 +448,9 @@ def create_tab(context: StudioContext) -> None:
         query.submit(handler(apply_handler), inputs=[state, query, operation, colour, *sliders],
                      outputs=stepped, api_name=False)
         undo_button.click(handler(undo_redo, action="undo"), inputs=[state, *sliders],
-                          outputs=stepped, api_name=False)
+                          outputs=stepped, api_name="morpho4d_undo")
         redo_button.click(handler(undo_redo, action="redo"), inputs=[state, *sliders],
-                          outputs=stepped, api_name=False)
+                          outputs=stepped, api_name="morpho4d_redo")
         play_button.click(handler(play, runner), inputs=[state, azimuth, elevation, distance], outputs=video,
                           api_name=False)
         for button, kind in ((ply_button, "ply"), (npz_button, "npz"), (video_button, "video")):

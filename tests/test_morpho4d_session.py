@@ -68,7 +68,7 @@ def test_undo_and_redo_walk_over_button_edits_and_typed_commands_alike(runner):
 def test_the_tab_has_one_state_and_its_undo_button_undoes_a_typed_command(runner):
     examples = tab.example_labels()
     label = next(label for label, seed in examples.items() if seed == SEED)
-    view = tab.load_example(runner, label, examples)[0]
+    view = tab.load_example(runner, label, examples=examples)[0]
     count = view.scene.n_gaussians
     view = tab.run_command(runner, view, "delete the square", 0, 0, 0, 1.0)[0]
     assert view.scene.n_gaussians < count and "deleted 'red square'" in view.session.history[-1].outcome

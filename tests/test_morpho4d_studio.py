@@ -36,8 +36,8 @@ def test_tab_is_listed_before_about():
 
 def test_each_session_keeps_its_own_scene(runner, examples):
     label = next(iter(examples))
-    first = tab.load_example(runner, label, examples)[0]
-    second = tab.load_example(runner, label, examples)[0]
+    first = tab.load_example(runner, label, examples=examples)[0]
+    second = tab.load_example(runner, label, examples=examples)[0]
     assert first is not second and first.editor is not second.editor
     tab.apply_edit(first, "red square", "delete", None, (0, 0, 0, 1.0))
     assert first.scene.n_gaussians < second.scene.n_gaussians
@@ -46,7 +46,7 @@ def test_each_session_keeps_its_own_scene(runner, examples):
 
 
 def test_handlers_explain_bad_input(runner, examples, tmp_path):
-    session = tab.load_example(runner, next(iter(examples)), examples)[0]
+    session = tab.load_example(runner, next(iter(examples)), examples=examples)[0]
     with pytest.raises(InvalidInputError, match="Load an example"):
         tab.refresh(None, 0, 0, 0, 1)
     with pytest.raises(InvalidInputError, match="outside the scene"):

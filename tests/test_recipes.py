@@ -35,13 +35,19 @@ def test_each_kind_of_file_carries_a_recipe_and_a_foreign_file_is_refused(tmp_pa
     ply = tmp_path / "a.ply"
     ply.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nend_header\n")
     gif = tmp_path / "a.gif"
-    Image.new("RGB", (2, 2)).save(gif)
-    for path in (tmp_path / "a.npz", ply, gif):
+    frames = [Image.new("RGB", (4, 4), (255 * i, 0, 0)) for i in range(2)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], loop=0)
+    from pipelines.video_io import encode_video
+
+    mp4 = encode_video(np.zeros((2, 4, 4, 3), np.uint8), tmp_path / "a.mp4")
+    for path in (tmp_path / "a.npz", ply, gif, mp4):
         with pytest.raises(NoRecipeError, match="carries no WorldStudio recipe"):
             read_recipe(path)
         assert read_recipe(attach(path, recipe)) == recipe
     assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]  # the archive's own entries are untouched
     assert ply.read_bytes().endswith(b"end_header\n")
+    with Image.open(gif) as opened:  # the GIF still has its two frames
+        assert opened.n_frames == 2
     with pytest.raises(InvalidInputError, match="No recipe slot for .txt"):
         attach(tmp_path / "a.txt", recipe)
     assert recipe.command_line("out put.png") == "python -m pipelines.mojito rerun 'out put.png'"

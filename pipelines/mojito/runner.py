@@ -186,7 +186,7 @@ class MojitoRunner:
 
 
 def write_frames(frames: np.ndarray, path, recipe: Recipe, fps: float = 8.0):
-    """``frames`` as MP4/WebM or GIF (by suffix) with ``recipe`` in a sidecar."""
+    """``frames`` as MP4/WebM or GIF (by suffix) carrying ``recipe`` (container comment / GIF comment)."""
     from pathlib import Path
 
     from ..recipes import attach
