@@ -110,7 +110,7 @@ def _training_setup(num_scenes: int = 128):
 
 def _trainer(method: str, steps: int, batch: int, accelerator, scenes, base, checkpointing: bool = False):
     from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer
-    from pipelines.tinypack.train import TrainSchedule
+    from pipelines.training import TrainSchedule
 
     config = FlexTrainConfig(encoder=EncoderConfig(method=method), schedule=TrainSchedule(steps, batch, 1e-3),
                              gradient_checkpointing=checkpointing)
@@ -198,7 +198,7 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
     from diffusers import UNet2DConditionModel
 
     from pipelines.flexecontrol.pipeline import fuse_residuals
-    from pipelines.tinypack.train import TrainSchedule, _optimizer
+    from pipelines.training import TrainSchedule, make_optimizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).requires_grad_(False)
@@ -208,7 +208,7 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
         encoder = build_copied_encoder(unet, 8, EncoderConfig(method="full" if method == EMBEDDING_ONLY else method))
         if method == EMBEDDING_ONLY:
             train_embedding_only(encoder)
-        encoders[method] = (encoder.train(), _optimizer(encoder.trainable_parameters(), TrainSchedule(steps, batch, 1e-5))[0])
+        encoders[method] = (encoder.train(), make_optimizer(encoder.trainable_parameters(), TrainSchedule(steps, batch, 1e-5))[0])
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {m: [] for m in encoders}
     for round_ in range(steps + warmup):

@@ -20,7 +20,6 @@ from plotly.subplots import make_subplots
 from pipelines.attention import AttentionOffsets
 from pipelines.errors import InvalidInputError
 from pipelines.matching import METHODS, MatchResult
-from pipelines.matching.benchmark import SWAP_TYPES
 from pipelines.matching.overlay import overlay, swapped_captions
 from pipelines.matching.runner import (
     ImageRequest,

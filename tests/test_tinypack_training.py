@@ -8,7 +8,7 @@ from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPProcessor
 
 from pipelines.tinypack.__main__ import main
-from pipelines.tinypack.train import min_snr_weights
+from pipelines.training import min_snr_weights
 
 
 def test_two_step_training_writes_loadable_safetensors(tmp_path):

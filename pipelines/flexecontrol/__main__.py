@@ -9,7 +9,7 @@ import sys
 from ..errors import exits_on_error
 from ..models import TINY_PACK_DIR
 from ..models.presets import get_source
-from ..tinypack.train import TrainSchedule
+from ..training import TrainSchedule
 from ..utils import set_torch_threads
 from .encoder import METHODS, EncoderConfig
 from .train import FlexTrainConfig, train_flexecontrol

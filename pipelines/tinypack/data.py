@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..shapesworld import sample_scene
-
-
-@dataclass
-class SceneArrays:
-    """``images`` uint8 [N, H, W, 3] and their captions, seeds ``0..N-1`` of the train split."""
-
-    images: np.ndarray
-    captions: list[str]
-
-    def pixel_batch(self, index: np.ndarray) -> torch.Tensor:
-        """Images ``index`` as float [B, 3, H, W] in [-1, 1]."""
-        batch = torch.from_numpy(self.images[index]).permute(0, 3, 1, 2).float()
-        return batch / 127.5 - 1.0
+from ..training import SceneArrays
 
 
 def _scene(args: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -47,9 +33,3 @@ def build_scene_arrays(num_scenes: int, size: int, workers: int = 2) -> SceneArr
             images[i], caption = _scene(job)
             captions.append(caption)
     return SceneArrays(images, captions)
-
-
-def tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
-    """Token ids [N, max_tokens], padded with the tokenizer's pad token."""
-    return tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=True,
-                     return_tensors="pt").input_ids
