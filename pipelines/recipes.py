@@ -264,10 +264,12 @@ def read_recipe(path: str | Path) -> Recipe:
     return Recipe.from_json(text)
 
 
-def rerun_main(method: str, argv: list[str], rerun) -> int:
-    """``rerun FILE [--out OUT]`` for ``python -m pipelines.<method>``: ``rerun(recipe, out) -> digest`` remakes
-    the file; prints whether the raw result is bit-identical, exits 0 when it is and 1 when it is not."""
+def rerun_main(method: str, argv: list[str]) -> int:
+    """``rerun FILE [--out OUT]`` for ``python -m pipelines.<method>``: the method runner's ``rerun(recipe, out)
+    -> digest`` remakes the file; prints whether the raw result is bit-identical, exits 0 when it is and 1 when
+    it is not."""
     import argparse
+    import importlib
 
     from .utils import set_torch_threads
 
@@ -283,7 +285,7 @@ def rerun_main(method: str, argv: list[str], rerun) -> int:
     set_torch_threads(recipe.threads)
     source = Path(args.file)
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}-rerun{source.suffix}")
-    got = rerun(recipe, out)
+    got = importlib.import_module(f"pipelines.{method}.runner").rerun(recipe, out)
     same = got == recipe.output_sha256
     print(json.dumps({"file": str(out), "identical": same, "threads": recipe.threads,
                       "version": recipe.version, "now_version": __version__}))

@@ -20,9 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rerun"]:
         from ..recipes import rerun_main
-        from .runner import rerun
 
-        return rerun_main("flexecontrol", argv[1:], rerun)
+        return rerun_main("flexecontrol", argv[1:])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="folder for the trained tensors and the report")
     parser.add_argument("--base", default=None, help="base StableDiffusionPipeline folder (default: the tiny preset's control-base)")

@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rerun"]:
         from ..recipes import rerun_main
-        from .runner import rerun
 
-        return rerun_main("matching", argv[1:], rerun)
+        return rerun_main("matching", argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipelines.matching", description=__doc__)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--offsets", help="prompt-learned offsets (.safetensors) for Discffusion")

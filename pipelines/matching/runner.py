@@ -115,7 +115,8 @@ class LearnReport:
 def relation_guidance(prompt: str):
     """Layout guidance for a ShapesWorld caption with a spatial relation (the model alone places objects at
     chance); None for any other prompt."""
-    from ..mojito.layout import DEFAULT_IMAGE_GUIDANCE, relation_layout
+    from ..attention.layout import DEFAULT_IMAGE_GUIDANCE
+    from ..shapesworld.layout import relation_layout
 
     try:
         return DEFAULT_IMAGE_GUIDANCE if relation_layout(prompt) else None

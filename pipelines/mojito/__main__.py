@@ -14,9 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rerun"]:
         from ..recipes import rerun_main
-        from .runner import rerun
 
-        return rerun_main("mojito", argv[1:], rerun)
+        return rerun_main("mojito", argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipelines.mojito", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["rerun"])
     parser.parse_args(argv)

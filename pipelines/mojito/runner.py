@@ -29,7 +29,7 @@ from .evaluate import (
     shapes_detections,
     track_metrics,
 )
-from .guidance import GuidanceConfig
+from ..attention.guidance import GuidanceConfig
 from .pipeline import DEFAULT_STEPS, MojitoPipeline, mojito_from_manager
 from .trajectory import Trajectory, check_phrase
 

@@ -36,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rerun"]:
         from ..recipes import rerun_main
-        from .runner import rerun
 
-        return rerun_main("morpho4d", argv[1:], rerun)
+        return rerun_main("morpho4d", argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipelines.morpho4d", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     example = commands.add_parser("example", help="build a ShapesWorld 4D scene")

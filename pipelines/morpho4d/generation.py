@@ -148,7 +148,7 @@ class MojitoSource:
     """Mojito's guided generation (module docstring, step 2) with a :class:`MojitoPipeline`."""
 
     def __init__(self, pipe, num_inference_steps: int = 20, guidance_scale: float = 7.5, guidance=None) -> None:
-        from ..mojito.guidance import GuidanceConfig
+        from ..attention.guidance import GuidanceConfig
 
         self.pipe = pipe
         self.num_inference_steps = int(num_inference_steps)
