@@ -258,10 +258,12 @@ def api_generate(runner: FlexEControlRunner, prompt: str, images: list | None, c
                        "command": report.recipe.command_line(path.name)}
 
 
-def create_tab(context: StudioContext) -> None:
+def create_tab(context: StudioContext) -> dict:
+    """Build the FlexEControl tab inside the current ``gr.Blocks``; returns the components other tabs send to
+    or read from."""
     runner = FlexEControlRunner(context.manager)
     black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
-    with gr.Tab(TITLE):
+    with gr.Tab(TITLE, id="flexecontrol"):
         gr.Markdown(INTRO)
         with gr.Accordion("How it works", open=False):
             gr.Markdown(HOW_IT_WORKS + measured_markdown())
@@ -315,6 +317,9 @@ def create_tab(context: StudioContext) -> None:
                 download = gr.File(label="Image as generated (PNG carrying its recipe)", interactive=False,
                                    elem_id="flexecontrol-file")
                 recipe = gr.Markdown(elem_id="flexecontrol-recipe")
+                with gr.Row():
+                    to_match = gr.Button("Send to Match", size="sm", elem_id="flexecontrol-to-match")
+                    to_mojito = gr.Button("Send to Mojito", size="sm", elem_id="flexecontrol-to-mojito")
 
         layer_components = {c for layer in widgets for c in layer}
 
@@ -361,3 +366,6 @@ def create_tab(context: StudioContext) -> None:
         api_button.click(shows_errors(functools.partial(api_generate, runner)),
                          inputs=[prompt, api_images, api_conditions, seed, steps, guidance, bind],
                          outputs=[api_file, api_report], api_name="flexecontrol_generate")
+    kind, source, _, upload = widgets[0][:4]
+    return {"prompt": prompt, "kind": kind, "source": source, "upload": upload, "result": result,
+            "to_match": to_match, "to_mojito": to_mojito}

@@ -212,8 +212,9 @@ def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, method
     return runner.benchmark(groups, list(methods or []), bool(head_weighting), session.offsets)
 
 
-def create_tab(context: StudioContext) -> None:
-    """Build the Match tab inside the current ``gr.Blocks`` (models load on first use)."""
+def create_tab(context: StudioContext) -> dict:
+    """Build the Match tab inside the current ``gr.Blocks`` (models load on first use); returns the components
+    other tabs send to or read from."""
     runner = MatchRunner(context.manager)
     examples = example_items()
 
@@ -242,6 +243,9 @@ def create_tab(context: StudioContext) -> None:
                                              "cross-attention box guidance", scale=3)
                     make = gr.Button("Generate", scale=1)
                 recipe = gr.Markdown("", elem_id="match-recipe")
+                with gr.Row():
+                    to_flex = gr.Button("Send to FlexEControl", size="sm", elem_id="match-to-flexecontrol")
+                    to_mojito = gr.Button("Send to Mojito", size="sm", elem_id="match-to-mojito")
             with gr.Column(scale=1, min_width=300):
                 captions = gr.Textbox(label="Captions (one per line, at most 32)", lines=6, elem_id="match-captions")
                 methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
@@ -304,3 +308,4 @@ def create_tab(context: StudioContext) -> None:
         eval_button.click(handler(batch_eval, runner),
                           inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
                           api_name=False)
+    return {"image": image, "captions": captions, "to_flexecontrol": to_flex, "to_mojito": to_mojito}

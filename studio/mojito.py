@@ -26,6 +26,7 @@ from pipelines.mojito.pipeline import DEFAULT_STEPS
 from pipelines.mojito.runner import N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
+from pipelines.utils import to_rgb_array
 
 from .context import StudioContext
 from .errors import shows_errors
@@ -61,6 +62,8 @@ class MojitoSession:
     """One user's objects: phrase -> keyframe rows [frame, x0, y0, x1, y1] (fractions), in insertion order."""
 
     objects: dict[str, list[list[float]]] = field(default_factory=dict)
+    # The first frame drawn under the keyframes (an image sent from another tab), uint8 [H, W, 3] or None.
+    background: np.ndarray | None = None
 
     def trajectories(self) -> list[TrajectoryInput]:
         """The objects as the runner's plain keyframe lists (it checks them)."""
@@ -100,9 +103,12 @@ def spread_frames(count: int, n_frames: int = N_FRAMES) -> list[int]:
 
 def render_canvas(session: MojitoSession, interpolation: str = "linear") -> np.ndarray:
     """The first-frame canvas: each object's keyframe boxes and its interpolated centre path, in its colour."""
-    image = Image.new("RGB", (CANVAS, CANVAS), (236, 236, 236))
+    if session.background is not None:
+        image = Image.fromarray(session.background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
+    else:
+        image = Image.new("RGB", (CANVAS, CANVAS), (236, 236, 236))
     draw = ImageDraw.Draw(image)
-    for i in range(1, 8):
+    for i in range(1, 8) if session.background is None else ():
         draw.line([(i * CANVAS // 8, 0), (i * CANVAS // 8, CANVAS)], fill=(222, 222, 222))
         draw.line([(0, i * CANVAS // 8), (CANVAS, i * CANVAS // 8)], fill=(222, 222, 222))
     for k, (phrase, rows) in enumerate(session.objects.items()):
@@ -165,6 +171,17 @@ def apply_preset(session, prompt, phrase, preset, box_size, interpolation):
     trajectory = preset_trajectory(preset, phrase, N_FRAMES, side=float(box_size))
     session.objects[phrase] = [[int(r[0]), *(round(v, 4) for v in r[1:])] for r in trajectory.rows()]
     return session, render_canvas(session, interpolation), session.objects[phrase]
+
+
+def receive(prompt: str, background, objects: dict[str, list[list[float]]] | None = None):
+    """What another tab sends ("send to Mojito"): its prompt, its image as the first-frame canvas and, from a
+    4D scene, each object's keyframes. Returns the tab's new session, prompt, phrase choices, canvas and the
+    first object's keyframes."""
+    session = MojitoSession(dict(objects or {}), None if background is None else to_rgb_array(background))
+    choices = phrase_choices(prompt)
+    first = next(iter(session.objects), choices[0] if choices else None)
+    return (session, prompt, gr.update(choices=choices, value=first), render_canvas(session),
+            session.objects.get(first or "", []))
 
 
 def select_object(session, phrase):
@@ -262,8 +279,9 @@ def api_generate(runner: MojitoRunner, prompt: str, trajectories: list | None, i
                        "recipe": report.recipe.request, "command": report.recipe.command_line(path.name)}
 
 
-def create_tab(context: StudioContext) -> None:
-    """Build the Mojito tab inside the current ``gr.Blocks`` (the model loads on first Generate)."""
+def create_tab(context: StudioContext) -> dict:
+    """Build the Mojito tab inside the current ``gr.Blocks`` (the model loads on first Generate); returns the
+    components other tabs send to or read from."""
 
     def handler(function, *bound):
         if not bound:
@@ -311,6 +329,7 @@ def create_tab(context: StudioContext) -> None:
                 raw = gr.File(label="Video as generated (MP4 carrying its recipe)",
                               elem_id="mojito-raw")
                 recipe = gr.Markdown("", elem_id="mojito-recipe")
+                lift = gr.Button("Lift to 4D (Morpho4D: fit this video along its trajectory)", elem_id="mojito-lift")
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
@@ -338,3 +357,5 @@ def create_tab(context: StudioContext) -> None:
         api_button.click(handler(api_generate, runner),
                          [prompt, api_trajectories, intensity, strength, guide_steps, smoothness, steps, seed,
                           interpolation], [api_file, api_report], api_name="mojito_generate")
+    return {"state": state, "prompt": prompt, "phrase": phrase, "canvas": canvas, "table": table, "raw": raw,
+            "lift": lift}

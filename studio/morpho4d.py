@@ -37,6 +37,8 @@ from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
 
 TITLE = "Morpho4D"
+# Frames of a Mojito video (a scene sent to Mojito has its boxes spread over them).
+MOJITO_FRAMES = 16
 VIEW_SIZE = 256
 # Gaussian centres drawn in the 3D scatter (a fixed sample of larger scenes).
 MAX_PLOT_POINTS = 3000
@@ -346,8 +348,38 @@ def run_command(runner: Morpho4DRunner, view, command, t, azimuth, elevation, di
     return (shown[0], chat, "", *shown[1:], splats, *([gr.update()] * 4))
 
 
-def create_tab(context: StudioContext) -> None:
-    """Build the Morpho4D tab inside the current ``gr.Blocks`` (models load on first use, once)."""
+def lift_video(runner: Morpho4DRunner, video_path, view, progress=None):
+    """"Lift to 4D" from the Mojito tab: its video (remade from the recipe the MP4 carries) fitted as moving
+    Gaussians along its trajectory, in this user's session."""
+    if not video_path:
+        raise InvalidInputError("Generate a video in the Mojito tab first.")
+    recipe = read_recipe(video_path)
+    if recipe.method != "mojito":
+        raise InvalidInputError(f"Lift to 4D takes a Mojito video; this file was made by {recipe.method}.")
+    session = view.session if view is not None else runner.new_session()
+    report = (lambda stage, fraction: progress(fraction, desc=stage)) if progress is not None else None
+    runner.lift(recipe.request, session, report)
+    outputs = _loaded(new_view(session, f"Mojito video lifted to 4D: {recipe.request['prompt']}"))
+    return (outputs[0], chat_messages(session), "", *outputs[1:])
+
+
+def to_mojito(view) -> tuple[str, np.ndarray, dict[str, list[list[float]]]]:
+    """What "Send to Mojito" gives: the scene's prompt, its first frame from the home camera and, for a
+    generated scene, each object's per-frame boxes as keyframes over Mojito's 16 frames."""
+    view = _require(view)
+    scene, gen = view.scene, view.session.gen
+    first = to_uint8(render(scene, scene.camera.resized(VIEW_SIZE, VIEW_SIZE), 0.0))
+    if gen is None:
+        return str(scene.meta.get("caption", "")), first, {}
+    last = max(len(next(iter(gen.boxes.values()))) - 1, 1)
+    objects = {name: [[round(t * (MOJITO_FRAMES - 1) / last), *map(float, box)] for t, box in enumerate(boxes)]
+               for name, boxes in gen.boxes.items()}
+    return gen.video.prompt, first, objects
+
+
+def create_tab(context: StudioContext) -> dict:
+    """Build the Morpho4D tab inside the current ``gr.Blocks`` (models load on first use, once); returns the
+    components and handlers other tabs send to."""
     examples = example_labels()
     runner = make_runner(context)
 
@@ -414,6 +446,7 @@ def create_tab(context: StudioContext) -> None:
             ply_button = gr.Button("Export PLY (this time)")
             npz_button = gr.Button("Export scene (.npz)")
             video_button = gr.Button("Export orbit video (.mp4)")
+            mojito_button = gr.Button("Send to Mojito (prompt, first frame, trajectories)", elem_id="morpho4d-to-mojito")
             download = gr.File(label="Download", interactive=False, elem_id="morpho4d-download")
         recipe = gr.Markdown("", elem_id="morpho4d-recipe")
 
@@ -456,3 +489,9 @@ def create_tab(context: StudioContext) -> None:
         for button, kind in ((ply_button, "ply"), (npz_button, "npz"), (video_button, "video")):
             button.click(handler(export_file, runner, kind=kind), inputs=[state, time_slider],
                          outputs=[download, recipe], api_name=False)
+
+    def lift_handler(video_path, session, progress=gr.Progress(track_tqdm=True)):
+        return lift_video(runner, video_path, session, progress)
+
+    return {"state": state, "lift": handler(lift_handler), "lift_outputs": command_outputs,
+            "to_mojito": mojito_button, "to_mojito_values": handler(to_mojito)}

@@ -15,7 +15,7 @@ PLY files the studio writes carry it, and ``python -m pipelines.morpho4d rerun F
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import InvalidInputError, ModelNotFoundError
 from ..models import ModelManager
@@ -35,8 +35,9 @@ class Morpho4DRequest:
 
     # Steps in order: {"command": text} or {"edit": {"operation": ..., "query": ..., "colour": ...}}.
     actions: list[dict] = field(default_factory=list)
-    # Where the scene started: None (the first command generates it) or {"example": {seed, size, n_frames,
-    # n_gaussians}} (a ShapesWorld example scene).
+    # Where the scene started: None (the first command generates it), {"example": {seed, size, n_frames,
+    # n_gaussians}} (a ShapesWorld example scene) or {"mojito": MojitoRequest as JSON} (a Mojito video lifted
+    # to 4D along its trajectory).
     origin: dict | None = None
     # Frames of GEN: "mojito" (generated), "stand-in" (ShapesWorld's renderer) or "auto" (Mojito when the
     # preset has a text-to-video model).
@@ -133,6 +134,37 @@ class Morpho4DRunner:
         session.load(example_scene(**spec), {"example": spec})
         return session
 
+    def lift(self, mojito_request: dict, session: CommandSession | None = None, progress=None) -> CommandSession:
+        """"Lift to 4D": remake the Mojito video of ``mojito_request`` (its recipe; bit-identical on the same
+        CPU and threads) and fit dynamic Gaussians to it along its trajectory (eq. 11.8-11.12) in ``session``
+        (default: a new one), whose history starts afresh with the video as its origin."""
+        from ..mojito.runner import MojitoRequest, MojitoRunner
+        from .generation import GivenVideo, SourceVideo, generate_scene, plan_from_boxes
+
+        session = session or self.new_session()
+        request = MojitoRequest.from_json(mojito_request)
+        request.with_unguided = False
+        # The plan first (its objects must be ShapesWorld ones), then the video.
+        trajectories, _ = MojitoRunner.check(request)
+        plan = plan_from_boxes({t.phrase: t.boxes(int(request.n_frames)) for t in trajectories}, int(request.intensity))
+        started = time.perf_counter()
+        if progress is not None:
+            progress("remaking the Mojito video", 0.0)
+        video = MojitoRunner(self.manager).run(request)
+        frames = video.frames
+        config = replace(session.config, n_frames=len(frames), size=frames.shape[1])
+        source = GivenVideo(SourceVideo(frames, f"Mojito video ({request.prompt!r}, seed {request.seed})", True,
+                                        request.prompt))
+        gen = generate_scene(plan, source, self.depth_model(), config=config, progress=progress,
+                             boxes=video.boxes)
+        session.load(gen.scene, {"mojito": request.to_json()}, gen)
+        scene = gen.scene
+        session.history.append(CommandRecord(
+            f"[lift to 4D: {request.prompt}]", plan.to_dict(), "trajectory", f"Fitted the Mojito video: "
+            f"{scene.n_gaussians:,} Gaussians over {scene.n_frames} frames; objects: {', '.join(scene.object_names[1:])}.",
+            True, time.perf_counter() - started))
+        return session
+
     def request_of(self, session: CommandSession) -> Morpho4DRequest:
         """The recipe of the session's scene; :class:`InvalidInputError` for a scene opened from a file
         that carried no recipe (nothing says how it was made)."""
@@ -160,9 +192,12 @@ class Morpho4DRunner:
         config = config_from_json(request.config)
         session = self.new_session(request.frames, config)
         if request.origin is not None:
-            if "example" not in request.origin:
+            if "example" in request.origin:
+                self.load_example(**request.origin["example"], session=session)
+            elif "mojito" in request.origin:
+                self.lift(request.origin["mojito"], session)
+            else:
                 raise InvalidInputError(f"Cannot rebuild a scene from origin {request.origin!r}.")
-            self.load_example(**request.origin["example"], session=session)
         for action in request.actions:
             if "command" in action:
                 session.run(action["command"])
