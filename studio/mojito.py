@@ -248,14 +248,14 @@ def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: boo
     return report, str(video), str(gif), None if unguided is None else str(unguided), str(raw)
 
 
-def generate(runner, session, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation,
-             draw_boxes, with_unguided, progress=gr.Progress(track_tqdm=True)):
+def generate(runner: MojitoRunner, session, settings: dict, draw_boxes: bool = True, progress=None):
+    """Generate from this user's keyframes and the settings (prompt, intensity, strength, guided_steps,
+    smoothness, steps, seed, interpolation, with_unguided: the request's fields by name)."""
     session = _session(session)
-    request = MojitoRequest(prompt, session.trajectories(), intensity, strength, int(guide_steps), float(smoothness),
-                            int(steps), int(seed or 0), interpolation, N_FRAMES, bool(with_unguided))
+    request = MojitoRequest(trajectories=session.trajectories(), n_frames=N_FRAMES, **settings)
     report, video, gif, unguided, raw = generate_video(runner, request, bool(draw_boxes), progress)
     achieved = {obj.phrase: obj.centres for obj in report.objects}
-    return (video, unguided, path_plot(report.boxes, achieved), metrics_markdown(report, int(steps)), gif, raw,
+    return (video, unguided, path_plot(report.boxes, achieved), metrics_markdown(report, request.steps), gif, raw,
             recipe_markdown(report.recipe, raw))
 
 
@@ -341,12 +341,19 @@ def create_tab(context: StudioContext) -> dict:
                             [state, canvas, table])
         clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table])
         runner = MojitoRunner(context.manager)
-        run.click(
-            handler(generate, runner),
-            [state, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation, draw_boxes,
-             with_unguided],
-            [video, unguided, plot, metrics, gif, raw, recipe], api_name=False,
-        )
+        # The request's fields by name (inputs given as a set arrive as a component -> value dict).
+        fields = {"prompt": prompt, "intensity": intensity, "strength": strength, "guided_steps": guide_steps,
+                  "smoothness": smoothness, "steps": steps, "seed": seed, "interpolation": interpolation,
+                  "with_unguided": with_unguided}
+
+        def on_generate(values, progress=gr.Progress(track_tqdm=True)):
+            settings = {name: values[component] for name, component in fields.items()}
+            settings.update(steps=int(settings["steps"]), guided_steps=int(settings["guided_steps"]),
+                            seed=int(settings["seed"] or 0), with_unguided=bool(settings["with_unguided"]))
+            return generate(runner, values[state], settings, bool(values[draw_boxes]), progress)
+
+        run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
+                  [video, unguided, plot, metrics, gif, raw, recipe], api_name=False)
 
         # The stable API (plain values: the trajectory as keyframe lists), for gradio_client and scripts.
         with gr.Column(visible=False):

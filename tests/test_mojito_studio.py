@@ -73,8 +73,9 @@ def test_bad_input_is_explained_before_any_model_loads():
                               derived=lambda key, factory: pytest.fail("no pipeline should be built for bad input"))
 
     def generate(session, prompt=PROMPT, intensity=5, strength=2.0):
-        return tab.generate(MojitoRunner(manager), session, prompt, intensity, strength, 10, 1.0, 20, 0, "linear", True, False,
-                            progress=lambda *a, **k: None)
+        settings = dict(prompt=prompt, intensity=intensity, strength=strength, guided_steps=10, smoothness=1.0,
+                        steps=20, seed=0, interpolation="linear")
+        return tab.generate(MojitoRunner(manager), session, settings)
 
     with pytest.raises(PhraseNotInPromptError, match="not in the prompt"):
         click(None, 30, 30, phrase="green triangle")
@@ -160,8 +161,9 @@ def test_generate_returns_videos_plot_and_metrics_with_a_tiny_model():
     manager = SimpleNamespace(preset="hub", get=lambda role: pipe,  # a hub preset: no MIM folder is looked up
                               derived=lambda key, factory: factory())
     session, _, _ = tab.apply_preset(None, PROMPT, "red circle", "zigzag", 0.3, "linear")
-    video, unguided, figure, metrics, gif, raw, recipe = tab.generate(MojitoRunner(manager), session, PROMPT, 6, 0.25, 1, 1.0, 2, 3, "smooth",
-                                                         True, True, progress=lambda *a, **k: None)
+    settings = dict(prompt=PROMPT, intensity=6, strength=0.25, guided_steps=1, smoothness=1.0, steps=2, seed=3,
+                    interpolation="smooth", with_unguided=True)
+    video, unguided, figure, metrics, gif, raw, recipe = tab.generate(MojitoRunner(manager), session, settings)
     assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0
     assert Path(unguided).is_file() and Path(gif).suffix == ".gif"
     assert "| red circle |" in metrics and "asked 6" in metrics and "MIM off" in metrics
