@@ -12,7 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from pipelines.errors import InvalidInputError
-from pipelines.matching.overlay import swapped_captions
+from pipelines.matching.runner import captions_for
 
 from . import mojito
 from .errors import shows_errors
@@ -50,11 +50,7 @@ def _flexecontrol_image(result):
 
 def flexecontrol_to_match(result, prompt):
     """FlexEControl's output -> Match's image, with the prompt and its swaps as the captions."""
-    try:
-        captions = [prompt, *swapped_captions(prompt)]
-    except InvalidInputError:  # outside the ShapesWorld grammar: only the prompt
-        captions = [prompt]
-    return _flexecontrol_image(result), "\n".join(captions), gr.Tabs(selected="match")
+    return _flexecontrol_image(result), "\n".join(captions_for(prompt)), gr.Tabs(selected="match")
 
 
 def flexecontrol_to_mojito(result, prompt):

@@ -112,6 +112,15 @@ class LearnReport:
     after: dict[str, float]
 
 
+def captions_for(prompt: str) -> list[str]:
+    """The captions to score an image of ``prompt`` with: the prompt and its minimal swaps (colour, shape,
+    relation) when it is a ShapesWorld caption, else the prompt alone."""
+    try:
+        return [prompt, *swapped_captions(prompt)]
+    except InvalidInputError:  # not in the ShapesWorld grammar: no automatic swaps
+        return [prompt]
+
+
 def relation_guidance(prompt: str):
     """Layout guidance for a ShapesWorld caption with a spatial relation (the model alone places objects at
     chance); None for any other prompt."""
@@ -190,10 +199,7 @@ class MatchRunner:
         layout = relation_guidance(prompt)
         image = generate_images(self.matchers.text_to_image(), [prompt], [int(request.seed)], progress=False,
                                 layout=layout)[0]
-        try:
-            captions = [prompt, *swapped_captions(prompt)]
-        except InvalidInputError:  # not in the ShapesWorld grammar: no automatic swaps
-            captions = [prompt]
+        captions = captions_for(prompt)
         recipe = Recipe(self.method, {"kind": "image", **asdict(replace(request, prompt=prompt, seed=int(request.seed)))},
                         self.manager.preset, model_hashes(self.manager, ["text-to-image"]),
                         output_sha256=digest(image))
