@@ -130,3 +130,28 @@ def test_morpho4d_rerun_replays_typed_and_pressed_steps_into_npz_ply_and_video(t
 
     assert mojito_main(["rerun", str(npz)]) == 2
     assert "made by morpho4d; run `python -m pipelines.morpho4d rerun" in capsys.readouterr().err
+
+
+@needs["shapes-t2v"]
+@needs["shapes-depth"]
+def test_a_mojito_video_lifted_to_4d_is_replayed_from_the_video_recipe(tmp_path, capsys):
+    from pipelines.mojito.runner import MojitoRequest, TrajectoryInput
+    from pipelines.morpho4d.__main__ import main
+    from pipelines.morpho4d.fitting import FitConfig
+    from pipelines.morpho4d.generation import GenConfig
+    from pipelines.morpho4d.runner import Morpho4DRunner, write_scene_file
+
+    runner = Morpho4DRunner(ModelManager("tiny"), config=GenConfig(fit=FitConfig(steps=5, init_gaussians=500)))
+    video = MojitoRequest("a red circle moves from left to right quickly",
+                          [TrajectoryInput("red circle", [[0, 0.05, 0.35, 0.35, 0.65], [15, 0.65, 0.35, 0.95, 0.65]])],
+                          intensity=9, guided_steps=2, steps=4, seed=2)
+    session = runner.lift(video.to_json())
+    assert session.scene.n_frames == 16 and session.scene.object_names == ("background", "red circle")
+    assert session.gen.plan.objects[0].direction == "from left to right" and session.gen.plan.objects[0].speed == "quickly"
+    session.run("make the ball green")
+    npz, recipe = write_scene_file(runner, session, tmp_path / "lifted.npz")
+    assert recipe.request["origin"]["mojito"]["seed"] == 2 and "text-to-video" in recipe.models
+    _rerun(main, npz, tmp_path, capsys)
+    with pytest.raises(InvalidInputError, match="ShapesWorld colour and shape"):
+        runner.lift(MojitoRequest("a red thing moves", [TrajectoryInput("red thing", [[0, .1, .1, .4, .4],
+                                                                                     [15, .5, .1, .8, .4]])]).to_json())

@@ -180,7 +180,8 @@ class Morpho4DRunner:
             request = asdict(self.request_of(session)) | extra
         except InvalidInputError:
             return None
-        roles = ["depth"] + (["text-to-video"] if request["frames"] == "mojito" else [])
+        lifted = request["origin"] is not None and "mojito" in request["origin"]
+        roles = ["depth"] + (["text-to-video"] if request["frames"] == "mojito" or lifted else [])
         return Recipe(self.method, request, self.manager.preset, model_hashes(self.manager, roles),
                       output_sha256=output_sha256)
 
