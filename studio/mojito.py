@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from pipelines.errors import InvalidInputError
 from pipelines.mojito import PRESETS, GuidanceConfig, Trajectory, check_phrase, preset_trajectory
-from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_video
+from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale
 from pipelines.mojito.pipeline import DEFAULT_STEPS
 from pipelines.mojito.runner import N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
 from pipelines.mojito.trajectory import phrase_words
@@ -244,7 +244,8 @@ def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: boo
     raw = write_frames(report.frames, scratch_path("mojito-raw-", ".mp4"), report.recipe, fps=FPS)
     unguided = None
     if report.unguided is not None:
-        unguided = write_video(upscale(report.unguided, VIEW_SCALE), scratch_path("mojito-unguided-", ".mp4"), fps=FPS)
+        unguided = write_frames(upscale(report.unguided, VIEW_SCALE), scratch_path("mojito-unguided-", ".mp4"),
+                                report.unguided_recipe, fps=FPS)
     return report, str(video), str(gif), None if unguided is None else str(unguided), str(raw)
 
 

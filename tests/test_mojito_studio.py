@@ -172,3 +172,4 @@ def test_generate_returns_videos_plot_and_metrics_with_a_tiny_model():
     assert carried.method == "mojito" and carried.request["seed"] == 3 and carried.request["intensity"] == 6
     assert carried.request["trajectories"][0]["phrase"] == "red circle" and read_recipe(gif) == read_recipe(video)
     assert "python -m pipelines.mojito rerun" in recipe
+    assert read_recipe(unguided).request["guided"] is False and read_recipe(unguided).request["seed"] == 3

@@ -89,12 +89,16 @@ def test_mojito_rerun_remakes_the_frames_of_a_video(tmp_path, capsys):
 
     request = MojitoRequest("a red circle moves from left to right quickly",
                             [TrajectoryInput("red circle", [[0, 0.05, 0.35, 0.35, 0.65], [15, 0.65, 0.35, 0.95, 0.65]])],
-                            intensity=7, guided_steps=2, steps=4, seed=1)
+                            intensity=7, guided_steps=2, steps=4, seed=1, with_unguided=True)
     report = MojitoRunner(ModelManager("tiny")).run(request)
     for suffix in (".mp4", ".gif"):
         path = write_frames(report.frames, tmp_path / f"video{suffix}", report.recipe)
         assert read_recipe(path).request["trajectories"][0]["keyframes"][1][0] == 15
         _rerun(main, path, tmp_path, capsys)
+    unguided = write_frames(report.unguided, tmp_path / "unguided.mp4", report.unguided_recipe)
+    assert read_recipe(unguided).request["guided"] is False
+    _rerun(main, unguided, tmp_path, capsys)
+    assert not np.array_equal(report.unguided, report.frames)  # the guidance changed the video
 
 
 @needs["shapes-depth"]

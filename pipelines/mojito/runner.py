@@ -12,7 +12,7 @@ the Farneback intensity against the one asked. The studio, Morpho4D's frame sour
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -60,8 +60,10 @@ class MojitoRequest:
     seed: int = 0
     interpolation: str = "linear"
     n_frames: int = N_FRAMES
-    # Also make the unguided video with the same seed (for comparison; not part of the result's digest).
+    # Also make the unguided video with the same seed (for comparison; it gets its own recipe).
     with_unguided: bool = False
+    # False: no Directional Motion Control (the trajectories are ignored); the recipe of that comparison video.
+    guided: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -99,6 +101,8 @@ class MojitoReport:
     unguided: np.ndarray | None
     unguided_seconds: float | None
     recipe: Recipe
+    # The unguided video's own recipe (the request with guided=False), when it was made.
+    unguided_recipe: Recipe | None = None
 
 
 class MojitoRunner:
@@ -126,7 +130,7 @@ class MojitoRunner:
                 trajectory = Trajectory.from_rows(given.phrase, given.keyframes, request.interpolation)
                 trajectory.check_frames(int(request.n_frames))
                 trajectories.append(trajectory)
-        if not trajectories:
+        if not trajectories and request.guided:
             raise InvalidInputError("Add keyframes first: click the canvas at least twice, or apply a preset.")
         intensity = request.intensity
         if intensity is None or not float(intensity).is_integer() or not 1 <= intensity <= 10:
@@ -159,7 +163,8 @@ class MojitoRunner:
         if progress is not None:
             progress(0, desc="guided video")
         started = time.perf_counter()
-        out = pipe(request.prompt, trajectories=trajectories, intensity=intensity, num_frames=int(request.n_frames),
+        out = pipe(request.prompt, trajectories=trajectories if request.guided else None, intensity=intensity,
+                   num_frames=int(request.n_frames),
                    num_inference_steps=steps, guidance=guidance, generator=torch.Generator().manual_seed(seed))
         seconds = time.perf_counter() - started
         unguided, unguided_seconds = None, None
@@ -179,10 +184,13 @@ class MojitoRunner:
             objects.append(ObjectReport(phrase, track_metrics(found, boxes, side), detected_centres(found, side),
                                         detected))
         measured, alignment = motion_alignment(out.frames, intensity)
-        recipe = Recipe(self.method, request.to_json(), self.manager.preset,
-                        model_hashes(self.manager, ["text-to-video"]), output_sha256=digest(out.frames))
+        models = model_hashes(self.manager, ["text-to-video"])
+        recipe = Recipe(self.method, request.to_json(), self.manager.preset, models, output_sha256=digest(out.frames))
+        unguided_recipe = None if unguided is None else Recipe(
+            self.method, replace(request, with_unguided=False, guided=False).to_json(), self.manager.preset, models,
+            output_sha256=digest(unguided))
         return MojitoReport(out.frames, out.boxes, objects, out.intensity, measured, alignment, guidance, seconds,
-                            unguided, unguided_seconds, recipe)
+                            unguided, unguided_seconds, recipe, unguided_recipe)
 
 
 def write_frames(frames: np.ndarray, path, recipe: Recipe, fps: float = 8.0):
