@@ -32,7 +32,7 @@ Prints JSON lines:
    own mIoU on the renders (ControlNet++'s reading: a ratio to it). Bars of issue 18 (``placement_bar``,
    ``ceiling_ratio_bar``, ``two_types_bar``) and issue 5 (``controllability_bar``). ``--workers`` one-thread
    processes share the jobs.
-4. ``studio_seconds``: the studio's generation path (the tab's ``run_generation``) for a 64x64 image with
+4. ``studio_seconds``: the studio's generation path (``FlexEControlRunner.run``, as the tab calls it) for a 64x64 image with
    two drawn conditions at 25 steps. Bar: <= 3 s.
 5. ``seconds_per_iteration`` with ``config: sd15``: the full copy, FlexEControl and the embedding-only floor
    on Stable Diffusion 1.5's UNet config with random weights (timing only), 64x64 images, batch 1, L_ldm:
@@ -110,7 +110,7 @@ def _training_setup(num_scenes: int = 128):
 
 def _trainer(method: str, steps: int, batch: int, accelerator, scenes, base, checkpointing: bool = False):
     from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer
-    from pipelines.tinypack.train import TrainSchedule
+    from pipelines.training import TrainSchedule
 
     config = FlexTrainConfig(encoder=EncoderConfig(method=method), schedule=TrainSchedule(steps, batch, 1e-3),
                              gradient_checkpointing=checkpointing)
@@ -198,7 +198,7 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
     from diffusers import UNet2DConditionModel
 
     from pipelines.flexecontrol.pipeline import fuse_residuals
-    from pipelines.tinypack.train import TrainSchedule, _optimizer
+    from pipelines.training import TrainSchedule, make_optimizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).requires_grad_(False)
@@ -208,7 +208,7 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
         encoder = build_copied_encoder(unet, 8, EncoderConfig(method="full" if method == EMBEDDING_ONLY else method))
         if method == EMBEDDING_ONLY:
             train_embedding_only(encoder)
-        encoders[method] = (encoder.train(), _optimizer(encoder.trainable_parameters(), TrainSchedule(steps, batch, 1e-5))[0])
+        encoders[method] = (encoder.train(), make_optimizer(encoder.trainable_parameters(), TrainSchedule(steps, batch, 1e-5))[0])
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {m: [] for m in encoders}
     for round_ in range(steps + warmup):
@@ -372,25 +372,26 @@ def control_bars(scores: dict[tuple[str, str, str], dict], ceiling: float) -> No
 
 def studio_time(repeats: int) -> None:
     from pipelines.flexecontrol.conditions import from_upload
-    from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE
+    from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRequest, FlexEControlRunner
+    from pipelines.models import ModelManager, choose_placement
     from pipelines.shapesworld import sample_scene
     from pipelines.shapesworld.conditions import canny
-    from studio.context import StudioContext
-    from studio.flexecontrol import LayerInput, PipelineCache, run_generation
 
     scene = sample_scene(0, split="test")
     edges = cv2_resize(canny(scene), 256)
     segments = cv2_resize(from_upload(scene.image, "segmentation", 64), 256)
-    layers = [LayerInput("canny", "draw", {"composite": edges}, None, 1.0, 0.0, 1.0),
-              LayerInput("segmentation", "draw", {"composite": segments}, None, 1.0, 0.0, 1.0)]
-    text_only = [LayerInput("none", "draw", None, None, 1.0, 0.0, 1.0)]
-    cache = PipelineCache(StudioContext(preset="tiny", device="cpu"))
-    run_generation(cache, scene.caption, layers, 0, 25, DEFAULT_GUIDANCE)  # load and warm up
+    drawn = [ConditionInput("canny", edges), ConditionInput("segmentation", segments)]
+    runner = FlexEControlRunner(ModelManager("tiny", choose_placement("cpu")))
+
+    def run(conditions, seed):
+        runner.run(FlexEControlRequest(scene.caption, conditions, seed, 25), progress=True)
+
+    run(drawn, 0)  # load and warm up
     times, plain = [], []
     for seed in range(repeats):  # taking turns with text-only generation, so the ratio survives a busy machine
-        for chosen, record in ((layers, times), (text_only, plain)):
+        for chosen, record in ((drawn, times), ([], plain)):
             start = time.perf_counter()
-            run_generation(cache, scene.caption, chosen, seed, 25, DEFAULT_GUIDANCE)
+            run(chosen, seed)
             record.append(time.perf_counter() - start)
     median = statistics.median(times)
     emit(BENCH, "studio_seconds", round(median, 3), best=round(min(times), 3), repeats=repeats, conditions=2,

@@ -12,7 +12,7 @@ ShapesWorld stand-in, named in every line). Then:
   their opacity there (a piece of the object may be hidden in one of them); the
   world displacement (x right, y up) must have cosine >= 0.7 with the commanded direction (image y
   flipped) and length >= 0.1 world units (5% of the plane);
-* **edit precision / recall**: "make the <object> <colour>" through :class:`CommandSession`; the home
+* **edit precision / recall**: "make the <object> <colour>" through a session of :class:`Morpho4DRunner`; the home
   view is rendered at every frame before and after; a pixel is *edited* when its colour moved by at
   least half the distance between the object's old and new colours (the same half-coverage rule as the
   detector's masks); precision = |edited & mask| / |edited|, recall = |edited & mask| / |mask|, with
@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import emit, machine  # noqa: E402
-from pipelines.morpho4d import CommandSession, GenConfig, ShapesWorldStandIn, default_source, render  # noqa: E402
-from pipelines.morpho4d.depth import DepthEstimator  # noqa: E402
+from pipelines.models import ModelManager  # noqa: E402
+from pipelines.morpho4d import GenConfig, render  # noqa: E402
 from pipelines.morpho4d.editing import NAMED_COLOURS  # noqa: E402
 from pipelines.morpho4d.motion import object_name  # noqa: E402
+from pipelines.morpho4d.runner import Morpho4DRunner  # noqa: E402
 from pipelines.shapesworld.vocab import DIRECTIONS  # noqa: E402
 from pipelines.utils import set_torch_threads  # noqa: E402
 
@@ -74,8 +75,11 @@ def edit_colour(colour: str) -> str:
     return "yellow" if colour in ("blue", "purple") else "blue"
 
 
-def run_prompt(prompt: str, source, depth, config: GenConfig) -> dict:
-    session = CommandSession(source=source, depth_model=depth, config=config)
+def run_prompt(prompt: str, runner: Morpho4DRunner, source=None) -> dict:
+    """One prompt through a session of the studio's runner (``source`` replaces its frame source)."""
+    session = runner.new_session()
+    if source is not None:
+        session.source = source
     start = time.perf_counter()
     session.run(prompt)
     gen_seconds = time.perf_counter() - start
@@ -132,25 +136,23 @@ def main(argv=None) -> None:
     set_torch_threads(args.threads)
     bench_start = time.perf_counter()
     emit(BENCH, "machine", machine())
-    if args.mojito:
+    config = GenConfig(teacher=args.teacher)
+    runner = Morpho4DRunner(ModelManager("tiny"), frames="stand-in" if args.stand_in else "auto", config=config)
+    source = None
+    if args.mojito:  # another text-to-video folder, at its own number of denoising steps
         from pipelines.mojito.pipeline import MojitoPipeline
         from pipelines.morpho4d import MojitoSource
 
         pipe = MojitoPipeline.from_pretrained(args.mojito, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         source = MojitoSource(pipe, num_inference_steps=args.denoising_steps)
-    elif args.stand_in:
-        source = ShapesWorldStandIn()
-    else:
-        source = default_source("tiny")
-    depth, config = DepthEstimator.from_preset("tiny"), GenConfig(teacher=args.teacher)
-    emit(BENCH, "settings", {"source": getattr(source, "label", type(source).__name__), "teacher": config.teacher,
-                             "n_frames": config.n_frames,
+    label = source.label if source is not None else runner.resolved_frames()
+    emit(BENCH, "settings", {"source": label, "teacher": config.teacher, "n_frames": config.n_frames,
                              "size": config.size, "fit_steps": config.fit.steps,
                              "init_gaussians": config.fit.init_gaussians})
     rows = []
     for prompt in PROMPTS[: args.prompts]:
-        row = run_prompt(prompt, source, depth, config)
+        row = run_prompt(prompt, runner, source)
         rows.append(row)
         emit(BENCH, "prompt", row["direction_correct"], **row)
     seconds = [r["gen_seconds"] for r in rows]

@@ -2,7 +2,7 @@
 
 Prints JSON lines: single-object colour and shape accuracy, two-object
 both-present rate and relation accuracy (left/right/above/below), the same two
-rows with relation layout guidance (``pipelines.mojito.layout``: each object's
+rows with relation layout guidance (``pipelines.attention.layout``: each object's
 cross-attention guided into a box on its side, same captions and seeds), tiny-CLIP
 zero-shot top-1 on held-out single-object scenes, seconds per 64x64 image at
 25 steps for the pack and for a random-weight model of equal size, and the time
@@ -26,7 +26,7 @@ from transformers import CLIPModel, CLIPProcessor  # noqa: E402
 
 from bench.common import emit, machine, timer  # noqa: E402
 from pipelines.models import TINY_PACK_DIR  # noqa: E402
-from pipelines.mojito.layout import DEFAULT_IMAGE_GUIDANCE  # noqa: E402
+from pipelines.attention.layout import DEFAULT_IMAGE_GUIDANCE  # noqa: E402
 from pipelines.shapesworld import RELATIONS, sample_scene  # noqa: E402
 from pipelines.shapesworld.vocab import article  # noqa: E402
 from pipelines.tinypack.evaluate import (  # noqa: E402

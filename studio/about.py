@@ -12,7 +12,7 @@ import transformers
 from PIL import Image
 
 from pipelines.models import PRESETS
-from pipelines.mojito.layout import DEFAULT_IMAGE_GUIDANCE
+from pipelines.attention.layout import DEFAULT_IMAGE_GUIDANCE
 from pipelines.tinypack.evaluate import fresh_samples
 
 from .context import StudioContext
@@ -71,7 +71,7 @@ def loaded_markdown(context: StudioContext) -> str:
 def sample_gallery(context: StudioContext, count: int, seed: int, layout: bool = False,
                    progress=gr.Progress(track_tqdm=True)):
     """Fresh text-to-image samples for unseen captions, each with the detector's verdict; ``layout`` guides
-    the objects of relation captions to their sides (:mod:`pipelines.mojito.layout`)."""
+    the objects of relation captions to their sides (:mod:`pipelines.attention.layout`)."""
     pipe = context.manager.get("text-to-image")
     progress(0, desc="generating")
     samples = fresh_samples(pipe, n=int(count), seed=int(seed), layout=DEFAULT_IMAGE_GUIDANCE if layout else None)

@@ -13,41 +13,26 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
-import time
 from dataclasses import dataclass
 
 import cv2
 import gradio as gr
 import numpy as np
-import torch
 
-from pipelines.errors import InvalidInputError, ModelNotFoundError
-from pipelines.flexecontrol import (
-    MAX_CONDITIONS,
-    WEIGHT_RANGE,
-    Condition,
-    FlexEControlPipeline,
-    edge_ssim,
-    from_drawing,
-    from_upload,
-    prepare_conditions,
-    segmentation_miou,
-)
-from pipelines.flexecontrol.metrics import drawn_objects, placement_of_drawn
+from pipelines.errors import InvalidInputError
+from pipelines.flexecontrol import MAX_CONDITIONS, WEIGHT_RANGE, Condition
 from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from pipelines.models import TINY_PACK_DIR
+from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRequest, FlexEControlRunner
 from pipelines.models.presets import REPO_ROOT
-from pipelines.shapesworld.detector import detect
+from pipelines.recipes import write_png
 from pipelines.shapesworld.conditions import CONDITION_TYPES, SEGMENTATION_PALETTE
 from pipelines.utils import to_rgb_array
 
 from .context import StudioContext
 from .errors import shows_errors
+from .outputs import recipe_markdown, scratch_path
 
 TITLE = "FlexEControl"
-# Trained by `make tiny-flexecontrol` over the preset's 'control-base' model.
-WEIGHTS_DIR = TINY_PACK_DIR / "flexecontrol"
 CANVAS = 256
 VIEW = 256
 NONE = "none"
@@ -99,29 +84,19 @@ def _black_on_transparent(image) -> np.ndarray:
     return to_rgb_array(array)
 
 
-def read_layers(layers: list[LayerInput], size: int, depth_model=None) -> tuple[list[Condition], list[str]]:
-    """Turn the layers' widgets into condition maps (layers of type 'none' are skipped) and notes."""
-    conditions, notes = [], []
-    for number, layer in enumerate(layers, start=1):
+def condition_inputs(layers: list[LayerInput]) -> list[ConditionInput]:
+    """The runner's conditions from the layers' widgets (layers of type 'none' are skipped)."""
+    inputs = []
+    for layer in layers:
         if layer.type == NONE:
             continue
-        label = f"Condition {number} ({layer.type})"
         if layer.source == "upload":
-            if layer.upload is None:
-                raise InvalidInputError(f"{label}: upload an image, or switch the layer to 'draw'.")
-            image = to_rgb_array(layer.upload)
-            if image.shape[:2] != (size, size):
-                notes.append(f"{label}: the {image.shape[1]}x{image.shape[0]} upload was resized to {size}x{size}.")
-            conditions.append(Condition(layer.type, from_upload(image, layer.type, size, depth_model),
-                                        layer.weight, layer.start, layer.end))
+            inputs.append(ConditionInput(layer.type, layer.upload, "upload", layer.weight, layer.start, layer.end))
         else:
             drawing = layer.drawing.get("composite") if isinstance(layer.drawing, dict) else layer.drawing
-            if drawing is None:
-                raise InvalidInputError(f"{label}: its canvas is empty; draw on it or switch the layer to 'upload'.")
-            conditions.append(Condition(layer.type, from_drawing(_black_on_transparent(drawing), layer.type, size),
-                                        layer.weight, layer.start, layer.end))
-    prepared, more = prepare_conditions(conditions, size)
-    return prepared, notes + more
+            image = None if drawing is None else _black_on_transparent(drawing)
+            inputs.append(ConditionInput(layer.type, image, "draw", layer.weight, layer.start, layer.end))
+    return inputs
 
 
 def overlay(image: np.ndarray, conditions: list[Condition]) -> np.ndarray:
@@ -134,23 +109,6 @@ def overlay(image: np.ndarray, conditions: list[Condition]) -> np.ndarray:
         elif condition.type in ("canny", "sketch"):
             out[condition.image > 0] = OVERLAY_COLOUR
     return out.clip(0, 255).astype(np.uint8)
-
-
-def controllability(conditions: list[Condition], image: np.ndarray) -> list[dict]:
-    """Per condition: the objects it shows and which of them the output has where they were drawn (with the
-    drawn shape), and SSIM of its edges against the output's edges, or mIoU of its segmentation."""
-    detections = detect(image)
-    rows = []
-    for number, condition in enumerate(conditions, start=1):
-        objects = drawn_objects(condition.type, condition.image)
-        found = placement_of_drawn(objects, image, detections)
-        row = {"condition": number, "type": condition.type, "objects": objects, "found": found}
-        if condition.type in ("canny", "sketch"):
-            row.update(metric="SSIM (edges)", value=edge_ssim(condition.image, image))
-        elif condition.type == "segmentation":
-            row.update(metric="mIoU (segmentation)", value=segmentation_miou(condition.image, image))
-        rows.append(row)
-    return rows
 
 
 BENCH_RESULTS = REPO_ROOT / "bench" / "results" / "flexecontrol.jsonl"
@@ -262,53 +220,50 @@ def previews(conditions: list[Condition]) -> list[tuple[np.ndarray, str]]:
             for n, c in enumerate(conditions, start=1)]
 
 
-class PipelineCache:
-    """The FlexEControl pipeline over the preset's 'control-base' model, loaded once per server (models only)."""
-
-    def __init__(self, context: StudioContext) -> None:
-        self.context = context
-        self._pipe: FlexEControlPipeline | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> FlexEControlPipeline:
-        with self._lock:
-            if self._pipe is None:
-                base = self.context.manager.get("control-base")
-                if not WEIGHTS_DIR.is_dir():
-                    raise ModelNotFoundError(f"No FlexEControl weights at {WEIGHTS_DIR}; run `make tiny-flexecontrol`.")
-                self._pipe = FlexEControlPipeline.from_pretrained(base, WEIGHTS_DIR)
-            return self._pipe
-
-    def depth_model(self):
-        """The preset's depth estimator, or None (uploads are then read as grey-level depth)."""
-        manager = self.context.manager
-        try:
-            return manager.get("depth") if manager.is_available("depth") else None
-        except Exception:  # a preset without a depth model is fine: grey levels are used
-            return None
+def generate_image(runner: FlexEControlRunner, prompt: str, layers: list[LayerInput], seed, steps, guidance, bind):
+    """Generate; the image is written as a PNG carrying its recipe. Returns (report, PNG path)."""
+    report = runner.run(FlexEControlRequest(prompt, condition_inputs(layers), int(seed or 0), int(steps),
+                                            float(guidance), bool(bind)))
+    path = write_png(report.image, scratch_path("flexecontrol-", ".png"), report.recipe)
+    return report, path
 
 
-def run_generation(cache: PipelineCache, prompt: str, layers: list[LayerInput], seed: int, steps: int,
-                   guidance: float, bind_objects: bool = True):
-    """Generate; return (image uint8 [H, W, 3], conditions used, notes, numbers, seconds).
+def api_generate(runner: FlexEControlRunner, prompt: str, images: list | None, conditions: list | None, seed, steps,
+                 guidance, bind) -> tuple[str, dict]:
+    """The API's generate: conditions as images (file paths) plus one entry each saying its ``type`` and
+    optionally ``source`` ("upload": extract the map, the default; "draw": white strokes on black; "map"),
+    ``weight``, ``start``, ``end``. Returns the PNG (carrying its recipe) and the numbers as plain JSON."""
+    from PIL import Image
 
-    ``bind_objects``: tie each object phrase of the prompt to the drawn object of its shape
-    (:func:`pipelines.flexecontrol.pipeline.object_regions`)."""
-    pipe = cache.get()
-    wants_depth = any(l.type == "depth" and l.source == "upload" for l in layers)
-    conditions, notes = read_layers(layers, pipe.image_size, cache.depth_model() if wants_depth else None)
-    start = time.perf_counter()
-    out = pipe(prompt, conditions, num_inference_steps=int(steps), guidance_scale=float(guidance),
-               generator=torch.Generator().manual_seed(int(seed)), progress=True, bind_objects=bool(bind_objects))
-    seconds = time.perf_counter() - start
-    image = out.images[0]
-    return image, out.conditions, notes + out.notes, controllability(out.conditions, image), seconds
+    images, conditions = list(images or []), list(conditions or [])
+    if len(images) != len(conditions):
+        raise InvalidInputError(f"{len(images)} condition images for {len(conditions)} condition entries; give "
+                                "one entry (type, weight...) per image.")
+    inputs = []
+    for path, entry in zip(images, conditions):
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise InvalidInputError(f"A condition entry is an object with a 'type', got {entry!r}.")
+        with Image.open(path) as opened:
+            array = np.asarray(opened.convert("L" if entry.get("source") == "map" and opened.mode == "L" else "RGB"))
+        inputs.append(ConditionInput(entry["type"], array, entry.get("source", "upload"),
+                                     float(entry.get("weight", 1.0)), float(entry.get("start", 0.0)),
+                                     float(entry.get("end", 1.0))))
+    report = runner.run(FlexEControlRequest(prompt, inputs, int(seed or 0), int(steps), float(guidance), bool(bind)))
+    path = write_png(report.image, scratch_path("flexecontrol-", ".png"), report.recipe)
+    rows = [{"condition": r["condition"], "type": r["type"], "objects": len(r["objects"]),
+             "found_where_drawn": sum(f is not None for f in r["found"]), "metric": r.get("metric"),
+             "value": None if "value" not in r else round(float(r["value"]), 4)} for r in report.rows]
+    return str(path), {"conditions": rows, "notes": report.notes, "seconds": round(report.seconds, 3),
+                       "recipe": report.recipe.request | {"conditions": len(report.conditions)},
+                       "command": report.recipe.command_line(path.name)}
 
 
-def create_tab(context: StudioContext) -> None:
-    cache = PipelineCache(context)
+def create_tab(context: StudioContext) -> dict:
+    """Build the FlexEControl tab inside the current ``gr.Blocks``; returns the components other tabs send to
+    or read from."""
+    runner = FlexEControlRunner(context.manager)
     black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
-    with gr.Tab(TITLE):
+    with gr.Tab(TITLE, id="flexecontrol"):
         gr.Markdown(INTRO)
         with gr.Accordion("How it works", open=False):
             gr.Markdown(HOW_IT_WORKS + measured_markdown())
@@ -359,27 +314,34 @@ def create_tab(context: StudioContext) -> None:
                                                   "(green box: it is there; red: it is not)")
                 numbers = gr.Markdown(elem_id="flexecontrol-numbers")
                 notes = gr.Markdown(elem_id="flexecontrol-notes")
+                download = gr.File(label="Image as generated (PNG carrying its recipe)", interactive=False,
+                                   elem_id="flexecontrol-file")
+                recipe = gr.Markdown(elem_id="flexecontrol-recipe")
+                with gr.Row():
+                    to_match = gr.Button("Send to Match", size="sm", elem_id="flexecontrol-to-match")
+                    to_mojito = gr.Button("Send to Mojito", size="sm", elem_id="flexecontrol-to-mojito")
 
-        layer_components = [c for layer in widgets for c in layer]
+        layer_components = {c for layer in widgets for c in layer}
 
-        def layers_from(values: list) -> list[LayerInput]:
-            return [LayerInput(*values[i : i + 7]) for i in range(0, len(values), 7)]
+        def layers_from(values: dict) -> list[LayerInput]:
+            """The layers' widgets by name (inputs given as a set arrive as a component -> value dict)."""
+            return [LayerInput(*(values[c] for c in layer)) for layer in widgets]
 
         @shows_errors
-        def on_extract(*values):
-            conditions, found = read_layers(layers_from(list(values)), cache.get().image_size,
-                                            cache.depth_model() if any(v == "upload" for v in values[1::7]) else None)
+        def on_extract(values):
+            conditions, found = runner.conditions(condition_inputs(layers_from(values)))
             return previews(conditions), "\n".join(f"- {n}" for n in found)
 
         @shows_errors
-        def on_generate(prompt_text, seed_value, steps_value, guidance_value, overlay_on, bind_on, *values,
-                        progress=gr.Progress(track_tqdm=True)):
-            image, conditions, found, rows, seconds = run_generation(
-                cache, prompt_text, layers_from(list(values)), seed_value, steps_value, guidance_value, bind_on)
-            for note in found:
+        def on_generate(values, progress=gr.Progress(track_tqdm=True)):
+            report, path = generate_image(runner, values[prompt], layers_from(values), values[seed], values[steps],
+                                          values[guidance], values[bind])
+            for note in report.notes:
                 gr.Warning(note)
-            return (shown_image(image, conditions, rows, overlay_on), numbers_markdown(rows, seconds),
-                    "\n".join(f"- {n}" for n in found), previews(conditions), (image, conditions, rows))
+            return (shown_image(report.image, report.conditions, report.rows, values[show_overlay]),
+                    numbers_markdown(report.rows, report.seconds), "\n".join(f"- {n}" for n in report.notes),
+                    previews(report.conditions), (report.image, report.conditions, report.rows), str(path),
+                    recipe_markdown(report.recipe, path))
 
         @shows_errors
         def on_overlay(overlay_on, state):
@@ -387,9 +349,23 @@ def create_tab(context: StudioContext) -> None:
                 return gr.update()
             return shown_image(*state, overlay_on)
 
-        extract.click(on_extract, inputs=layer_components, outputs=[maps, notes])
+        extract.click(on_extract, inputs=layer_components, outputs=[maps, notes], api_name=False)
         example.click(lambda: (EXAMPLE_PROMPT, "canny", "draw", example_canvas()),
-                      outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]])
-        generate.click(on_generate, inputs=[prompt, seed, steps, guidance, show_overlay, bind, *layer_components],
-                       outputs=[output, numbers, notes, maps, result])
-        show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output)
+                      outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]], api_name=False)
+        generate.click(on_generate, inputs={prompt, seed, steps, guidance, show_overlay, bind, *layer_components},
+                       outputs=[output, numbers, notes, maps, result, download, recipe], api_name=False)
+        show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output, api_name=False)
+
+        # The stable API (plain values: condition images plus their types), for gradio_client and scripts.
+        with gr.Column(visible=False):
+            api_images = gr.File(file_count="multiple", type="filepath", label="Condition images")
+            api_conditions = gr.JSON(label="Condition entries")
+            api_file = gr.File(label="Generated PNG")
+            api_report = gr.JSON(label="Numbers")
+            api_button = gr.Button("API generate")
+        api_button.click(shows_errors(functools.partial(api_generate, runner)),
+                         inputs=[prompt, api_images, api_conditions, seed, steps, guidance, bind],
+                         outputs=[api_file, api_report], api_name="flexecontrol_generate")
+    kind, source, _, upload = widgets[0][:4]
+    return {"prompt": prompt, "kind": kind, "source": source, "upload": upload, "result": result,
+            "to_match": to_match, "to_mojito": to_mojito}

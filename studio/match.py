@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-import tempfile
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -21,26 +19,18 @@ from plotly.subplots import make_subplots
 
 from pipelines.attention import AttentionOffsets
 from pipelines.errors import InvalidInputError
-from pipelines.matching import (
-    METHODS,
-    DiscffusionFeatures,
-    DiscffusionScorer,
-    Matchers,
-    MatchResult,
-    PromptLearningConfig,
-    check_captions,
-    check_image,
-    collect,
-    summarise,
-    train_offsets,
-)
-from pipelines.matching.benchmark import SWAP_TYPES, shapesworld_groups
+from pipelines.matching import METHODS, MatchResult
 from pipelines.matching.overlay import overlay, swapped_captions
-from pipelines.mojito.guidance import GuidanceConfig
-from pipelines.mojito.layout import DEFAULT_IMAGE_GUIDANCE, relation_layout
+from pipelines.matching.runner import (
+    ImageRequest,
+    LearnRequest,
+    MatchReport,
+    MatchRequest,
+    MatchRunner,
+)
 from pipelines.shapesworld import sample_scene
-from pipelines.tinypack.evaluate import generate_images
 
+from .outputs import recipe_markdown, scratch_path
 from .context import StudioContext
 from .errors import shows_errors
 
@@ -51,8 +41,6 @@ HEATMAP_SIZE = 160
 UI_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
 DEFAULT_METHODS = ["discffusion", "clip"]
 ALL_LAYERS, ALL_LEVELS = "all layers (mean)", "all levels (mean)"
-# seeds of the few-shot training groups and of the held-out groups that measure them (disjoint sets)
-FEW_SHOT_SEED, HELD_OUT_SEED = 1000, 2000
 
 INTRO = """\
 ## Match: which caption fits the image, and why
@@ -86,12 +74,9 @@ evaluations per decision. Details: `docs/notes/discffusion.md`.
 
 @dataclass
 class MatchSession:
-    """One user's image, last scoring and prompt-learned offsets."""
+    """One user's last scoring (image, captions, results, maps) and prompt-learned offsets."""
 
-    image: np.ndarray | None = None
-    captions: list[str] = field(default_factory=list)
-    features: DiscffusionFeatures | None = None
-    results: dict[str, MatchResult] = field(default_factory=dict)
+    report: MatchReport | None = None
     offsets: AttentionOffsets | None = None
     offsets_file: str | None = None
 
@@ -121,33 +106,15 @@ def shapesworld_sample(seed) -> tuple[np.ndarray, str]:
     return scene.image, "\n".join([scene.caption, *swapped_captions(scene.caption)])
 
 
-def relation_guidance(prompt: str) -> GuidanceConfig | None:
-    """Layout guidance for a ShapesWorld caption with a spatial relation (the model alone places objects at
-    chance); None for any other prompt."""
-    try:
-        return DEFAULT_IMAGE_GUIDANCE if relation_layout(prompt) else None
-    except InvalidInputError:  # outside the ShapesWorld grammar, or two objects with the same words
-        return None
+def generate(runner: MatchRunner, prompt: str, seed) -> tuple[str, str, str]:
+    """An image from the text-to-image model for ``prompt`` (a PNG carrying its recipe), the captions (the
+    prompt and its swaps) and the recipe for people. A relation caption's objects are guided to their sides."""
+    report = runner.generate(ImageRequest(prompt, int(seed or 0)))
+    path = scratch_path("match-", ".png")
+    from pipelines.recipes import write_png
 
-
-def generate(matchers: Matchers, prompt: str, seed) -> tuple[np.ndarray, str]:
-    """An image from the text-to-image model for ``prompt``; the captions become the prompt and its swaps.
-    A relation caption's objects are guided to their sides (:mod:`pipelines.mojito.layout`)."""
-    if not prompt or not prompt.strip():
-        raise InvalidInputError("Write a prompt to generate an image from.")
-    prompt = check_captions([prompt], matchers.backbone.tokenizer)[0]
-    image = generate_images(matchers.text_to_image(), [prompt], [int(seed)], progress=False,
-                            layout=relation_guidance(prompt))[0]
-    try:
-        captions = [prompt, *swapped_captions(prompt)]
-    except InvalidInputError:  # not in the ShapesWorld grammar: no automatic swaps
-        captions = [prompt]
-    return image, "\n".join(captions)
-
-
-def _scorer(matchers: Matchers, session: MatchSession, head_weighting: bool) -> DiscffusionScorer:
-    config = replace(matchers.discffusion_config, head_weighting=bool(head_weighting))
-    return DiscffusionScorer(matchers.backbone, config, offsets=session.offsets)
+    write_png(report.image, path, report.recipe)
+    return str(path), "\n".join(report.captions), recipe_markdown(report.recipe, path)
 
 
 def ranked_table(results: dict[str, MatchResult]) -> list[list]:
@@ -177,93 +144,57 @@ def bar_chart(results: dict[str, MatchResult]) -> go.Figure:
     return figure
 
 
-def heatmap_gallery(matchers: Matchers, session: MatchSession, caption: str | None, layer: str | None,
+def heatmap_gallery(runner: MatchRunner, session: MatchSession, caption: str | None, layer: str | None,
                     level: str | None) -> list[tuple[np.ndarray, str]]:
     """One overlay per word of ``caption``: the word's attention mass at ``layer`` and ``level``."""
-    if session.features is None or session.image is None:
+    if session.report is None or session.report.features is None:
         return []
-    features = session.features
-    if caption not in features.captions:
-        caption = features.captions[0]
-    levels = [f"{lvl}" for lvl in matchers.discffusion_config.noise_levels]
-    level_index = levels.index(level) if level in levels else None
-    layer_name = layer if layer in features.layers else None
-    scorer = DiscffusionScorer(matchers.backbone, matchers.discffusion_config)
-    maps = scorer.heatmaps(features, features.captions.index(caption), layer=layer_name, level=level_index,
+    levels = [f"{lvl}" for lvl in runner.matchers.discffusion_config.noise_levels]
+    maps = runner.heatmaps(session.report, caption, layer, levels.index(level) if level in levels else None,
                            size=HEATMAP_SIZE)
-    return [(overlay(session.image, heat), f"{word} (peak {heat.max():.2f})") for word, heat in maps.items()]
+    return [(overlay(session.report.image, heat), f"{word} (peak {heat.max():.2f})") for word, heat in maps.items()]
 
 
-def score(matchers: Matchers, session: MatchSession | None, image, captions_text, methods, head_weighting):
+def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting):
     """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps."""
-    started = time.perf_counter()
     session = session or MatchSession()
-    array = check_image(image)
-    captions = check_captions(captions_text or "", matchers.backbone.tokenizer)
-    methods = [m for m in UI_METHODS if m in (methods or [])]
-    if not methods:
-        raise InvalidInputError("Tick at least one method.")
-    session.image, session.captions, session.results, session.features = array, captions, {}, None
-    for method in methods:
-        if method == "discffusion":
-            scorer = _scorer(matchers, session, head_weighting)
-            session.features = scorer.features(array, captions, keep_maps=True)
-            result = scorer.combine(session.features)
-            result.method = "discffusion" + (" + head weighting" if head_weighting else "")
-            if session.offsets is not None:
-                result.method += " (prompt-learned)"
-        else:
-            result = matchers.scorer(method)(array, captions)
-        session.results[result.method] = result
-    layers = [ALL_LAYERS, *(session.features.layers if session.features else [])]
-    levels = [ALL_LEVELS, *(f"{lvl}" for lvl in matchers.discffusion_config.noise_levels)]
-    gallery = heatmap_gallery(matchers, session, captions[0], None, None)
-    winner = {m: r.captions[r.ranking()[0]] for m, r in session.results.items()}
-    status = f"Scored {len(captions)} captions in {time.perf_counter() - started:.2f} s. " + "; ".join(
-        f"**{m}** picks *{c}*" for m, c in winner.items())
+    report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), bool(head_weighting),
+                                     session.offsets))
+    session.report = report
+    captions = report.captions
+    layers = [ALL_LAYERS, *(report.features.layers if report.features else [])]
+    levels = [ALL_LEVELS, *(f"{lvl}" for lvl in runner.matchers.discffusion_config.noise_levels)]
+    gallery = heatmap_gallery(runner, session, captions[0], None, None)
+    status = f"Scored {len(captions)} captions in {report.seconds:.2f} s. " + "; ".join(
+        f"**{m}** picks *{c}*" for m, c in report.winners().items())
     return (
-        session, ranked_table(session.results), bar_chart(session.results),
+        session, ranked_table(report.results), bar_chart(report.results),
         gr.update(choices=captions, value=captions[0]), gr.update(choices=layers, value=ALL_LAYERS),
         gr.update(choices=levels, value=ALL_LEVELS), gallery, status,
     )
 
 
-def refresh_heatmaps(matchers: Matchers, session: MatchSession | None, caption, layer, level):
-    if session is None or session.features is None:
+def refresh_heatmaps(runner: MatchRunner, session: MatchSession | None, caption, layer, level):
+    if session is None or session.report is None or session.report.features is None:
         raise InvalidInputError("Score with Discffusion first: the heatmaps come from its attention maps.")
-    return heatmap_gallery(matchers, session, caption, layer, level)
+    return heatmap_gallery(runner, session, caption, layer, level)
 
 
-def _accuracy(matchers: Matchers, session: MatchSession, groups, head_weighting: bool) -> dict[str, float]:
-    scorer = _scorer(matchers, session, head_weighting)
-    outcomes = collect(groups, scorer.score, desc="held-out groups")
-    summary = summarise("discffusion", next(iter(outcomes.values())))
-    return {"overall": summary.overall["text"], **{k: v["text"] for k, v in summary.per_swap.items()}}
-
-
-def train(matchers: Matchers, session: MatchSession | None, shots, steps, held_out, head_weighting,
+def train(runner: MatchRunner, session: MatchSession | None, shots, steps, held_out, head_weighting,
           progress=gr.Progress(track_tqdm=True)):
     """Prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups; text accuracy before/after on held-out ones."""
     session = session or MatchSession()
-    shots, steps, held_out = int(shots), int(steps), int(held_out)
-    if not (1 <= shots <= 200 and 1 <= steps <= 2000 and 5 <= held_out <= 200):
-        raise InvalidInputError("Few-shot groups must be 1-200, steps 1-2000 and held-out groups 5-200.")
-    few_shot = shapesworld_groups(shots, seed=FEW_SHOT_SEED)
-    evaluation = shapesworld_groups(held_out, seed=HELD_OUT_SEED)
-    progress(0, desc="accuracy before")
-    before = _accuracy(matchers, replace(session, offsets=None), evaluation, head_weighting)
-    scorer = _scorer(matchers, replace(session, offsets=None), head_weighting)
-    offsets, log = train_offsets(scorer, few_shot, PromptLearningConfig(steps=steps))
-    session.offsets = offsets
-    after = _accuracy(matchers, session, evaluation, head_weighting)
-    path = Path(tempfile.mkdtemp(prefix="match-offsets-")) / "discffusion_offsets.safetensors"
-    offsets.save(path)
+    report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), bool(head_weighting)), progress)
+    session.offsets = report.offsets
+    path = scratch_path("match-offsets-", ".safetensors")
+    report.offsets.save(path)
     session.offsets_file = str(path)
+    before, after = report.before, report.after
     rows = "\n".join(f"| {k} | {before[k]:.2f} | {after[k]:.2f} |" for k in before)
-    text = (f"Trained offsets on {len(offsets.layer_names)} layers with {shots} few-shot groups, {steps} steps "
-            f"(final loss {np.mean(log.losses[-10:]):.3f}). Text accuracy on {held_out} held-out groups:\n\n"
-            f"| swap | before | after |\n|---|---|---|\n{rows}\n\nScoring now uses these offsets.")
-    figure = go.Figure(go.Scatter(y=log.losses, mode="lines", name="triplet loss"))
+    text = (f"Trained offsets on {len(report.offsets.layer_names)} layers with {int(shots)} few-shot groups, "
+            f"{int(steps)} steps (final loss {np.mean(report.losses[-10:]):.3f}). Text accuracy on {int(held_out)} "
+            f"held-out groups:\n\n| swap | before | after |\n|---|---|---|\n{rows}\n\nScoring now uses these offsets.")
+    figure = go.Figure(go.Scatter(y=report.losses, mode="lines", name="triplet loss"))
     figure.update_layout(title="Triplet loss (eq. 5.6)", height=260, margin=dict(l=10, r=10, t=40, b=10))
     return session, text, figure, str(path)
 
@@ -274,31 +205,17 @@ def reset_offsets(session: MatchSession | None):
     return session, "Offsets cleared: Discffusion is zero-shot again.", None
 
 
-def batch_eval(matchers: Matchers, session: MatchSession | None, groups, methods, head_weighting,
+def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, methods, head_weighting,
                progress=gr.Progress(track_tqdm=True)):
     """Winoground text/image/group accuracy on held-out ShapesWorld groups for each ticked method."""
     session = session or MatchSession()
-    count = int(groups)
-    if not 5 <= count <= 200:
-        raise InvalidInputError(f"Batch evaluation runs 5 to 200 groups, got {count}.")
-    methods = [m for m in UI_METHODS if m in (methods or [])]
-    if not methods:
-        raise InvalidInputError("Tick at least one method.")
-    benchmark = shapesworld_groups(count, seed=HELD_OUT_SEED)
-    rows = []
-    for method in methods:
-        function = _scorer(matchers, session, head_weighting).score if method == "discffusion" \
-            else matchers.scorer(method)
-        summary = summarise(method, next(iter(collect(benchmark, function, desc=method).values())))
-        rows.append([method, *(round(summary.overall[k], 3) for k in ("text", "image", "group")),
-                     *(round(summary.per_swap.get(s, {}).get("text", float("nan")), 3) for s in SWAP_TYPES),
-                     round(summary.unet_evaluations_per_decision, 1), round(summary.seconds_per_decision, 3)])
-    return rows
+    return runner.benchmark(groups, list(methods or []), bool(head_weighting), session.offsets)
 
 
-def create_tab(context: StudioContext) -> None:
-    """Build the Match tab inside the current ``gr.Blocks`` (models load on first use)."""
-    matchers = Matchers(context.manager)
+def create_tab(context: StudioContext) -> dict:
+    """Build the Match tab inside the current ``gr.Blocks`` (models load on first use); returns the components
+    other tabs send to or read from."""
+    runner = MatchRunner(context.manager)
     examples = example_items()
 
     def handler(function, *bound, **bound_keywords):
@@ -325,6 +242,10 @@ def create_tab(context: StudioContext) -> None:
                                         info="relations (left of, right of, above, below) are laid out by "
                                              "cross-attention box guidance", scale=3)
                     make = gr.Button("Generate", scale=1)
+                recipe = gr.Markdown("", elem_id="match-recipe")
+                with gr.Row():
+                    to_flex = gr.Button("Send to FlexEControl", size="sm", elem_id="match-to-flexecontrol")
+                    to_mojito = gr.Button("Send to Mojito", size="sm", elem_id="match-to-mojito")
             with gr.Column(scale=1, min_width=300):
                 captions = gr.Textbox(label="Captions (one per line, at most 32)", lines=6, elem_id="match-captions")
                 methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
@@ -370,20 +291,21 @@ def create_tab(context: StudioContext) -> None:
         load.click(handler(load_example, examples=examples), inputs=example, outputs=[image, captions],
                    api_name="match_load_example")
         sample.click(handler(shapesworld_sample), inputs=sample_seed, outputs=[image, captions], api_name=False)
-        make.click(handler(generate, matchers), inputs=[prompt, sample_seed], outputs=[image, captions],
-                   api_name=False)
+        make.click(handler(generate, runner), inputs=[prompt, sample_seed], outputs=[image, captions, recipe],
+                   api_name="match_generate")
         score_outputs = [state, table, plot, heat_caption, heat_layer, heat_level, gallery, status]
-        go_button.click(handler(score, matchers),
+        go_button.click(handler(score, runner),
                         inputs=[state, image, captions, methods, head_weighting], outputs=score_outputs,
                         api_name="match_score")
         for control in (heat_caption, heat_layer, heat_level):
-            control.input(handler(refresh_heatmaps, matchers),
+            control.input(handler(refresh_heatmaps, runner),
                           inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False)
-        train_button.click(handler(train, matchers),
+        train_button.click(handler(train, runner),
                            inputs=[state, shots, steps, held_out, head_weighting],
                            outputs=[state, train_report, loss_plot, offsets_file], api_name=False)
         clear_button.click(handler(reset_offsets), inputs=state, outputs=[state, train_report, offsets_file],
                            api_name=False)
-        eval_button.click(handler(batch_eval, matchers),
+        eval_button.click(handler(batch_eval, runner),
                           inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
                           api_name=False)
+    return {"image": image, "captions": captions, "to_flexecontrol": to_flex, "to_mojito": to_mojito}

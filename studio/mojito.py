@@ -12,36 +12,27 @@ Each user's objects and keyframes live in a ``gr.State`` (:class:`MojitoSession`
 from __future__ import annotations
 
 import functools
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from PIL import Image, ImageDraw
 
 from pipelines.errors import InvalidInputError
 from pipelines.mojito import PRESETS, GuidanceConfig, Trajectory, check_phrase, preset_trajectory
-from pipelines.mojito.evaluate import (
-    detected_centres,
-    motion_alignment,
-    owlvit_detections,
-    phrase_object,
-    shapes_detections,
-    track_metrics,
-)
-from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale, write_gif, write_video
-from pipelines.mojito.pipeline import DEFAULT_STEPS, mojito_from_manager
+from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale
+from pipelines.mojito.pipeline import DEFAULT_STEPS
+from pipelines.mojito.runner import N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
+from pipelines.utils import to_rgb_array
 
 from .context import StudioContext
 from .errors import shows_errors
+from .outputs import recipe_markdown, scratch_path
 
 TITLE = "Mojito"
-N_FRAMES = 16
 CANVAS = 256
 # Videos are shown this many times larger than generated (the tiny pack makes 64x64 frames).
 VIEW_SCALE = 4
@@ -71,18 +62,12 @@ class MojitoSession:
     """One user's objects: phrase -> keyframe rows [frame, x0, y0, x1, y1] (fractions), in insertion order."""
 
     objects: dict[str, list[list[float]]] = field(default_factory=dict)
+    # The first frame drawn under the keyframes (an image sent from another tab), uint8 [H, W, 3] or None.
+    background: np.ndarray | None = None
 
-    def trajectories(self, prompt: str, interpolation: str) -> list[Trajectory]:
-        out = []
-        for phrase, rows in self.objects.items():
-            if rows:
-                check_phrase(prompt, phrase)
-                trajectory = Trajectory.from_rows(phrase, rows, interpolation)
-                trajectory.check_frames(N_FRAMES)
-                out.append(trajectory)
-        if not out:
-            raise InvalidInputError("Add keyframes first: click the canvas at least twice, or apply a preset.")
-        return out
+    def trajectories(self) -> list[TrajectoryInput]:
+        """The objects as the runner's plain keyframe lists (it checks them)."""
+        return [TrajectoryInput(phrase, [list(map(float, row)) for row in rows]) for phrase, rows in self.objects.items()]
 
 
 def phrase_choices(prompt: str) -> list[str]:
@@ -118,9 +103,12 @@ def spread_frames(count: int, n_frames: int = N_FRAMES) -> list[int]:
 
 def render_canvas(session: MojitoSession, interpolation: str = "linear") -> np.ndarray:
     """The first-frame canvas: each object's keyframe boxes and its interpolated centre path, in its colour."""
-    image = Image.new("RGB", (CANVAS, CANVAS), (236, 236, 236))
+    if session.background is not None:
+        image = Image.fromarray(session.background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
+    else:
+        image = Image.new("RGB", (CANVAS, CANVAS), (236, 236, 236))
     draw = ImageDraw.Draw(image)
-    for i in range(1, 8):
+    for i in range(1, 8) if session.background is None else ():
         draw.line([(i * CANVAS // 8, 0), (i * CANVAS // 8, CANVAS)], fill=(222, 222, 222))
         draw.line([(0, i * CANVAS // 8), (CANVAS, i * CANVAS // 8)], fill=(222, 222, 222))
     for k, (phrase, rows) in enumerate(session.objects.items()):
@@ -185,6 +173,17 @@ def apply_preset(session, prompt, phrase, preset, box_size, interpolation):
     return session, render_canvas(session, interpolation), session.objects[phrase]
 
 
+def receive(prompt: str, background, objects: dict[str, list[list[float]]] | None = None):
+    """What another tab sends ("send to Mojito"): its prompt, its image as the first-frame canvas and, from a
+    4D scene, each object's keyframes. Returns the tab's new session, prompt, phrase choices, canvas and the
+    first object's keyframes."""
+    session = MojitoSession(dict(objects or {}), None if background is None else to_rgb_array(background))
+    choices = phrase_choices(prompt)
+    first = next(iter(session.objects), choices[0] if choices else None)
+    return (session, prompt, gr.update(choices=choices, value=first), render_canvas(session),
+            session.objects.get(first or "", []))
+
+
 def select_object(session, phrase):
     session = _session(session)
     return session.objects.get(phrase or "", [])
@@ -194,25 +193,6 @@ def clear_object(session, phrase, interpolation):
     session = _session(session)
     session.objects.pop(phrase or "", None)
     return session, render_canvas(session, interpolation), []
-
-
-def _detections(manager, frames: np.ndarray, phrase: str):
-    """The ShapesWorld detector for ShapesWorld phrases; OWL-ViT (the preset's detector) otherwise."""
-    if phrase_object(phrase) != (None, None):
-        return shapes_detections(frames, phrase)
-    detector = manager.get("detector")
-    from transformers import OwlViTProcessor
-
-    processor = OwlViTProcessor.from_pretrained(detector.name_or_path)
-    return owlvit_detections(frames, phrase, detector, processor)
-
-
-def _video_file(frames: np.ndarray, gif: bool = False) -> str:
-    handle = tempfile.NamedTemporaryFile(prefix="mojito-", suffix=".mp4", delete=False)
-    handle.close()
-    if gif:
-        return str(write_gif(frames, handle.name, fps=FPS))
-    return str(write_video(frames, handle.name, fps=FPS))
 
 
 def path_plot(targets: dict[str, np.ndarray], achieved: dict[str, np.ndarray]) -> go.Figure:
@@ -233,65 +213,76 @@ def path_plot(targets: dict[str, np.ndarray], achieved: dict[str, np.ndarray]) -
     return figure
 
 
-def generate(manager, session, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation,
-             draw_boxes, with_unguided, progress=gr.Progress(track_tqdm=True)):
-    session = _session(session)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInputError("Write a prompt first.")
-    trajectories = session.trajectories(prompt, interpolation)
-    if intensity is None or not float(intensity).is_integer() or not 1 <= intensity <= 10:
-        raise InvalidInputError(f"Intensity must be an integer from 1 to 10, got {intensity!r}.")
-    if strength is None or not np.isfinite(strength):
-        raise InvalidInputError(f"Guidance strength must be a number, got {strength!r}.")
-    guidance = GuidanceConfig(strength=float(strength), steps=int(guide_steps), smoothness=float(smoothness))
-    pipe = mojito_from_manager(manager)
-    seed = int(seed or 0)
-    progress(0, desc="guided video")
-    started = time.perf_counter()
-    out = pipe(prompt, trajectories=trajectories, intensity=int(intensity), num_frames=N_FRAMES,
-               num_inference_steps=int(steps), guidance=guidance, generator=torch.Generator().manual_seed(seed))
-    guided_seconds = time.perf_counter() - started
-    unguided_video, unguided_seconds = None, None
-    if with_unguided:
-        progress(0.5, desc="unguided video")
-        started = time.perf_counter()
-        plain = pipe(prompt, intensity=int(intensity), num_frames=N_FRAMES, num_inference_steps=int(steps),
-                     generator=torch.Generator().manual_seed(seed))
-        unguided_seconds = time.perf_counter() - started
-        unguided_video = _video_file(upscale(plain.frames, VIEW_SCALE))
-
-    side = out.frames.shape[2]
-    rows, achieved, detected = [], {}, {}
-    for phrase, boxes in out.boxes.items():
-        detections = _detections(manager, out.frames, phrase)
-        metrics = track_metrics(detections, boxes, side)
-        achieved[phrase] = detected_centres(detections, side)
-        detected[phrase] = np.array([np.array(d.box) / side if d.box is not None else [np.nan] * 4
-                                     for d in detections])
-        rows.append((phrase, metrics))
-    measured, alignment = motion_alignment(out.frames, int(intensity))
-    shown = overlay_boxes(out.frames, out.boxes, scale=VIEW_SCALE, detected=detected) if draw_boxes else \
-        upscale(out.frames, VIEW_SCALE)
-    video, gif = _video_file(shown), _video_file(shown, gif=True)
-
+def metrics_markdown(report: MojitoReport, steps: int) -> str:
+    """The measurements for people: per object mIoU, AP50, CD, in box, plausible, detected; intensity; time."""
     lines = ["| object | mIoU | AP50 | CD | in box | plausible | detected |", "|---|---|---|---|---|---|---|"]
-    for phrase, m in rows:
+    for obj in report.objects:
+        m = obj.metrics
         cd = "n/a" if not np.isfinite(m.cd) else f"{m.cd:.3f}"
-        lines.append(f"| {phrase} | {m.miou:.3f} | {m.ap50:.3f} | {cd} | {m.hit_rate:.2f} | {m.plausible:.2f} | "
+        lines.append(f"| {obj.phrase} | {m.miou:.3f} | {m.ap50:.3f} | {cd} | {m.hit_rate:.2f} | {m.plausible:.2f} | "
                      f"{m.detected:.2f} |")
-    mim = "on" if out.intensity is not None else "off (this model has no Motion Intensity Modulator)"
+    mim = "on" if report.intensity is not None else "off (this model has no Motion Intensity Modulator)"
+    asked = report.recipe.request["intensity"]
     lines.append("")
-    lines.append(f"**Intensity**: asked {int(intensity)}, measured {measured:.1f} (Farneback), alignment error "
-                 f"{alignment:.3f}; MIM {mim}.")
-    timing = f"**Time**: guided {guided_seconds:.1f} s"
-    if unguided_seconds is not None:
-        timing += f", unguided {unguided_seconds:.1f} s"
-    lines.append(timing + f" ({int(steps)} steps, guidance in the first {guidance.steps}).")
-    return video, unguided_video, path_plot(out.boxes, achieved), "\n".join(lines), gif
+    lines.append(f"**Intensity**: asked {asked}, measured {report.measured:.1f} (Farneback), alignment error "
+                 f"{report.alignment:.3f}; MIM {mim}.")
+    timing = f"**Time**: guided {report.seconds:.1f} s"
+    if report.unguided_seconds is not None:
+        timing += f", unguided {report.unguided_seconds:.1f} s"
+    return "\n".join(lines + [timing + f" ({steps} steps, guidance in the first {report.guidance.steps})."])
 
 
-def create_tab(context: StudioContext) -> None:
-    """Build the Mojito tab inside the current ``gr.Blocks`` (the model loads on first Generate)."""
+def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: bool = True, progress=None):
+    """Run ``request``; returns the report, the shown MP4 and GIF (upscaled, boxes drawn when asked), the
+    unguided MP4 or None, and the video as generated (MP4 carrying the recipe)."""
+    report = runner.run(request, progress)
+    detected = {obj.phrase: obj.boxes for obj in report.objects}
+    shown = overlay_boxes(report.frames, report.boxes, scale=VIEW_SCALE, detected=detected) if draw_boxes else \
+        upscale(report.frames, VIEW_SCALE)
+    video = write_frames(shown, scratch_path("mojito-", ".mp4"), report.recipe, fps=FPS)
+    gif = write_frames(shown, scratch_path("mojito-", ".gif"), report.recipe, fps=FPS)
+    raw = write_frames(report.frames, scratch_path("mojito-raw-", ".mp4"), report.recipe, fps=FPS)
+    unguided = None
+    if report.unguided is not None:
+        unguided = write_frames(upscale(report.unguided, VIEW_SCALE), scratch_path("mojito-unguided-", ".mp4"),
+                                report.unguided_recipe, fps=FPS)
+    return report, str(video), str(gif), None if unguided is None else str(unguided), str(raw)
+
+
+def generate(runner: MojitoRunner, session, settings: dict, draw_boxes: bool = True, progress=None):
+    """Generate from this user's keyframes and the settings (prompt, intensity, strength, guided_steps,
+    smoothness, steps, seed, interpolation, with_unguided: the request's fields by name)."""
+    session = _session(session)
+    request = MojitoRequest(trajectories=session.trajectories(), n_frames=N_FRAMES, **settings)
+    report, video, gif, unguided, raw = generate_video(runner, request, bool(draw_boxes), progress)
+    achieved = {obj.phrase: obj.centres for obj in report.objects}
+    return (video, unguided, path_plot(report.boxes, achieved), metrics_markdown(report, request.steps), gif, raw,
+            recipe_markdown(report.recipe, raw))
+
+
+def api_generate(runner: MojitoRunner, prompt: str, trajectories: list | None, intensity, strength, guided_steps,
+                 smoothness, steps, seed, interpolation) -> tuple[str, dict]:
+    """The API's generate: the trajectory as plain values, ``[{"phrase": "red circle", "keyframes": [[frame, x0,
+    y0, x1, y1], ...]}, ...]`` (box fractions, frames 0-15). Returns the video as generated (MP4 carrying its
+    recipe) and the measurements as plain JSON."""
+    given = []
+    for entry in trajectories or []:
+        if not isinstance(entry, dict) or not {"phrase", "keyframes"} <= set(entry):
+            raise InvalidInputError(f"A trajectory is an object with 'phrase' and 'keyframes', got {entry!r}.")
+        given.append(TrajectoryInput(str(entry["phrase"]), [list(row) for row in entry["keyframes"]]))
+    request = MojitoRequest(prompt, given, intensity, strength, int(guided_steps), float(smoothness), int(steps),
+                            int(seed or 0), interpolation)
+    report = runner.run(request)
+    path = write_frames(report.frames, scratch_path("mojito-raw-", ".mp4"), report.recipe, fps=FPS)
+    objects = [{"phrase": o.phrase, **o.metrics.as_dict()} for o in report.objects]
+    return str(path), {"objects": objects, "intensity": report.intensity, "measured_intensity": round(report.measured, 3),
+                       "alignment": round(report.alignment, 4), "seconds": round(report.seconds, 3),
+                       "recipe": report.recipe.request, "command": report.recipe.command_line(path.name)}
+
+
+def create_tab(context: StudioContext) -> dict:
+    """Build the Mojito tab inside the current ``gr.Blocks`` (the model loads on first Generate); returns the
+    components other tabs send to or read from."""
 
     def handler(function, *bound):
         if not bound:
@@ -336,6 +327,10 @@ def create_tab(context: StudioContext) -> None:
                 video = gr.Video(label="Guided video", elem_id="mojito-video", autoplay=True, loop=True)
                 unguided = gr.Video(label="Unguided video (same seed)", elem_id="mojito-unguided", loop=True)
                 gif = gr.File(label="Guided video as GIF", elem_id="mojito-gif")
+                raw = gr.File(label="Video as generated (MP4 carrying its recipe)",
+                              elem_id="mojito-raw")
+                recipe = gr.Markdown("", elem_id="mojito-recipe")
+                lift = gr.Button("Lift to 4D (Morpho4D: fit this video along its trajectory)", elem_id="mojito-lift")
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
@@ -346,9 +341,29 @@ def create_tab(context: StudioContext) -> None:
         preset_button.click(handler(apply_preset), [state, prompt, phrase, preset, box_size, interpolation],
                             [state, canvas, table])
         clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table])
-        run.click(
-            handler(generate, context.manager),
-            [state, prompt, intensity, strength, guide_steps, smoothness, steps, seed, interpolation, draw_boxes,
-             with_unguided],
-            [video, unguided, plot, metrics, gif],
-        )
+        runner = MojitoRunner(context.manager)
+        # The request's fields by name (inputs given as a set arrive as a component -> value dict).
+        fields = {"prompt": prompt, "intensity": intensity, "strength": strength, "guided_steps": guide_steps,
+                  "smoothness": smoothness, "steps": steps, "seed": seed, "interpolation": interpolation,
+                  "with_unguided": with_unguided}
+
+        def on_generate(values, progress=gr.Progress(track_tqdm=True)):
+            settings = {name: values[component] for name, component in fields.items()}
+            settings.update(steps=int(settings["steps"]), guided_steps=int(settings["guided_steps"]),
+                            seed=int(settings["seed"] or 0), with_unguided=bool(settings["with_unguided"]))
+            return generate(runner, values[state], settings, bool(values[draw_boxes]), progress)
+
+        run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
+                  [video, unguided, plot, metrics, gif, raw, recipe], api_name=False)
+
+        # The stable API (plain values: the trajectory as keyframe lists), for gradio_client and scripts.
+        with gr.Column(visible=False):
+            api_trajectories = gr.JSON(label="Trajectories")
+            api_file = gr.File(label="Video as generated")
+            api_report = gr.JSON(label="Measurements")
+            api_button = gr.Button("API generate")
+        api_button.click(handler(api_generate, runner),
+                         [prompt, api_trajectories, intensity, strength, guide_steps, smoothness, steps, seed,
+                          interpolation], [api_file, api_report], api_name="mojito_generate")
+    return {"state": state, "prompt": prompt, "phrase": phrase, "canvas": canvas, "table": table, "raw": raw,
+            "lift": lift}

@@ -2,9 +2,11 @@
 11.3.2-11.3.3), then render it at any time and camera, edit it by object query, undo/redo, export PLY /
 npz / video.
 
-Every user's scene lives in a ``gr.State`` (a :class:`ViewerSession`), and their command history in
-another (a :class:`~pipelines.morpho4d.language.CommandSession`), never in a module global. Only the
-models (the depth model, the frame source) are shared, loaded once.
+Every user's scene lives in one ``gr.State`` (a :class:`ViewerSession`: the view and the one
+:class:`~pipelines.morpho4d.language.CommandSession` that owns the scene, its editor and the only undo
+history; buttons and typed commands both go through it), never in a module global. The models (the depth
+model, Mojito's video model for the frames) come from the studio's ModelManager through
+:class:`~pipelines.morpho4d.runner.Morpho4DRunner`, loaded once and shared with the Mojito tab.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,31 +24,21 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pipelines.errors import InvalidInputError
-from pipelines.morpho4d import (
-    OPERATIONS,
-    EditSession,
-    Scene4D,
-    build_shapes_scene,
-    export_video,
-    load_scene,
-    orbit_camera,
-    read_ply,
-    render,
-    save_scene,
-    to_uint8,
-    write_ply,
-)
-from pipelines.morpho4d.commands import GrammarParser, LLMCommandParser
-from pipelines.morpho4d.generation import MojitoSource, ShapesWorldStandIn
+from pipelines.morpho4d import OPERATIONS, Scene4D, load_scene, orbit_camera, read_ply, render, to_uint8
 from pipelines.morpho4d.language import CommandSession
 from pipelines.morpho4d.rendering import gsplat_status
+from pipelines.morpho4d.runner import Morpho4DRequest, Morpho4DRunner, camera_json, write_scene_file
 from pipelines.morpho4d.scene import SceneLimits
+from pipelines.recipes import NoRecipeError, read_recipe
 from pipelines.shapesworld import sample_video
 
 from .context import StudioContext
 from .errors import shows_errors
+from .outputs import recipe_markdown, scratch_path
 
 TITLE = "Morpho4D"
+# Frames of a Mojito video (a scene sent to Mojito has its boxes spread over them).
+MOJITO_FRAMES = 16
 VIEW_SIZE = 256
 # Gaussian centres drawn in the 3D scatter (a fixed sample of larger scenes).
 MAX_PLOT_POINTS = 3000
@@ -78,9 +69,9 @@ the selection, and the operation applies to every frame. Edits are a list: undo 
 
 @dataclass
 class ViewerSession:
-    """One user's scene: the non-destructive editor and where it came from."""
+    """One user's scene session (the only history) and how the viewer looks at it."""
 
-    editor: EditSession
+    session: CommandSession
     label: str
     # Horizontal field of view (degrees) of the scene's home camera; orbit views use it.
     fov: float
@@ -92,42 +83,26 @@ class ViewerSession:
 
     @property
     def scene(self) -> Scene4D:
-        return self.editor.scene
+        return self.session.scene
+
+    @property
+    def editor(self):
+        return self.session.editor
 
 
-@functools.lru_cache(maxsize=1)
-def frame_source():
-    """Mojito's generator when the tiny pack has its text-to-video model, else the labelled stand-in
-    (loaded once per process; a model, not user data)."""
-    try:
-        return MojitoSource.from_preset("tiny")
-    except Exception:  # noqa: BLE001 (any failure to load means: no generator here)
-        return ShapesWorldStandIn()
+def make_runner(context: StudioContext) -> Morpho4DRunner:
+    """The tab's runner over the studio's models; WORLDSTUDIO_MORPHO4D_PARSER=llm parses with the preset's
+    local LLM (its output schema-checked, the grammar's plan used when it is invalid)."""
+    return Morpho4DRunner(context.manager, parser=os.environ.get("WORLDSTUDIO_MORPHO4D_PARSER", "grammar"))
 
 
-@functools.lru_cache(maxsize=1)
-def command_parser():
-    """The grammar parser, or with WORLDSTUDIO_MORPHO4D_PARSER=llm the hub preset's local LLM (its output
-    schema-checked, the grammar's plan used when it is invalid)."""
-    if os.environ.get("WORLDSTUDIO_MORPHO4D_PARSER", "grammar") == "llm":
-        return LLMCommandParser.from_preset("hub")
-    return GrammarParser()
-
-
-@functools.lru_cache(maxsize=1)
-def depth_model():
-    from pipelines.morpho4d.depth import DepthEstimator
-
-    return DepthEstimator.from_preset("tiny")
-
-
-def source_notice() -> str:
-    source = frame_source()
-    if isinstance(source, ShapesWorldStandIn):
+def source_notice(runner: Morpho4DRunner) -> str:
+    if runner.resolved_frames() == "stand-in":
         return ("**Frames:** no text-to-video model is installed, so scenes are built from ShapesWorld's own "
                 "renderer drawing the plan along its trajectory, a **stand-in, not generated video**; features "
                 "come from the detector's masks. With Mojito's model (`shapes-t2v`) the frames are generated.")
-    return (f"**Frames:** {source.label} (generated); features: ShapesWorld's detector masks of the generated "
+    return ("**Frames:** Mojito's guided text-to-video model (the Mojito tab's, preset "
+            f"{runner.manager.preset!r}; generated); features: ShapesWorld's detector masks of the generated "
             "frames (the generator's coarse cross-attention maps made edits bleed into the background).")
 
 
@@ -136,14 +111,16 @@ def example_labels() -> dict[str, int]:
     return {f"#{seed}: {sample_video(seed, EXAMPLE_SIZE, EXAMPLE_FRAMES).caption}": seed for seed in EXAMPLE_SEEDS}
 
 
-def new_session(scene: Scene4D, label: str) -> ViewerSession:
+def new_view(session: CommandSession, label: str) -> ViewerSession:
+    """A viewer on ``session``'s scene, its sliders at the scene's home camera."""
+    scene = session.scene
     camera = scene.camera
     fov = math.degrees(2 * math.atan(camera.width / 2 / float(camera.K[0, 0])))
     offset = camera.position - scene.centre()
     distance = float(np.linalg.norm(offset)) or 1.0
     azimuth = math.degrees(math.atan2(offset[0], offset[2]))
     elevation = math.degrees(math.asin(max(-1.0, min(1.0, offset[1] / distance))))
-    return ViewerSession(EditSession(scene), label, fov, distance, azimuth, elevation)
+    return ViewerSession(session, label, fov, distance, azimuth, elevation)
 
 
 def view_camera(session: ViewerSession, azimuth: float, elevation: float, distance: float):
@@ -158,14 +135,9 @@ def view_camera(session: ViewerSession, azimuth: float, elevation: float, distan
 
 
 def _require(session: ViewerSession | None) -> ViewerSession:
-    if session is None:
+    if session is None or session.scene is None:
         raise InvalidInputError("Load an example or open a scene first.")
     return session
-
-
-def _scratch(suffix: str) -> Path:
-    """A fresh file path in a private temporary folder (Gradio serves it from its cache)."""
-    return Path(tempfile.mkdtemp(prefix="morpho4d-")) / f"scene{suffix}"
 
 
 def render_view(session: ViewerSession, t: float, azimuth: float, elevation: float, distance: float) -> np.ndarray:
@@ -203,10 +175,6 @@ def centres_plot(session: ViewerSession, t: float, highlight: np.ndarray | None 
     return figure
 
 
-def splat_file(session: ViewerSession, t: float) -> str:
-    return str(write_ply(session.scene, _scratch(".ply"), t))
-
-
 def status_markdown(session: ViewerSession, seconds: float | None = None) -> str:
     scene = session.scene
     names = ", ".join(scene.object_names) if scene.object_names else "no named objects (not editable by query)"
@@ -219,6 +187,7 @@ def status_markdown(session: ViewerSession, seconds: float | None = None) -> str
 
 
 def history_markdown(session: ViewerSession) -> str:
+    """The scene's edits (from buttons and commands alike); undone ones are marked."""
     lines = session.editor.history()
     return "**Edits**  \n" + ("  \n".join(f"{i + 1}. {line}" for i, line in enumerate(lines)) if lines else "none yet")
 
@@ -245,15 +214,18 @@ def _loaded(session: ViewerSession):
             gr.update(value=1.0))
 
 
-def load_example(label: str, examples: dict[str, int]):
+def load_example(runner: Morpho4DRunner, label: str, view: ViewerSession | None = None, *, examples: dict[str, int]):
+    """A ShapesWorld example scene in this user's session (its history starts afresh)."""
     if label not in examples:
         raise InvalidInputError(f"Unknown example {label!r}.")
-    scene = build_shapes_scene(seed=examples[label], size=EXAMPLE_SIZE, n_frames=EXAMPLE_FRAMES,
-                               n_gaussians=EXAMPLE_GAUSSIANS)
-    return _loaded(new_session(scene, f"Example {label}"))
+    session = runner.load_example(examples[label], EXAMPLE_SIZE, EXAMPLE_FRAMES, EXAMPLE_GAUSSIANS,
+                                  view.session if view is not None else None)
+    return _loaded(new_view(session, f"Example {label}"))
 
 
-def open_file(path):
+def open_file(runner: Morpho4DRunner, path, view: ViewerSession | None = None):
+    """A scene from a ``.npz`` or a 3DGS ``.ply``. An NPZ that carries a Morpho4D recipe continues it, so
+    what is written next carries the whole recipe; anything else cannot be replayed."""
     if not path:
         raise InvalidInputError("No file was given.")
     path = Path(path)
@@ -264,7 +236,18 @@ def open_file(path):
         scene = read_ply(path, SceneLimits())
     else:
         raise InvalidInputError(f"Open a Morpho4D scene (.npz) or a 3DGS splat (.ply), not {suffix or 'a file without suffix'}.")
-    return _loaded(new_session(scene, f"File {path.name}"))
+    session = view.session if view is not None else runner.new_session()
+    session.load(scene, {"file": path.name})
+    if suffix == ".npz":
+        try:
+            recipe = read_recipe(path)
+        except NoRecipeError:
+            recipe = None
+        if recipe is not None and recipe.method == "morpho4d":
+            request = Morpho4DRequest(**{k: v for k, v in recipe.request.items() if k not in ("t", "video")})
+            session.origin, session.actions = request.origin, [dict(a) for a in request.actions]
+            session.frames = request.frames
+    return _loaded(new_view(session, f"File {path.name}"))
 
 
 def refresh(session, t, azimuth, elevation, distance):
@@ -275,46 +258,58 @@ def refresh(session, t, azimuth, elevation, distance):
 
 def preview(session, query, t, azimuth, elevation, distance):
     session = _require(session)
-    selection = session.editor.preview(query)
+    selection = session.session.preview(query)
     outputs = _show(session, t, azimuth, elevation, distance, selection.mask)
     note = (f"Preview: {int(selection.mask.sum()):,} Gaussians match {query!r} "
             f"(threshold {selection.threshold:.2f}, {selection.seconds * 1000:.0f} ms); nothing changed.")
     return (*outputs[:-1], outputs[-1] + "  \n" + note)
 
 
+def _after_step(session: ViewerSession, t, azimuth, elevation, distance):
+    """Outputs after a step that changed the scene: _show's, the chat and an emptied splat viewer."""
+    t = session.scene.check_time(min(float(t), session.scene.n_frames - 1))
+    return (*_show(session, t, azimuth, elevation, distance, session.editor.last_selection()),
+            chat_messages(session.session), None)
+
+
 def apply_edit(session, query, operation, colour, view_state):
+    """An edit from the buttons: one step of the session's history (typed "undo" takes it back too)."""
     session = _require(session)
-    t, azimuth, elevation, distance = view_state
-    session.editor.apply(operation, query, colour)
-    return _changed(_show(session, session.scene.check_time(min(float(t), session.scene.n_frames - 1)), azimuth,
-                          elevation, distance, session.editor.last_selection()))
+    session.session.apply_edit(operation, query, colour)
+    return _after_step(session, *view_state)
 
 
 def undo_redo(session, t, azimuth, elevation, distance, *, action: str):
+    """Undo or redo the last step, typed or pressed."""
     session = _require(session)
-    session.editor.undo() if action == "undo" else session.editor.redo()
-    return _changed(_show(session, t, azimuth, elevation, distance, session.editor.last_selection()))
+    session.session.undo() if action == "undo" else session.session.redo()
+    return _after_step(session, t, azimuth, elevation, distance)
 
 
-def show_splats(session, t):
+def show_splats(runner: Morpho4DRunner, session, t):
     session = _require(session)
-    return splat_file(session, session.scene.check_time(t))
+    return str(write_scene_file(runner, session.session, scratch_path("morpho4d-", ".ply"),
+                                session.scene.check_time(t))[0])
 
 
-def play(session, azimuth, elevation, distance):
+def play(runner: Morpho4DRunner, session, azimuth, elevation, distance):
     session = _require(session)
     camera = view_camera(session, azimuth, elevation, distance)
-    return str(export_video(session.scene, _scratch(".mp4"), "time", fps=8, camera=camera))
+    video = {"kind": "time", "fps": 8.0, "camera": camera_json(camera)}
+    return str(write_scene_file(runner, session.session, scratch_path("morpho4d-", ".mp4"), video=video)[0])
 
 
-def export_file(session, t, *, kind: str):
+def export_file(runner: Morpho4DRunner, session, t, *, kind: str):
+    """The scene as PLY (this time), NPZ or an orbit video, each carrying the scene's recipe when it has one;
+    returns the file and the recipe for people."""
     session = _require(session)
-    if kind == "ply":
-        return str(write_ply(session.scene, _scratch(".ply"), session.scene.check_time(t)))
-    if kind == "npz":
-        return str(save_scene(session.scene, _scratch(".npz")))
-    return str(export_video(session.scene, _scratch(".mp4"), "orbit", fps=12, t=session.scene.check_time(t),
-                            steps=36, size=VIEW_SIZE))
+    t = session.scene.check_time(t)
+    suffix = {"ply": ".ply", "npz": ".npz"}.get(kind, ".mp4")
+    video = {"kind": "orbit", "fps": 12.0, "t": t, "steps": 36, "size": VIEW_SIZE} if suffix == ".mp4" else None
+    path, recipe = write_scene_file(runner, session.session, scratch_path("morpho4d-", suffix), t, video)
+    shown = recipe_markdown(recipe, path) if recipe is not None else (
+        "**No recipe**: this scene was opened from a file that carried none, so it cannot be replayed.")
+    return str(path), shown
 
 
 def chat_messages(language: CommandSession) -> list[dict]:
@@ -331,45 +326,73 @@ def chat_messages(language: CommandSession) -> list[dict]:
     return messages
 
 
-def run_command(session, language, command, t, azimuth, elevation, distance, progress=None):
+def run_command(runner: Morpho4DRunner, view, command, t, azimuth, elevation, distance, progress=None):
     """Parse and carry out one command; the chat shows the plan and the outcome (or the error message)."""
-    language = language or CommandSession(command_parser(), frame_source(), depth_model())
-    if session is not None and language.editor is not session.editor:
-        language.adopt(session.editor)
-    before = language.editor
+    if view is None:
+        view = ViewerSession(runner.new_session(), "No scene yet", 0.0, 1.0, 0.0, 0.0)
+    session = view.session
+    before = session.editor.base if session.editor is not None else None
+    shown_before = session.scene
     report = (lambda stage, fraction: progress(fraction, desc=stage)) if progress is not None else None
-    language.try_run(command, report)
-    chat = chat_messages(language)
-    if language.editor is None:  # nothing to show yet (e.g. an edit before any scene)
-        return (session, language, chat, "", *([gr.update()] * 5), *([gr.update()] * 4))
-    if session is None or language.gen is not None and (language.editor.base is not session.editor.base):
-        label = f"Scene from: {language.gen.plan.describe()}" if language.gen else "Scene"
-        session = new_session(language.editor.base, label)
-        session.editor = language.editor
-        outputs = _loaded(session)
-        return (outputs[0], language, chat, "", *outputs[1:])
-    session.editor = language.editor
-    t = session.scene.check_time(min(float(t), session.scene.n_frames - 1))
-    shown = _show(session, t, azimuth, elevation, distance, session.editor.last_selection())
-    splats = None if language.editor is not before or language.history[-1].ok else gr.update()
-    return (shown[0], language, chat, "", *shown[1:], splats, *([gr.update()] * 4))
+    session.try_run(command, report)
+    chat = chat_messages(session)
+    if session.scene is None:  # nothing to show yet (e.g. an edit before any scene)
+        return (view, chat, "", *([gr.update()] * 5), *([gr.update()] * 4))
+    if session.editor.base is not before:  # a new scene: generated, regenerated, or one undone back
+        label = f"Scene from: {session.gen.plan.describe()}" if session.gen is not None else view.label
+        outputs = _loaded(new_view(session, label))
+        return (outputs[0], chat, "", *outputs[1:])
+    t = view.scene.check_time(min(float(t), view.scene.n_frames - 1))
+    shown = _show(view, t, azimuth, elevation, distance, view.editor.last_selection())
+    splats = None if session.scene is not shown_before else gr.update()
+    return (shown[0], chat, "", *shown[1:], splats, *([gr.update()] * 4))
 
 
-def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (models load lazily, once)
-    """Build the Morpho4D tab inside the current ``gr.Blocks``."""
+def lift_video(runner: Morpho4DRunner, video_path, view, progress=None):
+    """"Lift to 4D" from the Mojito tab: its video (remade from the recipe the MP4 carries) fitted as moving
+    Gaussians along its trajectory, in this user's session."""
+    if not video_path:
+        raise InvalidInputError("Generate a video in the Mojito tab first.")
+    recipe = read_recipe(video_path)
+    if recipe.method != "mojito":
+        raise InvalidInputError(f"Lift to 4D takes a Mojito video; this file was made by {recipe.method}.")
+    session = view.session if view is not None else runner.new_session()
+    report = (lambda stage, fraction: progress(fraction, desc=stage)) if progress is not None else None
+    runner.lift(recipe.request, session, report)
+    outputs = _loaded(new_view(session, f"Mojito video lifted to 4D: {recipe.request['prompt']}"))
+    return (outputs[0], chat_messages(session), "", *outputs[1:])
+
+
+def to_mojito(view) -> tuple[str, np.ndarray, dict[str, list[list[float]]]]:
+    """What "Send to Mojito" gives: the scene's prompt, its first frame from the home camera and, for a
+    generated scene, each object's per-frame boxes as keyframes over Mojito's 16 frames."""
+    view = _require(view)
+    scene, gen = view.scene, view.session.gen
+    first = to_uint8(render(scene, scene.camera.resized(VIEW_SIZE, VIEW_SIZE), 0.0))
+    if gen is None:
+        return str(scene.meta.get("caption", "")), first, {}
+    last = max(len(next(iter(gen.boxes.values()))) - 1, 1)
+    objects = {name: [[round(t * (MOJITO_FRAMES - 1) / last), *map(float, box)] for t, box in enumerate(boxes)]
+               for name, boxes in gen.boxes.items()}
+    return gen.video.prompt, first, objects
+
+
+def create_tab(context: StudioContext) -> dict:
+    """Build the Morpho4D tab inside the current ``gr.Blocks`` (models load on first use, once); returns the
+    components and handlers other tabs send to."""
     examples = example_labels()
+    runner = make_runner(context)
 
-    def handler(function, **bound):
-        """``function`` with ``bound`` keywords, errors shown to the user (a named function for the log)."""
-        wrapped = functools.partial(function, **bound)
+    def handler(function, *bound, **bound_keywords):
+        """``function`` with ``bound`` arguments, errors shown to the user (a named function for the log)."""
+        wrapped = functools.partial(function, *bound, **bound_keywords)
         wrapped.__name__ = function.__name__
         return shows_errors(wrapped)
 
     with gr.Tab(TITLE, id="morpho4d"):
         gr.Markdown(INTRO)
         state = gr.State(None)
-        language = gr.State(None)
-        gr.Markdown(source_notice(), elem_id="morpho4d-source")
+        gr.Markdown(source_notice(runner), elem_id="morpho4d-source")
         chat = gr.Chatbot(label="Commands: each one's plan (JSON) and what was done", height=320,
                           elem_id="morpho4d-chat")
         with gr.Row():
@@ -423,24 +446,28 @@ def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (models load laz
             ply_button = gr.Button("Export PLY (this time)")
             npz_button = gr.Button("Export scene (.npz)")
             video_button = gr.Button("Export orbit video (.mp4)")
+            mojito_button = gr.Button("Send to Mojito (prompt, first frame, trajectories)", elem_id="morpho4d-to-mojito")
             download = gr.File(label="Download", interactive=False, elem_id="morpho4d-download")
+        recipe = gr.Markdown("", elem_id="morpho4d-recipe")
 
         shown = [state, view, plot, status, history]
         changed = shown + [splats]
+        stepped = shown + [chat, splats]
         sliders = [time_slider, azimuth, elevation, distance]
 
-        def command_handler(session, language_state, text, t, az, el, dist, progress=gr.Progress(track_tqdm=True)):
-            return run_command(session, language_state, text, t, az, el, dist, progress)
+        def command_handler(session, text, t, az, el, dist, progress=gr.Progress(track_tqdm=True)):
+            return run_command(runner, session, text, t, az, el, dist, progress)
 
-        command_outputs = [state, language, chat, command, view, plot, status, history, splats, *sliders]
-        send.click(handler(command_handler), inputs=[state, language, command, *sliders], outputs=command_outputs,
+        command_outputs = [state, chat, command, view, plot, status, history, splats, *sliders]
+        send.click(handler(command_handler), inputs=[state, command, *sliders], outputs=command_outputs,
                    api_name="morpho4d_command")
-        command.submit(handler(command_handler), inputs=[state, language, command, *sliders],
+        command.submit(handler(command_handler), inputs=[state, command, *sliders],
                        outputs=command_outputs, api_name=False)
-        load.click(handler(load_example, examples=examples), inputs=example,
+        load.click(handler(load_example, runner, examples=examples), inputs=[example, state],
                    outputs=changed + sliders, api_name="morpho4d_load_example")
-        upload.upload(handler(open_file), inputs=upload, outputs=changed + sliders, api_name="morpho4d_open")
-        splat_button.click(handler(show_splats), inputs=[state, time_slider], outputs=splats, api_name=False)
+        upload.upload(handler(open_file, runner), inputs=[upload, state], outputs=changed + sliders,
+                      api_name="morpho4d_open")
+        splat_button.click(handler(show_splats, runner), inputs=[state, time_slider], outputs=splats, api_name=False)
         for slider in sliders:
             slider.change(handler(refresh), inputs=[state, *sliders], outputs=shown, trigger_mode="always_last",
                           show_progress="hidden", api_name=False)
@@ -450,17 +477,21 @@ def create_tab(context: StudioContext) -> None:  # noqa: ARG001 (models load laz
             return apply_edit(session, query_text, op, colour_text, (t, az, el, dist))
 
         apply_button.click(handler(apply_handler), inputs=[state, query, operation, colour, *sliders],
-                           outputs=changed, api_name="morpho4d_edit")
+                           outputs=stepped, api_name="morpho4d_edit")
         query.submit(handler(apply_handler), inputs=[state, query, operation, colour, *sliders],
-                     outputs=changed, api_name=False)
+                     outputs=stepped, api_name=False)
         undo_button.click(handler(undo_redo, action="undo"), inputs=[state, *sliders],
-                          outputs=changed, api_name=False)
+                          outputs=stepped, api_name="morpho4d_undo")
         redo_button.click(handler(undo_redo, action="redo"), inputs=[state, *sliders],
-                          outputs=changed, api_name=False)
-        play_button.click(handler(play), inputs=[state, azimuth, elevation, distance], outputs=video, api_name=False)
-        ply_button.click(handler(export_file, kind="ply"), inputs=[state, time_slider],
-                         outputs=download, api_name=False)
-        npz_button.click(handler(export_file, kind="npz"), inputs=[state, time_slider],
-                         outputs=download, api_name=False)
-        video_button.click(handler(export_file, kind="video"), inputs=[state, time_slider],
-                           outputs=download, api_name=False)
+                          outputs=stepped, api_name="morpho4d_redo")
+        play_button.click(handler(play, runner), inputs=[state, azimuth, elevation, distance], outputs=video,
+                          api_name=False)
+        for button, kind in ((ply_button, "ply"), (npz_button, "npz"), (video_button, "video")):
+            button.click(handler(export_file, runner, kind=kind), inputs=[state, time_slider],
+                         outputs=[download, recipe], api_name=False)
+
+    def lift_handler(video_path, session, progress=gr.Progress(track_tqdm=True)):
+        return lift_video(runner, video_path, session, progress)
+
+    return {"state": state, "lift": handler(lift_handler), "lift_outputs": command_outputs,
+            "to_mojito": mojito_button, "to_mojito_values": handler(to_mojito)}

@@ -368,7 +368,7 @@ def test_gradient_checkpointing_leaves_the_gradients_unchanged():
 
     from pipelines.flexecontrol.data import build_control_scenes
     from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer, prepare_base
-    from pipelines.tinypack.train import TrainSchedule
+    from pipelines.training import TrainSchedule
 
     pipe = StableDiffusionPipeline(**dummy_sd_components(seed=0))
     scenes = build_control_scenes(4, 32, pipe.tokenizer, pipe.tokenizer.model_max_length)

@@ -136,7 +136,7 @@ def test_embedding_learning_rate_and_checkpoints_resume(small_training, tmp_path
 
     from pipelines.flexecontrol.encoder import ALWAYS_TRAINED, load_copied_encoder
     from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer
-    from pipelines.tinypack.train import TrainSchedule
+    from pipelines.training import TrainSchedule
 
     pipe, scenes, base = small_training
     config = FlexTrainConfig(schedule=TrainSchedule(2, 2, 1e-3), embedding_lr_multiplier=5.0, drawn_probability=0.5)
@@ -170,7 +170,7 @@ def test_cycle_reward_judges_low_noise_samples_and_reaches_the_encoder(small_tra
     from accelerate import Accelerator
 
     from pipelines.flexecontrol.train import FlexTrainConfig, FlexTrainer
-    from pipelines.tinypack.train import TrainSchedule
+    from pipelines.training import TrainSchedule
 
     pipe, scenes, base = small_training
     torch.manual_seed(0)

@@ -15,9 +15,11 @@ from pipelines.shapesworld import sample_scene
 from pipelines.shapesworld.conditions import canny, segmentation
 from studio import flexecontrol as tab
 from studio import tab_titles
-from studio.context import StudioContext
+from pipelines.flexecontrol.runner import FlexEControlRunner, controllability, read_conditions
+from pipelines.models import TINY_PACK_DIR, ModelManager, choose_placement
+from pipelines.recipes import read_recipe
 
-pytestmark = pytest.mark.skipif(not tab.WEIGHTS_DIR.is_dir(), reason="run `make tiny-flexecontrol`")
+pytestmark = pytest.mark.skipif(not (TINY_PACK_DIR / "flexecontrol").is_dir(), reason="run `make tiny-flexecontrol`")
 
 
 def canvas(image: np.ndarray) -> dict:
@@ -30,9 +32,18 @@ def layer(kind, drawing=None, upload=None, weight=1.0, start=0.0, end=1.0, sourc
     return tab.LayerInput(kind, source, drawing, upload, weight, start, end)
 
 
+def read_layers(layers, size):
+    return read_conditions(tab.condition_inputs(layers), size)
+
+
+def run_generation(runner, prompt, layers, seed, steps, guidance):
+    report, path = tab.generate_image(runner, prompt, layers, seed, steps, guidance, True)
+    return report.image, report.conditions, report.notes, report.rows, report.seconds, path
+
+
 @pytest.fixture(scope="module")
 def cache():
-    return tab.PipelineCache(StudioContext(preset="tiny", device="cpu"))
+    return FlexEControlRunner(ModelManager("tiny", choose_placement("cpu")))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,10 @@ def test_tab_is_listed_before_about():
 
 def test_generation_from_two_canvases_gives_numbers_and_overlay(cache, scene):
     layers = [layer("canny", canvas(canny(scene))), layer("segmentation", canvas(segmentation(scene)), weight=0.8)]
-    image, conditions, notes, rows, seconds = tab.run_generation(cache, scene.caption, layers, 0, 4, 3.0)
+    image, conditions, notes, rows, seconds, path = run_generation(cache, scene.caption, layers, 0, 4, 3.0)
+    recipe = read_recipe(path)
+    assert recipe.method == "flexecontrol" and recipe.request["steps"] == 4 and recipe.request["seed"] == 0
+    assert [c["type"] for c in recipe.request["conditions"]] == ["canny", "segmentation"]
     assert image.shape == (64, 64, 3) and notes == [] and seconds > 0
     assert [c.type for c in conditions] == ["canny", "segmentation"]
     assert np.array_equal(conditions[0].image, canny(scene))  # the 256 canvas comes back to the 64 map exactly
@@ -65,13 +79,13 @@ def test_numbers_check_each_drawn_object_against_the_output(scene):
     from pipelines.flexecontrol import Condition
 
     conditions = [Condition("canny", canny(scene)), Condition("segmentation", segmentation(scene))]
-    rows = tab.controllability(conditions, scene.image)
+    rows = controllability(conditions, scene.image)
     assert [len(r["objects"]) for r in rows] == [len(scene.objects)] * 2 and all(f is not None for r in rows for f in r["found"])
     assert f"{len(scene.objects)} of {len(scene.objects)}" in tab.numbers_markdown(rows, 1.0)
     boxes = tab.placement_boxes(np.zeros((256, 256, 3), np.uint8), rows, 4.0)
     assert (boxes == (40, 200, 40)).all(axis=-1).sum() > 100 and not (boxes == (230, 40, 40)).all(axis=-1).any()
     blank = np.full_like(scene.image, 128)
-    missed = tab.controllability(conditions, blank)
+    missed = controllability(conditions, blank)
     assert all(f is None for r in missed for f in r["found"]) and f"0 of {len(scene.objects)}" in tab.numbers_markdown(missed, 1.0)
     red = tab.placement_boxes(np.zeros((256, 256, 3), np.uint8), missed, 4.0)
     assert (red == (230, 40, 40)).all(axis=-1).sum() > 100
@@ -79,7 +93,7 @@ def test_numbers_check_each_drawn_object_against_the_output(scene):
 
 def test_uploads_are_extracted_and_resizing_is_said(cache, scene):
     big = np.kron(scene.image, np.ones((3, 3, 1), np.uint8))  # 192x192 upload
-    conditions, notes = tab.read_layers([layer("edge", upload=big, source="upload")], 64)
+    conditions, notes = read_layers([layer("edge", upload=big, source="upload")], 64)
     assert conditions[0].type == "canny" and conditions[0].image.shape == (64, 64)
     assert notes == ["Condition 1 (edge): the 192x192 upload was resized to 64x64."]
 
@@ -87,16 +101,16 @@ def test_uploads_are_extracted_and_resizing_is_said(cache, scene):
 def test_bad_input_is_explained(cache, scene):
     black = canvas(np.zeros((64, 64), np.uint8))
     with pytest.raises(InvalidInputError, match="Condition 1 \\(canny\\) is empty"):
-        tab.run_generation(cache, scene.caption, [layer("canny", black)], 0, 2, 3.0)
+        run_generation(cache, scene.caption, [layer("canny", black)], 0, 2, 3.0)
     with pytest.raises(InvalidInputError, match="upload an image"):
-        tab.read_layers([layer("depth", source="upload")], 64)
+        read_layers([layer("depth", source="upload")], 64)
     with pytest.raises(InvalidInputError, match="weight 3 is outside"):
-        tab.read_layers([layer("canny", canvas(canny(scene)), weight=3)], 64)
+        read_layers([layer("canny", canvas(canny(scene)), weight=3)], 64)
     with pytest.raises(InvalidInputError, match="Unknown condition type 'pose'"):
-        tab.read_layers([layer("pose", canvas(canny(scene)))], 64)
+        read_layers([layer("pose", canvas(canny(scene)))], 64)
     with pytest.raises(InvalidInputError, match="5 conditions"):
-        tab.read_layers([layer("canny", canvas(canny(scene)))] * 5, 64)
-    image, conditions, notes, rows, _ = tab.run_generation(cache, scene.caption, [layer("none")] * 4, 0, 2, 3.0)
+        read_layers([layer("canny", canvas(canny(scene)))] * 5, 64)
+    image, conditions, notes, rows, _, _ = run_generation(cache, scene.caption, [layer("none")] * 4, 0, 2, 3.0)
     assert conditions == [] and rows == [] and "text alone" in notes[0]
 
 
@@ -192,7 +206,7 @@ def test_depth_upload_goes_through_the_presets_depth_model(cache, scene):
     model = cache.depth_model()
     if model is None:
         pytest.skip("the tiny preset has no depth model (make tiny-depth)")
-    conditions, _ = tab.read_layers([layer("depth", upload=scene.image, source="upload")], 64)
+    conditions, _ = read_layers([layer("depth", upload=scene.image, source="upload")], 64)
     grey = conditions[0].image
     objects = np.any([obj.mask for obj in scene.objects], axis=0)
     assert grey[objects].mean() > grey[~objects].mean() + 30  # objects stand in front: brighter (near = bright)

@@ -10,8 +10,9 @@ import pytest
 from studio_server import CHROMIUM, browser_page, running_studio
 
 from pipelines.errors import InvalidInputError
-from pipelines.matching import Matchers
+from pipelines.matching.runner import MatchRunner, relation_guidance
 from pipelines.models import TINY_PACK_DIR, ModelManager
+from pipelines.recipes import read_recipe
 from studio import match as tab
 from studio import tab_titles
 
@@ -21,8 +22,8 @@ needs_pack = pytest.mark.skipif(not (PACK / "shapes-sd").is_dir() or not (PACK /
 
 
 @pytest.fixture(scope="module")
-def matchers() -> Matchers:
-    return Matchers(ModelManager("tiny"))
+def matchers() -> MatchRunner:
+    return MatchRunner(ModelManager("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -62,25 +63,34 @@ def test_score_ranks_plots_and_gives_one_heatmap_per_word(matchers, examples):
     assert "Scored 5 captions" in status
     # each call builds its own session: nothing of this user reaches another
     other = tab.score(matchers, None, image, "a red circle", ["clip"], False)[0]
-    assert other is not session and other.features is None and session.features is not None
+    assert other is not session and other.report.features is None and session.report.features is not None
 
 
 @needs_pack
 def test_generate_from_prompt_gives_the_prompt_and_its_swaps(matchers):
-    image, captions = tab.generate(matchers, "a red circle left of a blue square", 0)
+    path, captions, recipe = tab.generate(matchers, "a red circle left of a blue square", 0)
+    from PIL import Image
+
+    image = np.asarray(Image.open(path))
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    carried = read_recipe(path)
+    assert carried.request == {"kind": "image", "prompt": "a red circle left of a blue square", "seed": 0}
+    assert carried.preset == "tiny" and len(carried.models["text-to-image"]) == 64
+    assert "python -m pipelines.matching rerun output.png" in recipe
     assert captions.splitlines() == ["a red circle left of a blue square", "a blue circle left of a red square",
                                      "a red square left of a blue circle", "a red circle right of a blue square"]
 
 
 @needs_pack
 def test_generated_relation_prompts_are_laid_out_by_box_guidance(matchers):
+    from PIL import Image
+
     from pipelines.shapesworld import caption_verdict
 
     prompt = "a green triangle above a yellow circle"
-    assert tab.relation_guidance(prompt) is not None
-    assert tab.relation_guidance("a green triangle") is None and tab.relation_guidance("a cat on a mat") is None
-    verdicts = [caption_verdict(tab.generate(matchers, prompt, seed)[0], prompt) for seed in range(4)]
+    assert relation_guidance(prompt) is not None
+    assert relation_guidance("a green triangle") is None and relation_guidance("a cat on a mat") is None
+    verdicts = [caption_verdict(np.asarray(Image.open(tab.generate(matchers, prompt, seed)[0])), prompt) for seed in range(4)]
     present = [v for v in verdicts if v.both_present]
     # seeds 0-3 of the shipped pack: 3 of 4 draw both objects, each time the triangle above the circle
     assert len(present) >= 2 and all(v.relation_ok for v in present)
@@ -96,7 +106,7 @@ def test_few_shot_panel_trains_offsets_for_this_session_only_and_batch_eval_give
     tuned = tab.score(matchers, session, image, captions, ["discffusion"], False)
     plain = tab.score(matchers, None, image, captions, ["discffusion"], False)
     assert "prompt-learned" in tuned[1][0][0] and "prompt-learned" not in plain[1][0][0]
-    assert matchers.offsets is None  # the shared matchers never hold a user's offsets
+    assert matchers.matchers.offsets is None  # the shared matchers never hold a user's offsets
     session, _, _ = tab.reset_offsets(session)
     assert session.offsets is None
     rows = tab.batch_eval(matchers, session, 5, ["clip", "discffusion"], False, progress=lambda *a, **k: None)

@@ -32,7 +32,7 @@ from pipelines.mojito import (
 )
 from pipelines.mojito.evaluate import FrameDetection, motion_alignment, owlvit_detections, track_metrics
 from pipelines.mojito.export import overlay_boxes, write_gif, write_video
-from pipelines.mojito.guidance import (
+from pipelines.attention.guidance import (
     box_energy,
     box_masks,
     guidance_step,

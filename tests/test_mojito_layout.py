@@ -1,4 +1,4 @@
-"""Relation layouts for text-to-image: Directional Motion Control on one frame (pipelines.mojito.layout)."""
+"""Relation layouts for text-to-image: Directional Motion Control on one frame (pipelines.attention.layout)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dummies import dummy_sd_pipeline
 
 from pipelines.attention import token_indices
 from pipelines.errors import InvalidInputError
-from pipelines.mojito.guidance import GuidanceConfig, GuidanceTarget, guide_latents
-from pipelines.mojito.layout import LayoutGuidance, relation_layout
+from pipelines.attention.guidance import GuidanceConfig, GuidanceTarget, guide_latents
+from pipelines.attention.layout import LayoutGuidance
+from pipelines.shapesworld.layout import relation_layout
 
 
 def centre(box):

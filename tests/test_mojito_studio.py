@@ -13,6 +13,8 @@ from studio_server import CHROMIUM, browser_page, running_studio
 from pipelines.errors import InvalidInputError
 from pipelines.models import TINY_PACK_DIR
 from pipelines.mojito import KeyframeOrderError, PhraseNotInPromptError, TooFewKeyframesError
+from pipelines.mojito.runner import MojitoRequest, MojitoRunner
+from pipelines.recipes import read_recipe
 from studio import mojito as tab
 from studio import tab_titles
 
@@ -43,7 +45,8 @@ def test_clicks_make_keyframes_spread_over_the_video():
     assert rows[1][1:] == [0.35, 0.35, 0.65, 0.65]
     assert canvas.shape == (tab.CANVAS, tab.CANVAS, 3)
     assert canvas[128, 128].tolist() != [236, 236, 236]  # the path is drawn through the middle keyframe
-    trajectories = session.trajectories(PROMPT, "smooth")
+    request = MojitoRequest(PROMPT, session.trajectories(), interpolation="smooth")
+    trajectories, _ = MojitoRunner.check(request)
     assert len(trajectories) == 1 and trajectories[0].boxes(16)[15].tolist() == rows[2][1:]
 
 
@@ -66,11 +69,13 @@ def test_table_edits_replace_the_keyframes():
 
 
 def test_bad_input_is_explained_before_any_model_loads():
-    manager = SimpleNamespace(get=lambda role: pytest.fail("no model should load for bad input"))
+    manager = SimpleNamespace(get=lambda role: pytest.fail("no model should load for bad input"),
+                              derived=lambda key, factory: pytest.fail("no pipeline should be built for bad input"))
 
     def generate(session, prompt=PROMPT, intensity=5, strength=2.0):
-        return tab.generate(manager, session, prompt, intensity, strength, 10, 1.0, 20, 0, "linear", True, False,
-                            progress=lambda *a, **k: None)
+        settings = dict(prompt=prompt, intensity=intensity, strength=strength, guided_steps=10, smoothness=1.0,
+                        steps=20, seed=0, interpolation="linear")
+        return tab.generate(MojitoRunner(manager), session, settings)
 
     with pytest.raises(PhraseNotInPromptError, match="not in the prompt"):
         click(None, 30, 30, phrase="green triangle")
@@ -153,11 +158,18 @@ def test_generate_returns_videos_plot_and_metrics_with_a_tiny_model():
 
     pipe = MojitoPipeline(**tiny_components())
     pipe.set_progress_bar_config(disable=True)
-    manager = SimpleNamespace(preset="hub", get=lambda role: pipe)  # a hub preset: no MIM folder is looked up
+    manager = SimpleNamespace(preset="hub", get=lambda role: pipe,  # a hub preset: no MIM folder is looked up
+                              derived=lambda key, factory: factory())
     session, _, _ = tab.apply_preset(None, PROMPT, "red circle", "zigzag", 0.3, "linear")
-    video, unguided, figure, metrics, gif = tab.generate(manager, session, PROMPT, 6, 0.25, 1, 1.0, 2, 3, "smooth",
-                                                         True, True, progress=lambda *a, **k: None)
+    settings = dict(prompt=PROMPT, intensity=6, strength=0.25, guided_steps=1, smoothness=1.0, steps=2, seed=3,
+                    interpolation="smooth", with_unguided=True)
+    video, unguided, figure, metrics, gif, raw, recipe = tab.generate(MojitoRunner(manager), session, settings)
     assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0
     assert Path(unguided).is_file() and Path(gif).suffix == ".gif"
     assert "| red circle |" in metrics and "asked 6" in metrics and "MIM off" in metrics
     assert [trace.name for trace in figure.data][0] == "red circle: target"
+    carried = read_recipe(raw)
+    assert carried.method == "mojito" and carried.request["seed"] == 3 and carried.request["intensity"] == 6
+    assert carried.request["trajectories"][0]["phrase"] == "red circle" and read_recipe(gif) == read_recipe(video)
+    assert "python -m pipelines.mojito rerun" in recipe
+    assert read_recipe(unguided).request["guided"] is False and read_recipe(unguided).request["seed"] == 3

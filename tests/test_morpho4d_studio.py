@@ -10,6 +10,8 @@ from studio_server import CHROMIUM, browser_page, running_studio
 
 from pipelines.errors import InvalidInputError
 from pipelines.morpho4d import read_ply, save_scene, write_ply
+from pipelines.models import ModelManager
+from pipelines.morpho4d.runner import Morpho4DRunner
 from studio import morpho4d as tab
 from studio import tab_titles
 
@@ -22,15 +24,20 @@ def examples() -> dict[str, int]:
     return tab.example_labels()
 
 
+@pytest.fixture(scope="module")
+def runner() -> Morpho4DRunner:
+    return Morpho4DRunner(ModelManager("tiny"))
+
+
 def test_tab_is_listed_before_about():
     titles = tab_titles()
     assert "Morpho4D" in titles and titles.index("Morpho4D") < titles.index("About")
 
 
-def test_each_session_keeps_its_own_scene(examples):
+def test_each_session_keeps_its_own_scene(runner, examples):
     label = next(iter(examples))
-    first = tab.load_example(label, examples)[0]
-    second = tab.load_example(label, examples)[0]
+    first = tab.load_example(runner, label, examples=examples)[0]
+    second = tab.load_example(runner, label, examples=examples)[0]
     assert first is not second and first.editor is not second.editor
     tab.apply_edit(first, "red square", "delete", None, (0, 0, 0, 1.0))
     assert first.scene.n_gaussians < second.scene.n_gaussians
@@ -38,24 +45,24 @@ def test_each_session_keeps_its_own_scene(examples):
     assert not any(isinstance(value, tab.ViewerSession) for value in vars(tab).values())
 
 
-def test_handlers_explain_bad_input(examples, tmp_path):
-    session = tab.load_example(next(iter(examples)), examples)[0]
+def test_handlers_explain_bad_input(runner, examples, tmp_path):
+    session = tab.load_example(runner, next(iter(examples)), examples=examples)[0]
     with pytest.raises(InvalidInputError, match="Load an example"):
         tab.refresh(None, 0, 0, 0, 1)
     with pytest.raises(InvalidInputError, match="outside the scene"):
         tab.refresh(session, 12, 0, 0, 1)
     with pytest.raises(InvalidInputError, match="not .txt"):
-        tab.open_file(str(tmp_path / "scene.txt"))
+        tab.open_file(runner, str(tmp_path / "scene.txt"))
     (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1e99\nend_header\n")
     with pytest.raises(InvalidInputError, match="vertex count"):
-        tab.open_file(str(tmp_path / "bad.ply"))
-    outputs = tab.open_file(str(save_scene(session.scene, tmp_path / "scene.npz")))
+        tab.open_file(runner, str(tmp_path / "bad.ply"))
+    outputs = tab.open_file(runner, str(save_scene(session.scene, tmp_path / "scene.npz")))
     assert outputs[0].scene.n_gaussians == session.scene.n_gaussians and outputs[1].shape == (256, 256, 3)
-    outputs = tab.open_file(str(write_ply(session.scene, tmp_path / "scene.ply")))
+    outputs = tab.open_file(runner, str(write_ply(session.scene, tmp_path / "scene.ply")))
     assert outputs[0].scene.n_frames == 1
-    assert read_ply(tab.show_splats(session, 3.5)).n_gaussians == session.scene.n_gaussians
+    assert read_ply(tab.show_splats(runner, session, 3.5)).n_gaussians == session.scene.n_gaussians
     with pytest.raises(InvalidInputError, match="outside the scene"):
-        tab.show_splats(session, 9)
+        tab.show_splats(runner, session, 9)
 
 
 def _image_source(page) -> str:

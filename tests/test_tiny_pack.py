@@ -16,7 +16,8 @@ from pipelines.errors import UnknownWordsWarning
 from pipelines.models import TINY_PACK_DIR, ModelManager, choose_placement
 from pipelines.models.tokenizers import closed_vocabulary_tokenizer, unknown_words
 from pipelines.shapesworld import caption_verdict, sample_scene, sample_video, vocabulary
-from pipelines.tinypack.config import ComponentSizes, build_inference_scheduler, build_text_encoder, build_unet, build_vae
+from pipelines.tinypack.config import ComponentSizes, build_text_encoder, build_unet, build_vae
+from pipelines.training import build_inference_scheduler
 from pipelines.tinypack.evaluate import generate_images
 
 SD_DIR = TINY_PACK_DIR / "shapes-sd"

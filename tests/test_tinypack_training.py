@@ -16,8 +16,9 @@ from pipelines.models.tokenizers import closed_vocabulary_tokenizer
 from pipelines.shapesworld import sample_scene, vocabulary
 from pipelines.tinypack.__main__ import main
 from pipelines.tinypack.config import ComponentSizes, build_unet, unet_heads
-from pipelines.tinypack.data import SceneArrays, build_scene_arrays, object_counts
-from pipelines.tinypack.train import min_snr_weights, object_word_tokens
+from pipelines.tinypack.data import build_scene_arrays, object_counts
+from pipelines.tinypack.train import object_word_tokens
+from pipelines.training import SceneArrays, min_snr_weights
 
 
 def test_two_step_training_writes_loadable_safetensors(tmp_path):

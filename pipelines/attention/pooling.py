@@ -46,6 +46,22 @@ def heatmap_size(height: int, width: int, size: int | tuple[int, int] | None) ->
     return int(size[0]), int(size[1])
 
 
+def average_resized(maps, size: tuple[int, int]) -> torch.Tensor:
+    """The mean of maps ``[..., h_k, w_k]`` (layers and steps of different resolutions), each bilinearly resized
+    to ``size``: the one heatmap aggregation every caller uses (:func:`aggregate_maps`, Discffusion's per-word
+    heatmaps, Mojito's phrase maps). Returns ``[..., *size]``."""
+    total, count = None, 0
+    for item in maps:
+        lead = item.shape[:-2]
+        flat = item.reshape(-1, 1, *item.shape[-2:]).float()
+        resized = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False).reshape(*lead, *size)
+        total = resized if total is None else total + resized
+        count += 1
+    if total is None:
+        raise InvalidInputError("No maps to average.")
+    return total / count
+
+
 def aggregate_maps(
     store: AttentionStore,
     token_ids: Sequence[int],
@@ -74,7 +90,7 @@ def aggregate_maps(
         raise InvalidInputError("Nothing was recorded: run the UNet inside CrossAttentionControl first.")
     ids = list(token_ids)
     out_size = heatmap_size(*records[0].latent_shape[-2:], size)
-    total, count = None, 0
+    masses = []
     for record in records:
         for name, maps in record.maps.items():
             if not wanted(name):
@@ -87,14 +103,7 @@ def aggregate_maps(
             chosen = maps[batch_index]  # [(F,) heads, h, w, m]
             if store.values == "logits":
                 chosen = chosen.softmax(dim=-1)
-            mass = chosen[..., ids].sum(dim=-1)  # [(F,) heads, h, w]
-            mass = mass.mean(dim=-3, keepdim=True)  # [(F,) 1, h, w]
-            if mass.ndim == 3:
-                mass = mass.unsqueeze(0)  # [1, 1, h, w]
-            mass = F.interpolate(mass.float(), size=out_size, mode="bilinear", align_corners=False)
-            total = mass if total is None else total + mass
-            count += 1
-    if total is None:
+            masses.append(chosen[..., ids].sum(dim=-1).mean(dim=-3))  # [(F,) h, w]
+    if not masses:
         raise InvalidInputError(f"layers={layers!r} selects none of the recorded layers {store.layer_names}.")
-    heatmap = (total / count)[:, 0]  # [1 or F, h, w]
-    return heatmap[0] if not records[0].is_video else heatmap
+    return average_resized(masses, out_size)  # [h, w] (image) or [F, h, w] (video)

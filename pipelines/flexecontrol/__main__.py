@@ -1,4 +1,5 @@
-"""Train FlexEControl (or a baseline) on ShapesWorld: ``python -m pipelines.flexecontrol --out DIR``."""
+"""Train FlexEControl (or a baseline) on ShapesWorld: ``python -m pipelines.flexecontrol --out DIR``;
+remake a generated PNG from its recipe: ``python -m pipelines.flexecontrol rerun FILE [--out OUT]``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from ..errors import exits_on_error
 from ..models import TINY_PACK_DIR
 from ..models.presets import get_source
-from ..tinypack.train import TrainSchedule
+from ..training import TrainSchedule
 from ..utils import set_torch_threads
 from .encoder import METHODS, EncoderConfig
 from .train import FlexTrainConfig, train_flexecontrol
@@ -16,6 +17,11 @@ from .train import FlexTrainConfig, train_flexecontrol
 
 @exits_on_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rerun"]:
+        from ..recipes import rerun_main
+
+        return rerun_main("flexecontrol", argv[1:])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="folder for the trained tensors and the report")
     parser.add_argument("--base", default=None, help="base StableDiffusionPipeline folder (default: the tiny preset's control-base)")

@@ -1,9 +1,9 @@
 """Training the copied encoder through accelerate: L_ldm + lambda_ca L_ca + lambda_mask L_mask, thesis eq. 9.6.
 
 The base model (UNet, autoencoder, text encoder) is frozen; latents and text
-embeddings are computed once (``tinypack.train.encode_latents``) and the
-loop, optimiser and schedule are the tiny pack's (``tinypack.train._loop``,
-``_optimizer``). Every method of :mod:`.encoder` trains with this same code
+embeddings are computed once (``pipelines.training.encode_latents``) and the
+loop, optimiser and schedule are the ones every pack shares (``pipelines.training.train_loop``,
+``make_optimizer``). Every method of :mod:`.encoder` trains with this same code
 and data, so the baselines compare like with like.
 
 A step draws one *composition* for the whole batch: one map of a random type
@@ -29,9 +29,7 @@ from accelerate import Accelerator
 from ..attention import CrossAttentionControl
 from ..attention.supervision import cross_attention_loss
 from ..shapesworld.conditions import CONDITION_TYPES
-from ..tinypack.config import build_train_scheduler
-from ..tinypack.data import tokenize
-from ..tinypack.train import StageLog, TrainSchedule, _loop, _optimizer, encode_latents
+from ..training import StageLog, TrainSchedule, build_train_scheduler, encode_latents, make_optimizer, tokenize, train_loop
 from .data import ControlScenes, build_control_scenes
 from ..errors import InvalidInputError, ModelNotFoundError
 from .encoder import CopiedEncoder, EncoderConfig, build_copied_encoder
@@ -143,7 +141,7 @@ class FlexTrainer:
         torch.manual_seed(config.seed)
         self.config, self.base, self.scenes, self.accelerator = config, base, scenes, accelerator
         self.encoder: CopiedEncoder = build_copied_encoder(base.unet, base.vae_scale_factor, config.encoder)
-        optimizer, self.lr_schedule = _optimizer(self.encoder.parameter_groups(
+        optimizer, self.lr_schedule = make_optimizer(self.encoder.parameter_groups(
             config.schedule.learning_rate * config.embedding_lr_multiplier), config.schedule)
         self.model, self.optimizer = accelerator.prepare(self.encoder, optimizer)
         self.unet = base.unet.to(accelerator.device)
@@ -220,7 +218,7 @@ class FlexTrainer:
                 self.accelerator.unwrap_model(self.model).save(Path(checkpoint_dir) / f"step-{done[0]:05d}")
             return loss
 
-        _loop(self.accelerator, self.config.schedule, self.config.seed + 3, len(self.scenes.images), log, step)
+        train_loop(self.accelerator, self.config.schedule, self.config.seed + 3, len(self.scenes.images), log, step)
         return log
 
     def load_trained(self, folder: str | Path) -> None:

@@ -1,5 +1,6 @@
-"""Command line: ``python -m pipelines.matching score IMAGE CAPTION... [--methods ...]`` and
-``python -m pipelines.matching eval --benchmark shapesworld-comp --methods all``."""
+"""Command line: ``python -m pipelines.matching score IMAGE CAPTION... [--methods ...]``,
+``python -m pipelines.matching eval --benchmark shapesworld-comp --methods all`` and
+``python -m pipelines.matching rerun FILE [--out OUT]`` (remake a generated PNG from its recipe)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ def _eval(args: argparse.Namespace, matchers: Matchers) -> None:
 
 @exits_on_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rerun"]:
+        from ..recipes import rerun_main
+
+        return rerun_main("matching", argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipelines.matching", description=__doc__)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--offsets", help="prompt-learned offsets (.safetensors) for Discffusion")

@@ -24,7 +24,15 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..attention import AttentionOffsets, CrossAttentionControl, cross_attention_layers, heatmap_size, token_indices
+from ..attention import (
+    AttentionOffsets,
+    CrossAttentionControl,
+    average_resized,
+    cross_attention_layers,
+    heatmap_size,
+    lse_pool,
+    token_indices,
+)
 from ..attention.store import LayerSelector, layer_predicate
 from ..errors import InvalidInputError
 from .backbone import DiffusionBackbone, as_numpy
@@ -124,8 +132,7 @@ def pool_heads(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | 
         maps = maps.softmax(dim=-1)
         if token_mask is not None:
             maps = maps.masked_fill(~token_mask[:, None, None, None, :], float("-inf"))
-    lse = torch.logsumexp(reading.lam * maps, dim=-1) / reading.lam  # [R, heads, h, w]
-    return lse.flatten(2).mean(dim=-1)
+    return lse_pool(maps.flatten(2, 3), reading.lam)  # [R, heads, h * w, m] -> [R, heads]
 
 
 def head_weights(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -358,13 +365,8 @@ class DiscffusionScorer:
                 ids = token_indices(self.backbone.tokenizer, caption, word)
             except InvalidInputError:
                 continue  # beyond the tokenizer's length
-            total = None
-            for record in levels:
-                for name in layers:
-                    mass = record.maps[name][row][..., ids].sum(dim=-1)[None, None]  # [1, 1, h, w]
-                    mass = torch.nn.functional.interpolate(mass, size=out_size, mode="bilinear", align_corners=False)
-                    total = mass if total is None else total + mass
-            heat = total[0, 0] / (len(levels) * len(layers))
+            heat = average_resized((record.maps[name][row][..., ids].sum(dim=-1) for record in levels
+                                    for name in layers), out_size)
             result[word] = as_numpy(heat.clamp(0, 1))
         return result
 

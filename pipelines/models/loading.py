@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -131,7 +131,9 @@ class ModelManager:
         self.preset = get_preset(preset).name
         self.placement = placement or choose_placement()
         self._models: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._derived: dict[str, Any] = {}
+        # Re-entrant: a ``derived`` factory loads its roles through ``get``.
+        self._lock = threading.RLock()
 
     def get(self, role: str, **kwargs: Any):
         """Return the model for ``role``, loading it once."""
@@ -140,6 +142,14 @@ class ModelManager:
                 source = get_source(self.preset, role)
                 self._models[role] = load_source(source, self.placement, preset=self.preset, role=role, **kwargs)
             return self._models[role]
+
+    def derived(self, key: str, factory: Callable[[], Any]):
+        """Return what ``factory()`` builds from this manager's models (a pipeline over a loaded base, a
+        processor), building it once per manager; every runner of the manager shares it."""
+        with self._lock:
+            if key not in self._derived:
+                self._derived[key] = factory()
+            return self._derived[key]
 
     def is_available(self, role: str) -> bool:
         """Whether ``role``'s weights are on disk (local) or named (hub; not checked online)."""
@@ -150,3 +160,8 @@ class ModelManager:
         """Roles loaded so far."""
         with self._lock:
             return sorted(self._models)
+
+    def source_location(self, role: str) -> str:
+        """Folder (local) or hub id of ``role``'s weights, for processors that load beside the model."""
+        source = get_source(self.preset, role)
+        return str(source.path) if source.local else source.location

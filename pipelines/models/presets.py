@@ -72,6 +72,9 @@ class Preset:
     name: str
     description: str
     sources: Mapping[str, ModelSource] = field(default_factory=dict)
+    # Method -> folder (relative to the repository root) of weights a method trains over a source
+    # (FlexEControl's adapters over 'control-base'); a preset without an entry has none.
+    method_weights: Mapping[str, str] = field(default_factory=dict)
 
 
 def _tiny(folder: str, library: str, class_name: str, note: str) -> ModelSource:
@@ -96,6 +99,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                     "depth": _tiny("shapes-depth", "transformers", "AutoModelForDepthEstimation", "depth from RGB"),
                 }
             ),
+            method_weights=MappingProxyType({"flexecontrol": "assets/models/tiny/flexecontrol"}),
         ),
         "hub": Preset(
             name="hub",
@@ -151,3 +155,19 @@ def get_source(preset: str, role: str) -> ModelSource:
     except KeyError:
         roles = ", ".join(sorted(chosen.sources))
         raise UnknownPresetError(f"Preset {preset!r} has no {role!r} model; it has: {roles}.") from None
+
+
+def method_weights(preset: str, method: str) -> Path:
+    """The folder of ``method``'s own weights in ``preset``; :class:`ModelNotFoundError` when it has none."""
+    from ..errors import ModelNotFoundError
+
+    chosen = get_preset(preset)
+    folder = chosen.method_weights.get(method)
+    if folder is None:
+        raise ModelNotFoundError(f"Preset {preset!r} has no {method} weights; train them over its base model with "
+                                 f"`python -m pipelines.{method} --out DIR` and add DIR to the preset.")
+    path = REPO_ROOT / folder
+    if not path.is_dir():
+        raise ModelNotFoundError(f"Preset {preset!r} needs its {method} weights at {folder}, which is missing; "
+                                 f"run `make tiny-{method}`.")
+    return path

@@ -1,16 +1,14 @@
 """Mojito (thesis ch. 10): text-to-video with directional motion control and a motion-intensity modulator.
 
-Modules: ``trajectory`` (keyframed boxes per object phrase, eq. 10.3-10.4),
-``guidance`` (Directional Motion Control, eq. 10.5-10.7), ``layout`` (the same
-box guidance on one frame: object boxes for text-to-image), ``modulator`` (the
-Motion Intensity Modulator, eq. 10.8), ``pipeline`` (``MojitoPipeline``, a
-``TextToVideoSDPipeline`` subclass), ``evaluate`` (detector -> mIoU, AP50, CD,
-plausible share; motion alignment), ``export`` (videos, GIF, box overlays),
-``model`` (UNet3D inflated from the tiny image UNet), ``train``
+Modules: ``trajectory`` (keyframed boxes per object phrase, eq. 10.3-10.4), ``modulator`` (the Motion
+Intensity Modulator, eq. 10.8), ``pipeline`` (``MojitoPipeline``, a ``TextToVideoSDPipeline`` subclass whose
+Directional Motion Control, eq. 10.5-10.7, is :mod:`pipelines.attention.guidance`), ``runner`` (requests in,
+reports out), ``evaluate`` (detector -> mIoU, AP50, CD, plausible share; motion alignment), ``export``
+(videos, GIF, box overlays), ``model`` (UNet3D inflated from the tiny image UNet), ``train``
 (``make tiny-t2v``), ``pack`` (writing the tiny text-to-video pack).
 """
 
-from .guidance import GuidanceConfig, GuidanceDivergedError
+from ..attention.guidance import GuidanceConfig, GuidanceDivergedError
 from .modulator import MotionIntensityEncoder
 from .pipeline import MojitoPipeline, MojitoPipelineOutput
 

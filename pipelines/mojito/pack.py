@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import TextToVideoSDPipeline
 
-from ..tinypack.config import build_inference_scheduler
+from ..training import build_inference_scheduler
 
 # diffusers shards a model's safetensors above this size.
 MAX_SHARD = "8MB"

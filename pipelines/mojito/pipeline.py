@@ -22,13 +22,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import TextToVideoSDPipeline
 from diffusers.utils import BaseOutput
 
-from ..attention import CrossAttentionControl, token_indices
+from ..attention import CrossAttentionControl, average_resized, token_indices
 from ..errors import InvalidInputError
-from .guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
+from ..attention.guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
 from .model import add_frame_positions
 from .modulator import MotionIntensityEncoder, check_intensity
 from .temporal_text import add_temporal_text
@@ -134,9 +133,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
         for target in targets:
             per_layer = [phrase_maps(control.store.maps_for(layer)[-1], target.tokens) for layer in control.layers]
             size = max(m.shape[-1] for m in per_layer)
-            resized = [F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-                       for m in per_layer]
-            maps[target.phrase] = torch.stack(resized).mean(0).numpy()
+            maps[target.phrase] = average_resized(per_layer, (size, size)).numpy()
         return noise, maps
 
     # -- generation -----------------------------------------------------------------------

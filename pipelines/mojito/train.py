@@ -40,10 +40,18 @@ from ..errors import InvalidInputError, WorldStudioError
 from ..models.presets import TINY_PACK_DIR
 from ..shapesworld import sample_video
 from ..shapesworld.vocab import SPEEDS
-from ..tinypack.config import TrainSchedule, build_train_scheduler
-from ..tinypack.data import MAX_OBJECTS, SceneArrays, tokenize
+from ..tinypack.data import MAX_OBJECTS
 from ..tinypack.report import write_report
-from ..tinypack.train import StageLog, _loop, encode_latents, min_snr_weights
+from ..training import (
+    SceneArrays,
+    StageLog,
+    TrainSchedule,
+    build_train_scheduler,
+    encode_latents,
+    min_snr_weights,
+    tokenize,
+    train_loop,
+)
 from ..utils import seed_everything, set_torch_threads
 from .model import add_frame_positions, inflate_unet
 from .modulator import MotionIntensityEncoder
@@ -242,7 +250,7 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
             save_checkpoint(accelerator.unwrap_model(model), ema, checkpoint_dir / f"step-{done[0]:05d}.safetensors")
         return loss.item()
 
-    _loop(accelerator, config.schedule, config.seed + 13, n, log, step)
+    train_loop(accelerator, config.schedule, config.seed + 13, n, log, step)
     denoiser = accelerator.unwrap_model(model)
     ema.copy_to(denoiser.parameters())
     return denoiser.eval(), log

@@ -7,6 +7,7 @@
     export   scene.npz --ply-dir plys/ | --video sweep.mp4 [--kind time|orbit]
     say      "a red ball bounces quickly from right to left" "make the ball blue" --out scene.npz [--llm]
              (the language front end: each command's plan as JSON and what was done)
+    rerun    scene.npz | scene.ply | sweep.mp4 [--out OUT]   replay the recipe a studio output carries
 
 Errors a user can fix (bad file, unknown object, time outside the scene) print one line and exit 2.
 """
@@ -32,6 +33,11 @@ def _scene(path: str):
 
 @exits_on_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rerun"]:
+        from ..recipes import rerun_main
+
+        return rerun_main("morpho4d", argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipelines.morpho4d", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     example = commands.add_parser("example", help="build a ShapesWorld 4D scene")
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("commands", nargs="+")
     say.add_argument("--out", required=True)
     say.add_argument("--llm", action="store_true", help="parse with the hub preset's local LLM (grammar fallback)")
+    say.add_argument("--preset", default="tiny", help="models of the frames and the depth (default: tiny)")
     say.add_argument("--steps", type=int, default=None, help="fitting steps of GEN (default: GenConfig's)")
     args = parser.parse_args(argv)
     set_torch_threads()
@@ -105,23 +112,26 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "say":
         import json
 
-        from .commands import LLMCommandParser
         from dataclasses import replace
 
-        from .generation import GenConfig, default_source
-        from .language import CommandSession
+        from ..models import ModelManager
+        from .commands import LLMCommandParser
+        from .generation import GenConfig
+        from .runner import Morpho4DRunner, write_scene_file
 
         config = GenConfig()
         if args.steps is not None:
             config.fit = replace(config.fit, steps=args.steps)
-        session = CommandSession(parser=LLMCommandParser.from_preset("hub") if args.llm else None,
-                                 source=default_source("tiny"), config=config)
+        runner = Morpho4DRunner(ModelManager(args.preset), config=config)
+        session = runner.new_session()
+        if args.llm:
+            session.parser = LLMCommandParser.from_preset("hub")
         for text in args.commands:
             record = session.run(text)
             print(json.dumps({"command": text, "plan": record.plan, "backend": record.backend,
                               "done": record.outcome}))
         if session.scene is not None:
-            print(save_scene(session.scene, args.out))
+            print(write_scene_file(runner, session, args.out)[0])
     elif args.command == "export":
         scene = _scene(args.scene)
         if args.ply_dir:

@@ -556,16 +556,20 @@ class LLMCommandParser:
     @classmethod
     def from_preset(cls, preset: str = "hub", **kwargs) -> LLMCommandParser:
         """Load the preset's ``language`` model and its tokenizer (safetensors, no remote code)."""
+        from ..models import ModelManager
+
+        return cls.from_manager(ModelManager(preset), **kwargs)
+
+    @classmethod
+    def from_manager(cls, manager, **kwargs) -> LLMCommandParser:
+        """The ``language`` model of a shared model manager and its tokenizer."""
         from transformers import AutoTokenizer
 
-        from ..models import ModelManager
         from ..models.presets import get_source
 
-        source = get_source(preset, "language")
-        model = ModelManager(preset).get("language")
-        location = str(source.path) if source.local else source.location
-        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=source.local)
-        return cls(model, tokenizer, **kwargs)
+        source = get_source(manager.preset, "language")
+        tokenizer = AutoTokenizer.from_pretrained(manager.source_location("language"), local_files_only=source.local)
+        return cls(manager.get("language"), tokenizer, **kwargs)
 
     def prompt(self, command: str) -> str:
         grammar = self.fallback

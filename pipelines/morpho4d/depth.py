@@ -150,7 +150,12 @@ class DepthEstimator:
     def from_preset(cls, preset: str = "tiny") -> DepthEstimator:
         from ..models import ModelManager
 
-        return cls(ModelManager(preset).get("depth"))
+        return cls.from_manager(ModelManager(preset))
+
+    @classmethod
+    def from_manager(cls, manager) -> DepthEstimator:
+        """The depth model of a shared model manager, wrapped once per manager."""
+        return manager.derived("depth-estimator", lambda: cls(manager.get("depth")))
 
     def __call__(self, frames) -> np.ndarray:
         frames = np.asarray(frames)

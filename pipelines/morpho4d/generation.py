@@ -53,7 +53,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..shapesworld.render import composite, render_background, shape_coverage, to_uint8
 from ..shapesworld.scene import sample_background
-from ..shapesworld.vocab import COLOURS
+from ..shapesworld.vocab import COLOURS, DIRECTIONS, SPEEDS
 from .fitting import FitConfig, FitFrames, FitResult, fit_scene
 from .motion import object_name, plan_trajectories
 from .plan import GenObject, Plan
@@ -148,7 +148,7 @@ class MojitoSource:
     """Mojito's guided generation (module docstring, step 2) with a :class:`MojitoPipeline`."""
 
     def __init__(self, pipe, num_inference_steps: int = 20, guidance_scale: float = 7.5, guidance=None) -> None:
-        from ..mojito.guidance import GuidanceConfig
+        from ..attention.guidance import GuidanceConfig
 
         self.pipe = pipe
         self.num_inference_steps = int(num_inference_steps)
@@ -160,12 +160,16 @@ class MojitoSource:
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", **kwargs) -> MojitoSource:
-        from ..mojito.pipeline import mojito_from_manager
         from ..models import ModelManager
 
-        pipe = mojito_from_manager(ModelManager(preset))
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, **kwargs)
+        return cls.from_manager(ModelManager(preset), **kwargs)
+
+    @classmethod
+    def from_manager(cls, manager, **kwargs) -> MojitoSource:
+        """Over the Mojito pipeline a shared model manager holds (the Mojito tab's; loaded once)."""
+        from ..mojito.runner import MojitoRunner
+
+        return cls(MojitoRunner(manager).pipe, **kwargs)
 
     def __call__(self, plan, boxes, n_frames, size, seed, progress=None) -> SourceVideo:
         import torch
@@ -178,6 +182,49 @@ class MojitoSource:
                         guidance_scale=self.guidance_scale, guidance=self.guidance, height=size, width=size,
                         generator=torch.Generator().manual_seed(int(seed)), return_attention=True, callback=callback)
         return SourceVideo(out.frames, self.label, True, prompt, out.attention)
+
+
+class GivenVideo:
+    """A video made elsewhere (a Mojito video to lift to 4D) as a frame source: returns it as it is."""
+
+    def __init__(self, video: SourceVideo) -> None:
+        self.video = video
+
+    def __call__(self, plan, boxes, n_frames, size, seed, progress=None) -> SourceVideo:
+        if self.video.frames.shape[:3] != (n_frames, size, size):
+            raise InvalidInputError(f"The video is {self.video.frames.shape[:3]}; the fit expects "
+                                    f"{(n_frames, size, size)} (frames, height, width).")
+        return self.video
+
+
+def plan_from_boxes(boxes: dict[str, np.ndarray], intensity: int) -> Plan:
+    """A GEN plan for a video made along ``boxes`` (phrase -> ``[T, 4]`` fractions): each phrase a ShapesWorld
+    object ("red circle"), moving the way its box centre went (the closest of DIRECTIONS; still when it moved
+    less than a twentieth of the frame) at the speed word of ``intensity`` (1-10), sized by its box."""
+    from ..mojito.evaluate import phrase_object
+    from .motion import SIZE_SIDES
+
+    objects = []
+    for phrase, track in boxes.items():
+        colour, shape = phrase_object(phrase)
+        if colour is None or shape is None or phrase != f"{colour} {shape}":
+            raise UndrawableObjectError(f"Lifting to 4D needs each object named as a ShapesWorld colour and shape "
+                                        f"('red circle'), got {phrase!r}.")
+        track = np.asarray(track, dtype=np.float64)
+        centres = (track[:, :2] + track[:, 2:]) / 2
+        shift = centres[-1] - centres[0]
+        side = float(np.mean(track[:, 2:] - track[:, :2]))
+        size = min(SIZE_SIDES, key=lambda name: abs(SIZE_SIDES[name] - side))
+        if np.hypot(*shift) < 0.05:
+            objects.append(GenObject(phrase, colour, shape, None, None, "still", size))
+            continue
+        direction = max(DIRECTIONS, key=lambda name: float(np.dot(shift, DIRECTIONS[name])))
+        speed = next(word for word, levels in SPEEDS.items() if int(intensity) in levels)
+        objects.append(GenObject(phrase, colour, shape, direction, speed, "straight", size))
+    if not objects:
+        raise InvalidInputError("The video has no trajectory to lift.")
+    objects.sort(key=lambda obj: obj.path == "still")  # the moving object first, as the grammar's plans
+    return Plan("GEN", tuple(objects))
 
 
 def default_source(preset: str = "tiny") -> FrameSource:
@@ -325,10 +372,12 @@ def generate_scene(
     encoder: QueryEncoder | None = None,
     config: GenConfig | None = None,
     progress: Progress | None = None,
+    boxes: dict[str, np.ndarray] | None = None,
 ) -> GenResult:
     """Build a Scene4D for a GEN ``plan`` (module docstring, steps 1-6). ``source`` defaults to
     :class:`ShapesWorldStandIn`, ``depth_model`` to the tiny pack's :class:`~.depth.DepthEstimator`;
-    ``progress(stage, fraction)`` reports each stage."""
+    ``progress(stage, fraction)`` reports each stage. ``boxes`` (object name -> ``[n_frames, 4]`` fractions)
+    replace the plan's trajectories: the path a video was made along (a Mojito video lifted to 4D)."""
     # 1. Check inputs.
     if not isinstance(plan, Plan) or plan.mode != "GEN":
         raise InvalidInputError(f"generate_scene needs a GEN plan, got {getattr(plan, 'mode', plan)!r}.")
@@ -350,8 +399,13 @@ def generate_scene(
 
     # 2. Trajectories (frame-wise boxes) and frames.
     report("trajectory", 0.0)
-    trajectories = plan_trajectories(plan.objects, config.n_frames, config.seed)
-    boxes = {name: trajectory.boxes(config.n_frames) for name, trajectory in trajectories.items()}
+    if boxes is None:
+        trajectories = plan_trajectories(plan.objects, config.n_frames, config.seed)
+        boxes = {name: trajectory.boxes(config.n_frames) for name, trajectory in trajectories.items()}
+    elif sorted(boxes) != sorted(object_name(obj) for obj in plan.objects) or \
+            any(np.shape(b) != (config.n_frames, 4) for b in boxes.values()):
+        raise InvalidInputError(f"boxes must give [{config.n_frames}, 4] per object of the plan "
+                                f"({', '.join(object_name(obj) for obj in plan.objects)}), got {sorted(boxes)}.")
     lap("trajectory")
     report("frames", 0.05)
     video = source(plan, boxes, config.n_frames, config.size, config.seed, progress)

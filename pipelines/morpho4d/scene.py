@@ -468,6 +468,13 @@ def _npz_headers(archive: zipfile.ZipFile, limits: SceneLimits) -> dict[str, tup
     return headers
 
 
+def scene_arrays(scene: Scene4D) -> dict[str, np.ndarray]:
+    """Every array of a scene by its name in the ``.npz`` (the Gaussians, their motion and the camera)."""
+    arrays = {name: getattr(scene, name) for name in _ARRAYS}
+    arrays.update(motion_bases=scene.motion_bases, camera_viewmat=scene.camera.viewmat, camera_K=scene.camera.K)
+    return arrays
+
+
 def save_scene(scene: Scene4D, path) -> Path:
     """Write ``scene`` to ``path`` (``.npz``); :func:`load_scene` reads it back bit-exactly."""
     path = Path(path)
@@ -481,13 +488,8 @@ def save_scene(scene: Scene4D, path) -> Path:
         "background": list(scene.background),
         "meta": scene.meta,
     }
-    arrays = {name: getattr(scene, name) for name in _ARRAYS}
-    arrays.update(
-        motion_bases=scene.motion_bases,
-        camera_viewmat=scene.camera.viewmat,
-        camera_K=scene.camera.K,
-        header=np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
-    )
+    arrays = scene_arrays(scene)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return path

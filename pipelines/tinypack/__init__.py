@@ -3,6 +3,7 @@
 ``python -m pipelines.tinypack`` (``make tiny-models``) trains them from scratch.
 """
 
-from .config import ComponentSizes, TinyPackConfig, TrainSchedule
+from ..training import TrainSchedule
+from .config import ComponentSizes, TinyPackConfig
 
 __all__ = ["ComponentSizes", "TinyPackConfig", "TrainSchedule"]

@@ -22,7 +22,8 @@ from ..errors import WorldStudioError
 from ..models.tokenizers import closed_vocabulary_tokenizer
 from ..shapesworld import vocabulary
 from ..utils import seed_everything, set_torch_threads
-from .config import TinyPackConfig, build_inference_scheduler
+from ..training import build_inference_scheduler
+from .config import TinyPackConfig
 from .data import build_scene_arrays
 from .report import write_report
 from .train import CLIP_MEAN, CLIP_STD, train_clip, train_text_to_image, train_vae

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel
 
-# Shared noise schedule (Stable Diffusion's), epsilon prediction as the thesis' methods assume.
-NOISE_SCHEDULE = dict(
-    num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-    prediction_type="epsilon", clip_sample=False,
-)
-
+from ..training import TrainSchedule
 
 @dataclass
 class ComponentSizes:
@@ -44,15 +39,6 @@ class ComponentSizes:
     # Vision transformer of the tiny CLIP: patch side and depth.
     clip_patch: int = 8
     clip_vision_layers: int = 3
-
-
-@dataclass
-class TrainSchedule:
-    """Steps, batch and learning rate of one training stage."""
-
-    steps: int
-    batch_size: int
-    learning_rate: float
 
 
 @dataclass
@@ -153,11 +139,3 @@ def build_clip(sizes: ComponentSizes, vocab_size: int, bos_token_id: int, eos_to
             projection_dim=width,
         )
     )
-
-
-def build_train_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**NOISE_SCHEDULE)
-
-
-def build_inference_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**NOISE_SCHEDULE, set_alpha_to_one=False, steps_offset=1)

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from ..shapesworld import sample_scene
+from ..training import SceneArrays
 
 # Objects per scene at most (ShapesWorld's scenes have 1-3).
 MAX_OBJECTS = 3
-
-
-@dataclass
-class SceneArrays:
-    """``images`` uint8 [N, H, W, 3] and their captions, seeds ``0..N-1`` of the train split.
-
-    With truth: ``object_masks`` uint8 [N, MAX_OBJECTS, h, w], each object's pixel coverage area-pooled to the
-    latent grid (255 = covered), and ``object_words`` (each object's caption words, "red circle"), for the
-    cross-attention supervision of eq. 9.4.
-    """
-
-    images: np.ndarray
-    captions: list[str]
-    object_masks: np.ndarray | None = None
-    object_words: list[list[str]] | None = None
-
-    def pixel_batch(self, index: np.ndarray) -> torch.Tensor:
-        """Images ``index`` as float [B, 3, H, W] in [-1, 1]."""
-        batch = torch.from_numpy(self.images[index]).permute(0, 3, 1, 2).float()
-        return batch / 127.5 - 1.0
 
 
 def object_counts(num_scenes: int, weights: tuple[float, float, float] | None, seed: int) -> list[int | None]:
@@ -90,8 +69,3 @@ def build_scene_arrays(num_scenes: int, size: int, object_count_weights: tuple[f
         return SceneArrays(images, captions)
     return SceneArrays(images, captions, masks, words)
 
-
-def tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
-    """Token ids [N, max_tokens], padded with the tokenizer's pad token."""
-    return tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=True,
-                     return_tensors="pt").input_ids

@@ -12,9 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.tokenizers import warn_unknown_words
-from ..mojito.guidance import GuidanceConfig
-from ..mojito.layout import LayoutGuidance, relation_layout
+from ..attention.guidance import GuidanceConfig
+from ..attention.layout import LayoutGuidance
 from ..shapesworld import COLOURS, SHAPES, Verdict, caption_verdict, detect, sample_scene
+from ..shapesworld.layout import relation_layout
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.0
@@ -58,7 +59,7 @@ def generate_images(
     """Images for ``captions[i]`` with seed ``seeds[i]`` (one generator per image, so batching changes nothing).
 
     ``layout``: guide the two objects of relation captions into boxes on their sides
-    (:mod:`pipelines.mojito.layout`, eq. 10.5/10.7 on one frame); other captions are not guided.
+    (:mod:`pipelines.attention.layout`, eq. 10.5/10.7 on one frame); other captions are not guided.
     Words the tokenizer does not know raise an :class:`~pipelines.errors.UnknownWordsWarning`.
     """
     warn_unknown_words(pipe.tokenizer, captions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .train import StageLog
+from ..training import StageLog
 
 
 def write_report(logs: list[StageLog], out_dir: Path, extra: dict) -> dict:

@@ -8,9 +8,8 @@ launch``); batches are drawn by index with a generator seeded per process.
 from __future__ import annotations
 
 import json
-import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -28,43 +26,21 @@ from transformers import CLIPModel
 from ..attention import CrossAttentionControl
 from ..attention.supervision import cross_attention_loss, phrase_token_sets
 from ..errors import InvalidInputError, ModelNotFoundError
-from .config import TinyPackConfig, TrainSchedule, build_clip, build_text_encoder, build_train_scheduler, build_unet, build_vae
-from .data import MAX_OBJECTS, SceneArrays, tokenize
+from ..training import (
+    SceneArrays,
+    StageLog,
+    build_train_scheduler,
+    encode_latents,
+    make_optimizer,
+    min_snr_weights,
+    tokenize,
+    train_loop,
+)
+from .config import TinyPackConfig, build_clip, build_text_encoder, build_unet, build_vae
+from .data import MAX_OBJECTS
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass
-class StageLog:
-    """Loss every ``every`` steps and the stage's wall time."""
-
-    name: str
-    losses: list[float] = field(default_factory=list)
-    every: int = 10
-    seconds: float = 0.0
-
-
-def _loop(accelerator: Accelerator, schedule: TrainSchedule, seed: int, num_items: int, log: StageLog, step_fn):
-    """Run ``step_fn(indices) -> loss`` for ``schedule.steps`` steps with a progress bar."""
-    generator = np.random.default_rng(seed + 1000 * accelerator.process_index)
-    start, running = time.perf_counter(), []
-    bar = tqdm(range(schedule.steps), desc=log.name, disable=not accelerator.is_local_main_process)
-    for step in bar:
-        indices = generator.integers(0, num_items, size=schedule.batch_size)
-        loss = step_fn(indices)
-        running.append(loss)
-        if (step + 1) % log.every == 0 or step + 1 == schedule.steps:
-            log.losses.append(float(np.mean(running)))
-            bar.set_postfix(loss=f"{log.losses[-1]:.4f}")
-            running = []
-    log.seconds = time.perf_counter() - start
-
-
-def _optimizer(parameters, schedule: TrainSchedule):
-    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=1e-4)
-    warmup = min(100, max(1, schedule.steps // 10))
-    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, schedule.steps)
 
 
 class _AutoencoderWithKL(nn.Module):
@@ -97,7 +73,7 @@ def train_vae(config: TinyPackConfig, scenes: SceneArrays, accelerator: Accelera
     """
     torch.manual_seed(config.seed)
     model = _AutoencoderWithKL(build_vae(config.sizes))
-    optimizer, lr_schedule = _optimizer(model.parameters(), config.vae)
+    optimizer, lr_schedule = make_optimizer(model.parameters(), config.vae)
     model, optimizer = accelerator.prepare(model, optimizer)
     log = StageLog("autoencoder")
 
@@ -113,25 +89,13 @@ def train_vae(config: TinyPackConfig, scenes: SceneArrays, accelerator: Accelera
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    _loop(accelerator, config.vae, config.seed, len(scenes.images), log, step)
+    train_loop(accelerator, config.vae, config.seed, len(scenes.images), log, step)
     vae = accelerator.unwrap_model(model).vae.eval()
     with torch.no_grad():
         sample = scenes.pixel_batch(np.arange(min(1024, len(scenes.images)))).to(accelerator.device)
         std = vae.encode(sample).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     return vae, log
-
-
-@torch.no_grad()
-def encode_latents(vae: AutoencoderKL, scenes: SceneArrays, device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every scene, cached so the UNet stage never runs the encoder."""
-    means, stds = [], []
-    for start in tqdm(range(0, len(scenes.images), batch_size), desc="encoding latents"):
-        index = np.arange(start, min(start + batch_size, len(scenes.images)))
-        posterior = vae.encode(scenes.pixel_batch(index).to(device)).latent_dist
-        means.append(posterior.mean.cpu())
-        stds.append(posterior.std.cpu())
-    return torch.cat(means), torch.cat(stds)
 
 
 class _Denoiser(nn.Module):
@@ -151,15 +115,6 @@ def object_word_tokens(tokenizer, scenes: SceneArrays, max_tokens: int) -> tuple
     rows = [phrase_token_sets(tokenizer, caption, words, max_tokens, MAX_OBJECTS)
             for caption, words in zip(tqdm(scenes.captions, desc="object words"), scenes.object_words)]
     return torch.stack([sets for sets, _ in rows]), torch.stack([valid for _, valid in rows])
-
-
-def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
-    """Min-SNR-gamma loss weights for epsilon prediction: min(SNR, gamma) / SNR (1 when gamma is None)."""
-    if gamma is None:
-        return torch.ones_like(timesteps, dtype=torch.float32)
-    alpha_bar = alphas_cumprod[timesteps]
-    snr = alpha_bar / (1.0 - alpha_bar)
-    return torch.clamp(snr, max=gamma) / snr
 
 
 def save_training_state(folder: Path, step: int, model: nn.Module, ema: EMAModel, optimizer, lr_schedule) -> None:
@@ -224,7 +179,7 @@ def train_text_to_image(
 
     model = _Denoiser(build_unet(sizes), build_text_encoder(sizes, len(tokenizer), tokenizer.pad_token_id))
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
-    optimizer, lr_schedule = _optimizer(model.parameters(), config.text_to_image)
+    optimizer, lr_schedule = make_optimizer(model.parameters(), config.text_to_image)
     model, optimizer = accelerator.prepare(model, optimizer)
     start = 0
     if resume is not None:
@@ -272,7 +227,7 @@ def train_text_to_image(
     remaining = replace(config.text_to_image, steps=config.text_to_image.steps - start)
     if remaining.steps < 1:
         raise InvalidInputError(f"{resume} is already at step {start} of {config.text_to_image.steps}.")
-    _loop(accelerator, remaining, config.seed + 3 + 7919 * start, len(scenes.images), log, step)
+    train_loop(accelerator, remaining, config.seed + 3 + 7919 * start, len(scenes.images), log, step)
     denoiser = accelerator.unwrap_model(model)
     ema.copy_to(denoiser.parameters())
     return denoiser.unet.eval(), denoiser.text_encoder.eval(), log
@@ -293,7 +248,7 @@ def train_clip(config: TinyPackConfig, scenes: SceneArrays, tokenizer, accelerat
     input_ids = tokenize(tokenizer, scenes.captions, sizes.max_tokens)
     caption_ids = torch.from_numpy(np.unique(np.array(scenes.captions), return_inverse=True)[1])
     model = build_clip(sizes, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-    optimizer, lr_schedule = _optimizer(model.parameters(), config.clip)
+    optimizer, lr_schedule = make_optimizer(model.parameters(), config.clip)
     model, optimizer = accelerator.prepare(model, optimizer)
     log = StageLog("clip")
 
@@ -312,5 +267,5 @@ def train_clip(config: TinyPackConfig, scenes: SceneArrays, tokenizer, accelerat
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    _loop(accelerator, config.clip, config.seed + 5, len(scenes.images), log, step)
+    train_loop(accelerator, config.clip, config.seed + 5, len(scenes.images), log, step)
     return accelerator.unwrap_model(model).eval(), log

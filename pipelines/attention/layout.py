@@ -1,4 +1,4 @@
-"""Box layouts for text-to-image: Directional Motion Control on a single frame (thesis eq. 10.5, 10.7).
+"""Box layouts for text-to-image: box guidance on a single frame (thesis eq. 10.5, 10.7).
 
 An image is a one-frame video, so the trajectory guidance of :mod:`.guidance` also places objects in
 a still image: each object phrase gets a box, the energy of eq. 10.5 on its cross-attention map pulls
@@ -7,8 +7,8 @@ steps (eq. 10.7; the smoothness term of eq. 10.6 is 0 with one frame). This is t
 training-free layout guidance for text-to-image (boxes on cross-attention), through the project's one
 attention mechanism.
 
-:func:`relation_layout` turns a ShapesWorld caption with a spatial relation ("a red circle left of a
-blue square") into one box per object; :class:`LayoutGuidance` is a ``callback_on_step_end`` for any
+:func:`pipelines.shapesworld.layout.relation_layout` turns a ShapesWorld caption with a spatial relation
+("a red circle left of a blue square") into one box per object; :class:`LayoutGuidance` is a ``callback_on_step_end`` for any
 diffusers ``StableDiffusionPipeline``, so the stock pipeline runs unchanged::
 
     layouts = [relation_layout(caption) for caption in captions]
@@ -25,57 +25,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..attention import token_indices
 from ..errors import InvalidInputError
-from ..shapesworld import parse_caption
 from .guidance import GuidanceConfig, GuidanceTarget, guide_latents
+from .tokens import token_indices
 
 # Image guidance: a gentle normalised step over the first 10 of 25 steps. On 48 two-object captions
 # of the tiny pack, eta 0.25 / 0.1 / 0.05 / 0.03 (K 8-10) gave relation accuracy 0.83 / 0.73 / 0.93 /
 # 0.83 among images with both objects, but both objects present in 0.25 / 0.23 / 0.31 / 0.38 of
 # them (0.40 unguided): strong steps paint blobs that fill the boxes. ``bench/tiny_pack.py`` measures it.
 DEFAULT_IMAGE_GUIDANCE = GuidanceConfig(strength=0.03, steps=10)
-
-# Where the first and the second object of "A <relation> B" go: an object-sized square (side
-# BOX_SIDE, fractions of the frame) in the middle of each half. Half-frame boxes made the guidance
-# paint blobs that fill them (the shape is lost); a box about an object's size keeps the shape.
-BOX_SIDE = 0.36
-
-
-def _square(cx: float, cy: float) -> tuple[float, float, float, float]:
-    h = BOX_SIDE / 2
-    return (cx - h, cy - h, cx + h, cy + h)
-
-
-_SIDE_BOXES = {
-    "left": _square(0.27, 0.5),
-    "right": _square(0.73, 0.5),
-    "top": _square(0.5, 0.27),
-    "bottom": _square(0.5, 0.73),
-}
-RELATION_SIDES: dict[str, tuple[str, str]] = {
-    "left of": ("left", "right"),
-    "right of": ("right", "left"),
-    "above": ("top", "bottom"),
-    "below": ("bottom", "top"),
-}
-
-
-def relation_layout(caption: str) -> dict[str, tuple[float, float, float, float]]:
-    """One box per object of a two-object relation caption, keyed by the object's words ("red circle").
-
-    A caption without a relation gets no boxes (``{}``): nothing to place. Raises
-    :class:`~pipelines.errors.InvalidInputError` for text outside the ShapesWorld grammar, or when both
-    objects have the same words (their phrases would share tokens).
-    """
-    spec = parse_caption(caption)
-    if spec.relation is None:
-        return {}
-    first, second = spec.objects[0].words, spec.objects[1].words
-    if first == second:
-        raise InvalidInputError(f"Both objects of {caption!r} are {first!r}: their boxes cannot be told apart.")
-    side_a, side_b = RELATION_SIDES[spec.relation]
-    return {first: _SIDE_BOXES[side_a], second: _SIDE_BOXES[side_b]}
 
 
 class LayoutGuidance:

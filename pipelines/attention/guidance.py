@@ -1,4 +1,5 @@
-"""Directional Motion Control (thesis 10.3.2, eq. 10.5-10.7): training-free box guidance on cross-attention.
+"""Box guidance on cross-attention (thesis 10.3.2, eq. 10.5-10.7): Mojito's Directional Motion Control, also
+used on one frame to lay out objects of a text-to-image model (:mod:`.layout`, the Match tab, the About tab).
 
 For each object phrase n with per-frame boxes B_i, and each chosen
 cross-attention layer gamma, the phrase's attention map A_i (mean over its
@@ -31,8 +32,8 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from ..attention import CrossAttentionControl
 from ..errors import InvalidInputError, WorldStudioError
+from .control import CrossAttentionControl
 
 # Cross-attention layers guided by default: "the mid-block and the initial layers of the upsampling branch" (10.4.3).
 DEFAULT_LAYERS: tuple[str, ...] = ("mid_block", "up_blocks.1")

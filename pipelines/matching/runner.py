@@ -1,0 +1,254 @@
+"""Match's runner: requests in, reports out (what the studio, the CLI and the bench call).
+
+:class:`MatchRunner` gets its models from the shared :class:`~pipelines.models.ModelManager` (one
+:class:`~.methods.Matchers` per manager) and offers four actions:
+
+* :meth:`MatchRunner.run` - rank captions for an image with each asked method (Discffusion: LSE pooling
+  of cross-attention, thesis eq. 5.4, head weighting eq. 5.7; CLIP, ComCLIP eq. 4.4-4.5; the Diffusion
+  Classifier eq. 5.9);
+* :meth:`MatchRunner.generate` - an image from a prompt with the text-to-image model (relation captions laid
+  out by cross-attention box guidance, eq. 10.5/10.7), with its recipe;
+* :meth:`MatchRunner.learn` - prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups, accuracy before
+  and after on held-out ones;
+* :meth:`MatchRunner.benchmark` - Winoground accuracy on held-out ShapesWorld groups.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from ..attention import AttentionOffsets
+from ..errors import InvalidInputError
+from ..models import ModelManager
+from ..recipes import Recipe, digest, model_hashes
+from .benchmark import SWAP_TYPES, collect, shapesworld_groups, summarise
+from .discffusion import DiscffusionFeatures, DiscffusionScorer
+from .inputs import check_captions, check_image
+from .methods import Matchers
+from .overlay import swapped_captions
+from .prompt_learning import PromptLearningConfig, train_offsets
+from .results import MatchResult
+
+# Methods a request may name (head weighting is a flag on Discffusion).
+RUN_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
+# Seeds of the few-shot training groups and of the held-out groups that measure them (disjoint sets).
+FEW_SHOT_SEED, HELD_OUT_SEED = 1000, 2000
+
+
+@dataclass
+class MatchRequest:
+    """Rank ``captions`` for ``image``."""
+
+    # uint8 [H, W, 3] (anything :func:`~.inputs.check_image` reads).
+    image: object
+    # Captions, a list or one per line of a string.
+    captions: list[str] | str
+    # Names from RUN_METHODS, in any order (reports keep RUN_METHODS' order).
+    methods: list[str] = field(default_factory=lambda: ["discffusion", "clip"])
+    # Dynamic attention-head weighting (eq. 5.7) for Discffusion.
+    head_weighting: bool = False
+    # Prompt-learned key/value offsets (eq. 5.5-5.6) for Discffusion, or None for zero-shot.
+    offsets: AttentionOffsets | None = None
+
+
+@dataclass
+class MatchReport:
+    """What scoring found: per method the ranking, and Discffusion's maps for heatmaps."""
+
+    image: np.ndarray
+    captions: list[str]
+    # Method label -> result (labels say "+ head weighting" / "(prompt-learned)" where it applies).
+    results: dict[str, MatchResult]
+    # Discffusion's features with their attention maps (None when Discffusion was not asked).
+    features: DiscffusionFeatures | None
+    seconds: float
+
+    def winners(self) -> dict[str, str]:
+        """Method label -> the caption it ranks first."""
+        return {m: r.captions[r.ranking()[0]] for m, r in self.results.items()}
+
+
+@dataclass
+class ImageRequest:
+    """An image from the text-to-image model: the recipe of a generated PNG."""
+
+    prompt: str
+    seed: int = 0
+
+
+@dataclass
+class ImageReport:
+    image: np.ndarray
+    # The prompt and its minimal swaps (colour, shape, relation) when it is a ShapesWorld caption.
+    captions: list[str]
+    # Whether the relation's objects were guided into boxes on their sides.
+    laid_out: bool
+    recipe: Recipe
+
+
+@dataclass
+class LearnRequest:
+    """Prompt learning on few-shot groups (seed 1000), measured on held-out groups (seed 2000)."""
+
+    shots: int = 40
+    steps: int = 60
+    held_out: int = 20
+    head_weighting: bool = False
+
+    def check(self) -> None:
+        if not (1 <= self.shots <= 200 and 1 <= self.steps <= 2000 and 5 <= self.held_out <= 200):
+            raise InvalidInputError("Few-shot groups must be 1-200, steps 1-2000 and held-out groups 5-200.")
+
+
+@dataclass
+class LearnReport:
+    offsets: AttentionOffsets
+    losses: list[float]
+    # Swap type ("overall", "colour", ...) -> text accuracy before and after.
+    before: dict[str, float]
+    after: dict[str, float]
+
+
+def captions_for(prompt: str) -> list[str]:
+    """The captions to score an image of ``prompt`` with: the prompt and its minimal swaps (colour, shape,
+    relation) when it is a ShapesWorld caption, else the prompt alone."""
+    try:
+        return [prompt, *swapped_captions(prompt)]
+    except InvalidInputError:  # not in the ShapesWorld grammar: no automatic swaps
+        return [prompt]
+
+
+def relation_guidance(prompt: str):
+    """Layout guidance for a ShapesWorld caption with a spatial relation (the model alone places objects at
+    chance); None for any other prompt."""
+    from ..attention.layout import DEFAULT_IMAGE_GUIDANCE
+    from ..shapesworld.layout import relation_layout
+
+    try:
+        return DEFAULT_IMAGE_GUIDANCE if relation_layout(prompt) else None
+    except InvalidInputError:  # outside the ShapesWorld grammar, or two objects with the same words
+        return None
+
+
+class MatchRunner:
+    """Match over one model manager (module docstring)."""
+
+    method = "matching"
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+        self.matchers: Matchers = manager.derived("matchers", lambda: Matchers(manager))
+
+    def scorer(self, head_weighting: bool, offsets: AttentionOffsets | None = None) -> DiscffusionScorer:
+        config = replace(self.matchers.discffusion_config, head_weighting=bool(head_weighting))
+        return DiscffusionScorer(self.matchers.backbone, config, offsets=offsets)
+
+    @staticmethod
+    def check_methods(methods) -> list[str]:
+        unknown = [m for m in (methods or []) if m not in RUN_METHODS]
+        if unknown:
+            raise InvalidInputError(f"Unknown methods {unknown}; choose from {list(RUN_METHODS)}.")
+        chosen = [m for m in RUN_METHODS if m in (methods or [])]
+        if not chosen:
+            raise InvalidInputError("Tick at least one method.")
+        return chosen
+
+    def run(self, request: MatchRequest) -> MatchReport:
+        """Rank the captions with every asked method; Discffusion also keeps its maps for heatmaps."""
+        # 1. Check inputs (once).
+        started = time.perf_counter()
+        image = check_image(request.image)
+        captions = check_captions(request.captions or "", self.matchers.backbone.tokenizer)
+        methods = self.check_methods(request.methods)
+        # 2. Score.
+        results, features = {}, None
+        for method in methods:
+            if method == "discffusion":
+                scorer = self.scorer(request.head_weighting, request.offsets)
+                features = scorer.features(image, captions, keep_maps=True)
+                result = scorer.combine(features)
+                result.method = "discffusion" + (" + head weighting" if request.head_weighting else "")
+                if request.offsets is not None:
+                    result.method += " (prompt-learned)"
+            else:
+                result = self.matchers.scorer(method)(image, captions)
+            results[result.method] = result
+        return MatchReport(image, captions, results, features, time.perf_counter() - started)
+
+    def heatmaps(self, report: MatchReport, caption: str | None = None, layer: str | None = None,
+                 level: int | None = None, size: int = 160) -> dict[str, np.ndarray]:
+        """Word -> attention map of ``caption`` at ``layer`` and noise ``level`` (index; None = mean)."""
+        features = report.features
+        if features is None:
+            raise InvalidInputError("Score with Discffusion first: the heatmaps come from its attention maps.")
+        index = features.captions.index(caption) if caption in features.captions else 0
+        scorer = DiscffusionScorer(self.matchers.backbone, self.matchers.discffusion_config)
+        return scorer.heatmaps(features, index, layer=layer if layer in features.layers else None, level=level,
+                               size=size)
+
+    def generate(self, request: ImageRequest) -> ImageReport:
+        """An image for ``request.prompt``; its captions are the prompt and its swaps."""
+        from ..tinypack.evaluate import generate_images
+
+        if not isinstance(request.prompt, str) or not request.prompt.strip():
+            raise InvalidInputError("Write a prompt to generate an image from.")
+        prompt = check_captions([request.prompt], self.matchers.backbone.tokenizer)[0]
+        layout = relation_guidance(prompt)
+        image = generate_images(self.matchers.text_to_image(), [prompt], [int(request.seed)], progress=False,
+                                layout=layout)[0]
+        captions = captions_for(prompt)
+        recipe = Recipe(self.method, {"kind": "image", **asdict(replace(request, prompt=prompt, seed=int(request.seed)))},
+                        self.manager.preset, model_hashes(self.manager, ["text-to-image"]),
+                        output_sha256=digest(image))
+        return ImageReport(image, captions, layout is not None, recipe)
+
+    def _accuracy(self, groups, head_weighting: bool, offsets) -> dict[str, float]:
+        outcomes = collect(groups, self.scorer(head_weighting, offsets).score, desc="held-out groups")
+        summary = summarise("discffusion", next(iter(outcomes.values())))
+        return {"overall": summary.overall["text"], **{k: v["text"] for k, v in summary.per_swap.items()}}
+
+    def learn(self, request: LearnRequest, progress=None) -> LearnReport:
+        """Prompt learning (eq. 5.5-5.6); text accuracy before and after on held-out groups."""
+        request.check()
+        few_shot = shapesworld_groups(request.shots, seed=FEW_SHOT_SEED)
+        evaluation = shapesworld_groups(request.held_out, seed=HELD_OUT_SEED)
+        if progress is not None:
+            progress(0, desc="accuracy before")
+        before = self._accuracy(evaluation, request.head_weighting, None)
+        offsets, log = train_offsets(self.scorer(request.head_weighting), few_shot,
+                                     PromptLearningConfig(steps=request.steps))
+        after = self._accuracy(evaluation, request.head_weighting, offsets)
+        return LearnReport(offsets, list(log.losses), before, after)
+
+    def benchmark(self, groups: int, methods, head_weighting: bool = False,
+                  offsets: AttentionOffsets | None = None) -> list[list]:
+        """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""
+        count = int(groups)
+        if not 5 <= count <= 200:
+            raise InvalidInputError(f"Batch evaluation runs 5 to 200 groups, got {count}.")
+        benchmark = shapesworld_groups(count, seed=HELD_OUT_SEED)
+        rows = []
+        for method in self.check_methods(methods):
+            function = self.scorer(head_weighting, offsets).score if method == "discffusion" \
+                else self.matchers.scorer(method)
+            summary = summarise(method, next(iter(collect(benchmark, function, desc=method).values())))
+            rows.append([method, *(round(summary.overall[k], 3) for k in ("text", "image", "group")),
+                         *(round(summary.per_swap.get(s, {}).get("text", float("nan")), 3) for s in SWAP_TYPES),
+                         round(summary.unet_evaluations_per_decision, 1), round(summary.seconds_per_decision, 3)])
+        return rows
+
+
+def rerun(recipe: Recipe, out, manager: ModelManager | None = None) -> str:
+    """Remake a generated PNG from its recipe; returns the new image's digest."""
+    from ..recipes import write_png
+
+    request = dict(recipe.request)
+    if request.pop("kind", None) != "image":
+        raise InvalidInputError("Only generated images of the Match tab carry a Match recipe.")
+    runner = MatchRunner(manager or ModelManager(recipe.preset))
+    report = runner.generate(ImageRequest(**request))
+    write_png(report.image, out, report.recipe)
+    return report.recipe.output_sha256

@@ -1,0 +1,123 @@
+"""Training pieces every pack shares: noise schedule, stage schedule and log, loop, optimizer, tokenisation,
+cached latents and Min-SNR weights.
+
+The tiny pack (:mod:`pipelines.tinypack`), Mojito's text-to-video model (:mod:`pipelines.mojito.train`) and
+FlexEControl's adapters (:mod:`pipelines.flexecontrol.train`) all train through these, and none of them
+imports another's internals. The loop runs under accelerate (one CPU process, a GPU or several processes);
+batches are drawn by index with a generator seeded per process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+# Shared noise schedule (Stable Diffusion's), epsilon prediction as the thesis' methods assume.
+NOISE_SCHEDULE = dict(
+    num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+    prediction_type="epsilon", clip_sample=False,
+)
+
+
+@dataclass
+class TrainSchedule:
+    """Steps, batch and learning rate of one training stage."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+
+
+def build_train_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**NOISE_SCHEDULE)
+
+
+def build_inference_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**NOISE_SCHEDULE, set_alpha_to_one=False, steps_offset=1)
+
+
+def tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
+    """Token ids [N, max_tokens], padded with the tokenizer's pad token."""
+    return tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+@dataclass
+class SceneArrays:
+    """``images`` uint8 [N, H, W, 3] and their captions, seeds ``0..N-1`` of the train split.
+
+    With truth: ``object_masks`` uint8 [N, objects, h, w], each object's pixel coverage area-pooled to the
+    latent grid (255 = covered), and ``object_words`` (each object's caption words, "red circle"), for the
+    cross-attention supervision of eq. 9.4.
+    """
+
+    images: np.ndarray
+    captions: list[str]
+    object_masks: np.ndarray | None = None
+    object_words: list[list[str]] | None = None
+
+    def pixel_batch(self, index: np.ndarray) -> torch.Tensor:
+        """Images ``index`` as float [B, 3, H, W] in [-1, 1]."""
+        batch = torch.from_numpy(self.images[index]).permute(0, 3, 1, 2).float()
+        return batch / 127.5 - 1.0
+
+
+@dataclass
+class StageLog:
+    """Loss every ``every`` steps and the stage's wall time."""
+
+    name: str
+    losses: list[float] = field(default_factory=list)
+    every: int = 10
+    seconds: float = 0.0
+
+
+def train_loop(accelerator: Accelerator, schedule: TrainSchedule, seed: int, num_items: int, log: StageLog, step_fn):
+    """Run ``step_fn(indices) -> loss`` for ``schedule.steps`` steps with a progress bar."""
+    generator = np.random.default_rng(seed + 1000 * accelerator.process_index)
+    start, running = time.perf_counter(), []
+    bar = tqdm(range(schedule.steps), desc=log.name, disable=not accelerator.is_local_main_process)
+    for step in bar:
+        indices = generator.integers(0, num_items, size=schedule.batch_size)
+        loss = step_fn(indices)
+        running.append(loss)
+        if (step + 1) % log.every == 0 or step + 1 == schedule.steps:
+            log.losses.append(float(np.mean(running)))
+            bar.set_postfix(loss=f"{log.losses[-1]:.4f}")
+            running = []
+    log.seconds = time.perf_counter() - start
+
+
+def make_optimizer(parameters, schedule: TrainSchedule):
+    """AdamW (weight decay 1e-4) with linear warm-up over a tenth of the steps (at most 100), then cosine decay."""
+    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=1e-4)
+    warmup = min(100, max(1, schedule.steps // 10))
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, schedule.steps)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, scenes: SceneArrays, device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every scene, cached so the UNet stage never runs the encoder."""
+    means, stds = [], []
+    for start in tqdm(range(0, len(scenes.images), batch_size), desc="encoding latents"):
+        index = np.arange(start, min(start + batch_size, len(scenes.images)))
+        posterior = vae.encode(scenes.pixel_batch(index).to(device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for epsilon prediction: min(SNR, gamma) / SNR (1 when gamma is None)."""
+    if gamma is None:
+        return torch.ones_like(timesteps, dtype=torch.float32)
+    alpha_bar = alphas_cumprod[timesteps]
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return torch.clamp(snr, max=gamma) / snr
