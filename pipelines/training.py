@@ -103,15 +103,30 @@ def make_optimizer(parameters, schedule: TrainSchedule):
 
 
 @torch.no_grad()
-def encode_latents(vae: AutoencoderKL, scenes: SceneArrays, device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every scene, cached so the UNet stage never runs the encoder."""
+def encode_latents(vae: AutoencoderKL, scenes: SceneArrays, device, batch_size: int = 256,
+                   accelerator: Accelerator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every scene, cached so the UNet stage never runs the encoder.
+
+    With an ``accelerator`` of several processes each encodes a contiguous share and the shares are gathered,
+    so every process ends with all latents at a fraction of the time.
+    """
+    count = len(scenes.images)
+    processes = accelerator.num_processes if accelerator is not None else 1
+    share = -(-count // processes)
+    rank = accelerator.process_index if accelerator is not None else 0
+    mine = np.arange(rank * share, min((rank + 1) * share, count))
     means, stds = [], []
-    for start in tqdm(range(0, len(scenes.images), batch_size), desc="encoding latents"):
-        index = np.arange(start, min(start + batch_size, len(scenes.images)))
+    for start in tqdm(range(0, len(mine), batch_size), desc="encoding latents"):
+        index = mine[start:start + batch_size]
         posterior = vae.encode(scenes.pixel_batch(index).to(device)).latent_dist
-        means.append(posterior.mean.cpu())
-        stds.append(posterior.std.cpu())
-    return torch.cat(means), torch.cat(stds)
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    if processes > 1:
+        pad = share - len(mine)  # the last share may be short; gather needs equal shapes
+        mean = accelerator.gather(torch.cat([mean, mean[:1].expand(pad, *mean.shape[1:])]))[:count]
+        std = accelerator.gather(torch.cat([std, std[:1].expand(pad, *std.shape[1:])]))[:count]
+    return mean.cpu(), std.cpu()
 
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:

@@ -1,7 +1,11 @@
 """The tiny-pack training script runs end to end (two steps per stage) and its output loads."""
 
 import json
+import os
+import subprocess
+import sys
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +128,32 @@ def test_text_to_image_checkpoints_resume_to_the_same_weights(tmp_path):
         main(common + [str(tmp_path / "a"), "--stages", "t2i", "--resume", str(tmp_path / "ckpt" / "step-00004")])
     with pytest.raises(ModelNotFoundError):
         main(common + [str(tmp_path / "a"), "--stages", "t2i", "--resume", str(tmp_path)])
+
+
+_SHARDED_ENCODING = """
+import sys, numpy as np, torch
+from accelerate import Accelerator
+from pipelines.tinypack.config import ComponentSizes, build_vae
+from pipelines.tinypack.data import build_scene_arrays
+from pipelines.training import encode_latents
+torch.manual_seed(0)
+vae = build_vae(ComponentSizes(image_size=32, vae_channels=(16, 16, 16))).eval()
+scenes = build_scene_arrays(7, 32, workers=1)
+accelerator = Accelerator(cpu=True)
+mean, std = encode_latents(vae, scenes, "cpu", batch_size=2, accelerator=accelerator)
+whole, _ = encode_latents(vae, scenes, "cpu", batch_size=2)
+if accelerator.is_main_process:
+    print("processes", accelerator.num_processes, "shape", tuple(mean.shape), "gap", float((mean - whole).abs().max()))
+"""
+
+
+def test_latents_are_encoded_in_shares_across_processes_and_gathered_whole(tmp_path):
+    script = tmp_path / "encode.py"
+    script.write_text(_SHARDED_ENCODING)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("processes")][0]
+    assert line.startswith("processes 2 shape (7, ")  # 7 scenes over 2 processes: shares of 4 and 3
+    assert float(line.split("gap")[1]) < 1e-5

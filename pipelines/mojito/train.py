@@ -176,7 +176,7 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     torch.manual_seed(config.seed + 11)
     n, frames = len(videos.captions), config.n_frames
     flat = SceneArrays(videos.frames.reshape(n * frames, *videos.frames.shape[2:]), [])
-    means, stds = encode_latents(base.vae, flat, accelerator.device)
+    means, stds = encode_latents(base.vae, flat, accelerator.device, accelerator=accelerator)
     shape = (n, frames, *means.shape[1:])
     means, stds = means.reshape(shape), stds.reshape(shape)
     scaling = base.vae.config.scaling_factor

@@ -163,7 +163,7 @@ def train_text_to_image(
     """
     torch.manual_seed(config.seed + 1)
     sizes = config.sizes
-    means, stds = encode_latents(vae, scenes, accelerator.device)
+    means, stds = encode_latents(vae, scenes, accelerator.device, accelerator=accelerator)
     scaling = vae.config.scaling_factor
     input_ids = tokenize(tokenizer, scenes.captions, sizes.max_tokens)
     empty_ids = tokenize(tokenizer, [""], sizes.max_tokens)[0]
