@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
             "steps_before_resume": steps_before(args.resume),
         })
     start = load_denoiser(args.resume) if args.resume is not None else None
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     size = base.unet.config.sample_size * 4
     videos = build_video_arrays(config.num_videos, size, config.n_frames,
                                 mask_side=size // 4 if config.attention_supervision > 0 else None)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.head_width is not None:
         config.sizes.head_width = args.head_width or None
     seed_everything(config.seed)
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     started = time.perf_counter()
     tokenizer = closed_vocabulary_tokenizer(vocabulary(), model_max_length=config.sizes.max_tokens)
     size = config.sizes.image_size
