@@ -157,3 +157,15 @@ def test_latents_are_encoded_in_shares_across_processes_and_gathered_whole(tmp_p
     line = [l for l in result.stdout.splitlines() if l.startswith("processes")][0]
     assert line.startswith("processes 2 shape (7, ")  # 7 scenes over 2 processes: shares of 4 and 3
     assert float(line.split("gap")[1]) < 1e-5
+
+
+def test_two_processes_train_one_model_together(tmp_path):
+    """torchrun on the CPU: one data-parallel run (processes 2 in the report), not two copies racing."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1", "WORLDSTUDIO_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipelines.tinypack",
+                             "--smoke", "--stages", "vae,t2i", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "training_report.json").read_text())
+    assert report["processes"] == 2
+    assert np.isfinite(report["stages"]["text-to-image"]["final_loss"])

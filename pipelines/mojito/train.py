@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers import StableDiffusionPipeline
 from diffusers.optimization import get_constant_schedule_with_warmup
 from diffusers.training_utils import EMAModel
@@ -422,7 +422,9 @@ def main(argv: list[str] | None = None) -> dict:
             "steps_before_resume": steps_before(args.resume),
         })
     start = load_denoiser(args.resume) if args.resume is not None else None
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # find_unused_parameters: parameters that no loss reaches (the text encoder's pooler) must not stall the all-reduce.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     size = base.unet.config.sample_size * 4
     videos = build_video_arrays(config.num_videos, size, config.n_frames,
                                 mask_side=size // 4 if config.attention_supervision > 0 else None)

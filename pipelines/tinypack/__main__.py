@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 from transformers import CLIPImageProcessor, CLIPProcessor
 
@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.head_width is not None:
         config.sizes.head_width = args.head_width or None
     seed_everything(config.seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # find_unused_parameters: the text encoder's pooler is built but its output is never read.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     started = time.perf_counter()
     tokenizer = closed_vocabulary_tokenizer(vocabulary(), model_max_length=config.sizes.max_tokens)
     size = config.sizes.image_size
