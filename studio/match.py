@@ -37,7 +37,7 @@ from .errors import shows_errors
 TITLE = "Match"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "examples" / "match"
 HEATMAP_SIZE = 160
-# methods offered as checkboxes (head weighting is a toggle on Discffusion)
+# methods offered as checkboxes (head attribution, eq. 5.7 as written, is a toggle on Discffusion)
 UI_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
 DEFAULT_METHODS = ["discffusion", "clip"]
 ALL_LAYERS, ALL_LEVELS = "all layers (mean)", "all levels (mean)"
@@ -155,10 +155,15 @@ def heatmap_gallery(runner: MatchRunner, session: MatchSession, caption: str | N
     return [(overlay(session.report.image, heat), f"{word} (peak {heat.max():.2f})") for word, heat in maps.items()]
 
 
+def weighting(checked) -> str:
+    """The head-attribution checkbox as Discffusion's head weighting: eq. 5.7 as written, or none."""
+    return "attribution" if checked else "none"
+
+
 def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting):
     """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps."""
     session = session or MatchSession()
-    report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), bool(head_weighting),
+    report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), weighting(head_weighting),
                                      session.offsets))
     session.report = report
     captions = report.captions
@@ -184,7 +189,7 @@ def train(runner: MatchRunner, session: MatchSession | None, shots, steps, held_
           progress=gr.Progress(track_tqdm=True)):
     """Prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups; text accuracy before/after on held-out ones."""
     session = session or MatchSession()
-    report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), bool(head_weighting)), progress)
+    report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), weighting(head_weighting)), progress)
     session.offsets = report.offsets
     path = scratch_path("match-offsets-", ".safetensors")
     report.offsets.save(path)
@@ -209,7 +214,7 @@ def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, method
                progress=gr.Progress(track_tqdm=True)):
     """Winoground text/image/group accuracy on held-out ShapesWorld groups for each ticked method."""
     session = session or MatchSession()
-    return runner.benchmark(groups, list(methods or []), bool(head_weighting), session.offsets)
+    return runner.benchmark(groups, list(methods or []), weighting(head_weighting), session.offsets)
 
 
 def create_tab(context: StudioContext) -> dict:
@@ -250,7 +255,8 @@ def create_tab(context: StudioContext) -> dict:
                 captions = gr.Textbox(label="Captions (one per line, at most 32)", lines=6, elem_id="match-captions")
                 methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
                                            label="Methods")
-                head_weighting = gr.Checkbox(False, label="Dynamic attention-head weighting (eq. 5.7) for Discffusion")
+                head_weighting = gr.Checkbox(
+                    False, label="Head attribution maps (eq. 5.7: A_h * df/dA_h, pooled by eq. 5.4) for Discffusion")
                 go_button = gr.Button("Score", variant="primary")
                 status = gr.Markdown("", elem_id="match-status")
         plot = gr.Plot(label="Scores per method", elem_id="match-plot")

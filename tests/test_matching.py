@@ -4,13 +4,14 @@ prompt learning, the hierarchical sampler, bad input."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from dummies import dummy_sd_pipeline
 
-from pipelines.attention import lse_pool
+from pipelines.attention import CrossAttentionControl, lse_pool
 from pipelines.errors import InvalidInputError
 from pipelines.matching import (
     ClassifierConfig,
@@ -24,7 +25,9 @@ from pipelines.matching import (
     check_image,
     coarse_to_fine,
     counterfactual,
+    head_attribution,
     head_weights,
+    pool_attributions,
     pool_heads,
     select_layers,
     train_offsets,
@@ -74,12 +77,90 @@ def test_prompt_tokens_reading_ignores_padding():
     assert float(pool_heads(maps, Reading("logits", 1.0, "prompt"), mask)) == pytest.approx(math.log(3))
 
 
-def test_head_weights_sum_to_one_and_follow_attribution():
+def attribution_by_hand(a: np.ndarray, lam: float) -> np.ndarray:
+    """Eq. 5.7 for one head's [n, m] map with f = eq. 5.4: df/dA_ij = exp(lam A_ij) / sum_j exp(lam A_ij) / n."""
+    n = a.shape[0]
+    rows = np.exp(lam * a)
+    return a * rows / rows.sum(axis=1, keepdims=True) / n
+
+
+def lse_by_hand(a: np.ndarray, lam: float) -> float:
+    return float(np.mean([math.log(sum(math.exp(lam * v) for v in row)) / lam for row in a]))
+
+
+def test_head_attribution_is_eq_5_7_on_a_hand_made_map():
+    a = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])  # one head: n=2 pixels, m=3 tokens
+    e = math.e
+    first = [1.0 * e / (e + e**2 + 1) / 2, 2.0 * e**2 / (e + e**2 + 1) / 2, 0.0]
+    second_sum = e**0.5 + e**-1 + e**3
+    second = [0.5 * e**0.5 / second_sum / 2, -1.0 * e**-1 / second_sum / 2, 3.0 * e**3 / second_sum / 2]
+    maps = torch.stack([a, 2 * a]).reshape(1, 2, 1, 2, 3)  # two heads; the sum over k cancels f's 1/H
+    attribution = head_attribution(maps, Reading("logits", 1.0))
+    torch.testing.assert_close(attribution[0, 0, 0], torch.tensor([first, second]))
+    torch.testing.assert_close(attribution[0, 1, 0],
+                               torch.from_numpy(attribution_by_hand(2 * a.double().numpy(), 1.0)).float())
+    pooled = pool_attributions(maps, Reading("logits", 1.0))
+    assert float(pooled[0, 0]) == pytest.approx(lse_by_hand(np.array([first, second]), 1.0), rel=1e-6)
+    # masked tokens are left out of the gradient and of the pooling
+    mask = torch.tensor([[True, True, False]])
+    masked = head_attribution(maps, Reading("logits", 1.0, "prompt"), mask)
+    assert torch.isinf(masked[..., 2]).all()
+    torch.testing.assert_close(masked[0, 0, 0, :, :2],
+                               torch.from_numpy(attribution_by_hand(a[:, :2].double().numpy(), 1.0)).float())
+
+
+def test_eq_5_7_attribution_on_a_tiny_unet_matches_the_hand_computation(backbone):
+    """The scorer's "attribution" term (eq. 5.7, pooled by eq. 5.4, mean over heads and layers) from the
+    dummy UNet's own recorded maps, recomputed by hand in float64."""
+    lam = 2.0
+    config = DiscffusionConfig(noise_levels=(0.5,), reading=Reading("logits", lam), denoising_weight=0.0,
+                               head_weighting="attribution")
+    scorer = DiscffusionScorer(backbone, config)
+    captions = CAPTIONS[:2]
+    latent = backbone.encode_image(image())
+    text = backbone.encode_text(captions)
+    timestep = backbone.timesteps_for(config.noise_levels)[0]
+    noise = backbone.noise(latent.shape, config.seed, 0)
+    z_t = backbone.add_noise(latent, noise, timestep).expand(len(captions), -1, -1, -1)
+    with torch.no_grad(), CrossAttentionControl(backbone.unet, layers=scorer.layers, values="logits",
+                                                keep_steps="last") as control:
+        backbone.predict_noise(z_t, timestep, text)
+    by_hand = np.zeros(len(captions))
+    for name in scorer.layers:
+        maps = control.store.maps_for(name).double().numpy()  # [R, heads, h, w, m]
+        rows, heads = maps.shape[:2]
+        for r in range(rows):
+            by_hand[r] += np.mean([lse_by_hand(attribution_by_hand(maps[r, h].reshape(-1, maps.shape[-1]), lam), lam)
+                                   for h in range(heads)]) / len(scorer.layers)
+    result = scorer.score(image(), captions)
+    np.testing.assert_allclose(result.scores, by_hand, rtol=1e-5)
+    np.testing.assert_allclose(result.terms["attention"], by_hand, rtol=1e-5)
+    # eq. 5.7 as written differs from the plain head mean and from the scalar reading
+    plain = DiscffusionScorer(backbone, replace(config, head_weighting="none")).score(image(), captions)
+    assert np.abs(plain.scores - result.scores).max() > 1e-3
+
+
+def test_scalar_head_weights_sum_to_one_and_follow_attribution():
     maps = torch.zeros(1, 2, 2, 2, 3)
-    maps[:, 0] = 4.0  # head 0 attends strongly (large logits), head 1 is flat at 0
+    maps[:, 0] = 4.0  # head 0 attends strongly (large logits), head 1 is flat at 0: no attribution
     weights = head_weights(maps, Reading("logits", 1.0))
-    torch.testing.assert_close(weights.sum(dim=1), torch.ones(1))
-    assert weights[0, 0] > 0.99
+    torch.testing.assert_close(weights, torch.tensor([[1.0, 0.0]]))
+    maps[:, 1] = 1.0  # attribution sums: head 0 = 4 (|A * 1/(m n)| summed over n m entries), head 1 = 1
+    torch.testing.assert_close(head_weights(maps, Reading("logits", 1.0)), torch.tensor([[0.8, 0.2]]))
+
+
+def test_one_pass_gives_every_head_weighting_and_a_missing_one_is_a_typed_error(backbone):
+    scorer = DiscffusionScorer(backbone, DiscffusionConfig(noise_levels=(0.5,)))
+    features = scorer.features(image(), CAPTIONS, head_weightings=("none", "attribution", "scalar"))
+    for weighting in ("attribution", "scalar"):
+        alone = DiscffusionScorer(backbone, DiscffusionConfig(noise_levels=(0.5,), head_weighting=weighting))
+        np.testing.assert_allclose(scorer.combine(features, alone.config).scores,
+                                   alone.score(image(), CAPTIONS).scores, rtol=1e-5)
+    plain = scorer.features(image(), CAPTIONS)
+    with pytest.raises(InvalidInputError, match="without head weighting 'attribution'"):
+        scorer.combine(plain, DiscffusionConfig(noise_levels=(0.5,), head_weighting="attribution"))
+    with pytest.raises(InvalidInputError, match="head_weighting must be one of"):
+        DiscffusionConfig(head_weighting=True)
 
 
 # -- the scorer on dummy components ----------------------------------------------------------------
