@@ -272,6 +272,48 @@ def test_hierarchical_sampler_never_evaluates_a_pruned_caption_again(backbone):
     assert coarse_to_fine(8)[0] == 4
 
 
+def test_hierarchical_sampler_prunes_to_c_over_b_and_stops_when_the_leader_is_stable():
+    from pipelines.matching.classifier import sample
+
+    # caption 0 has the lowest error at every timestep; errors grow with the caption index
+    table = np.arange(8)[:, None] + 0.1 * np.arange(8)[None, :]
+
+    def errors(jobs):
+        return [table[c, k] for c, k in jobs]
+
+    uniform = sample(errors, 8, ClassifierConfig(sampling="uniform", num_timesteps=8))
+    assert sum(uniform.trace.evaluations) == 64
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, beam_factor=2.0, warmup=2, patience=3)
+    beam = sample(errors, 8, config)
+    # visits: 8 captions, 8 captions (warm-up ends: beam 8 -> 4), 4 captions (leader stable 3 visits: stop)
+    assert [len(b) for b in beam.trace.beams] == [8, 4, 2]
+    assert sum(beam.trace.evaluations) == 8 + 8 + 4
+    assert int(np.argmax(beam.scores)) == int(np.argmax(uniform.scores)) == 0
+    # no early stop: the beam shrinks by b after every visit until one caption is left
+    long = sample(errors, 8, replace(config, patience=8, beam_factor=4.0))
+    assert [len(b) for b in long.trace.beams] == [8, 2, 1] and sum(long.trace.evaluations) == 8 + 8 + 2
+
+
+def test_replaying_the_uniform_errors_decides_as_the_live_hierarchical_sampler(backbone):
+    """The retrieval bench replays the sampler on the uniform run's errors (common random numbers)."""
+    from pipelines.matching.classifier import sample
+
+    captions = ["a red circle", "a blue circle", "a green circle", "a red square", "a blue square",
+                "a green triangle"]
+    uniform = DiffusionClassifier(backbone, ClassifierConfig(sampling="uniform", num_timesteps=8, seed=2))
+    uniform.score(image(), captions)
+    order = coarse_to_fine(8)
+    table = {(c, order[visit]): error for (c, visit), error in zip(uniform.last_trace.calls, uniform.last_trace.errors)}
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, seed=2, warmup=2, patience=2)
+    live = DiffusionClassifier(backbone, config)
+    result = live.score(image(), captions)
+    replay = sample(lambda jobs: [table[job] for job in jobs], len(captions), config)
+    assert replay.trace.calls == live.last_trace.calls
+    assert sum(replay.trace.evaluations) == result.unet_evaluations < 6 * 8
+    np.testing.assert_allclose(replay.trace.errors, live.last_trace.errors, rtol=1e-5)
+    assert result.ranking()[0] == int(np.argmax(replay.scores))
+
+
 def test_dc_is_deterministic_and_counts_evaluations(backbone):
     classifier = DiffusionClassifier(backbone, ClassifierConfig(num_timesteps=3, samples_per_timestep=2))
     first = classifier.score(image(), CAPTIONS[:2])

@@ -157,17 +157,14 @@ def head_attribution(maps: torch.Tensor, reading: Reading, token_mask: torch.Ten
     """Thesis eq. 5.7, ``Attr_h(A) = A_h * sum_{k=1}^H df(A)/dA_h``, element-wise, ``[R, heads, h, w, m]``.
 
     ``A`` is the map the reading pools (:func:`attention_values`) and ``f(A)`` is eq. 5.4 averaged over the
-    ``H`` heads, so ``sum_k df(A)/dA_h = H df(A)/dA_h = df(A_h)/dA_h``; for LSE pooling that is
-    ``softmax_j(lam A_h)_ij / n``. The gradient comes from autograd and is detached (the thesis: "the
-    gradient weights are detached and utilized solely as scalar multipliers"), so when ``maps`` carry a
-    graph (prompt learning) gradients flow through ``A_h`` only. Masked tokens stay ``-inf``.
+    ``H`` heads, so ``sum_k df(A)/dA_h = H df(A)/dA_h = df(A_h)/dA_h``, which for LSE pooling is
+    ``softmax_j(lam A_h)_ij / n`` (n pixels), computed in that closed form. The gradient is detached (the
+    thesis: "the gradient weights are detached and utilized solely as scalar multipliers"), so when
+    ``maps`` carry a graph (prompt learning) gradients flow through ``A_h`` only. Masked tokens stay ``-inf``.
     """
     values = attention_values(maps, reading, token_mask)
-    probe = values.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        heads = probe.shape[1]
-        score = heads * lse_pool(probe.flatten(2, 3), reading.lam).mean(dim=1).sum()
-        (grad,) = torch.autograd.grad(score, probe)
+    pixels = values.shape[2] * values.shape[3]
+    grad = (reading.lam * values.detach()).softmax(dim=-1) / pixels  # masked tokens (-inf) get 0
     keep = torch.isfinite(values.detach())
     finite = torch.where(keep, values, torch.zeros_like(values))
     return torch.where(keep, finite * grad, torch.full_like(values, float("-inf")))
