@@ -49,10 +49,12 @@ per line, tick methods and press **Score**. Each method ranks the captions (tabl
 better match). **Discffusion** reads the diffusion UNet's cross-attention: the image is noised at a few
 levels, the UNet runs once per caption, and the LogSumExp of the pre-softmax attention scores over the
 caption's tokens, averaged over pixels, heads, layers and noise levels (thesis eq. 5.4), plus the
-denoising-error contrast of the thesis' code, is the score. The heatmaps
+denoising-error contrast of the thesis' code, is the score; the head-attribution box replaces each
+head's map by A_h * df/dA_h before the pooling (eq. 5.7). The heatmaps
 show where each caption word sends attention (pick a layer and a noise level). **Diffusion Classifier**
-ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical* prunes captions early
-(section 5.5). **CLIP** compares global embeddings; **ComCLIP** adds subimages of the detected objects
+ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical* keeps the best C/b of C
+captions after a 4-timestep warm-up (b = 2), shrinks the beam by b after every further timestep and stops
+once one caption has led for 4 timesteps (section 5.5). **CLIP** compares global embeddings; **ComCLIP** adds subimages of the detected objects
 (eq. 4.4-4.5).
 """
 
