@@ -99,6 +99,10 @@ def test_head_attribution_is_eq_5_7_on_a_hand_made_map():
     torch.testing.assert_close(attribution[0, 0, 0], torch.tensor([first, second]))
     torch.testing.assert_close(attribution[0, 1, 0],
                                torch.from_numpy(attribution_by_hand(2 * a.double().numpy(), 1.0)).float())
+    # the closed form is autograd's gradient of f(A) = mean over heads of eq. 5.4, summed over the H heads
+    probe = maps.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(lse_pool(probe.flatten(2, 3), 1.0).mean(dim=1).sum(), probe)
+    torch.testing.assert_close(attribution, maps * 2 * grad)
     pooled = pool_attributions(maps, Reading("logits", 1.0))
     assert float(pooled[0, 0]) == pytest.approx(lse_by_hand(np.array([first, second]), 1.0), rel=1e-6)
     # masked tokens are left out of the gradient and of the pooling
