@@ -59,18 +59,22 @@ once one caption has led for 4 timesteps (section 5.5). **CLIP** compares global
 """
 
 FINDING = """\
-**What the tiny pack measured** (`bench/results/matching.jsonl`; 200 held-out ShapesWorld groups, Winoground
-text score, chance = 0.25): the attention score alone (eq. 5.4) is **at or below chance zero-shot** in every
-reading tried: pre-softmax logits 0.09, post-softmax probabilities 0.075, lambda 10 0.07, with head
-weighting 0.10. It behaves like caption prior + image prior. The discriminative signal is the
-denoising-error term that the thesis' code adds: Discffusion as the code computes it reaches 0.43 (colour
-0.50, shape 0.53, relation 0.10). Prompt learning on that combined score (200 few-shot groups, 100 steps)
-raises it to 0.47 text, 0.43 image: single-object colour swaps 0.75 to 0.85 and shape swaps 0.73 to 0.95,
-but two-object swaps stay near chance (0.30 colour, 0.23 shape), so colour and shape overall are 0.58 and
-0.59, short of 0.8. The tiny CLIP wins colour (0.95) and shape (0.90) swaps; every method is near or below
-chance on relations. The Diffusion Classifier (32 timesteps per caption) reaches 0.50 text; with
-hierarchical sampling 0.52 at 5.3x fewer UNet evaluations, and Discffusion needs 0.094 of uniform DC's
-evaluations per decision. Details: `docs/notes/discffusion.md`.
+**What the tiny pack measured** (`bench/results/matching.jsonl`: 200 held-out ShapesWorld groups, Winoground
+text score, chance = 0.25): the attention score alone (eq. 5.4) is **below chance zero-shot** in every
+reading tried: pre-softmax logits 0.090, post-softmax probabilities 0.075, lambda 10 0.070, with eq.
+5.7's head attribution maps 0.105, with scalar head weights 0.100. It behaves like caption prior +
+image prior. The discriminative signal is the denoising-error term that the thesis' code adds: Discffusion
+as the code computes it reaches 0.430 (colour 0.500, shape 0.525, relation 0.100; n = 80 / 80 / 40);
+the head attribution checkbox gives 0.425 (the same ranking as the denoising term alone), so it is off by
+default. Prompt learning on the combined score (200 few-shot groups, 100 steps) raises it to
+0.470 text, 0.425 image; colour and shape are 0.575 and 0.588, short of 0.8 (two-object swaps stay near
+chance). The tiny CLIP wins colour (0.950) and shape (0.900); every method is at or below chance on
+relations (best 0.125). The Diffusion Classifier (32 timesteps per caption) reaches 0.495 text; with two
+captions its hierarchical sampler gets 0.515 at 5.33x fewer UNet evaluations, but there it only drops the
+extreme timesteps (after its 6-timestep warm-up one caption is left). With more captions
+(`bench/results/match_retrieval.jsonl`, 20 images, recall@1) hierarchical DC needs 3.53x / 3.46x fewer
+evaluations than uniform DC at 16 / 32 captions with recall@1 0.45 / 0.45 against 0.45 / 0.35;
+CLIP 0.50 / 0.50, Discffusion 0.15 / 0.10. Details: `docs/notes/discffusion.md`.
 """
 
 
