@@ -1,5 +1,6 @@
 """Match bench (issue 4): Winoground text/image/group accuracy on the held-out ShapesWorld compositional
-split for Discffusion (several readings), Discffusion + head weighting, CLIP, ComCLIP, DC-uniform and
+split for Discffusion (several readings), Discffusion with head weighting (eq. 5.7 as written: attribution
+maps; and the scalar per-head reading), CLIP, ComCLIP, DC-uniform and
 DC-hierarchical; UNet evaluations and seconds per decision; prompt learning on a disjoint few-shot set;
 the studio path (one image, five captions, heatmaps).
 
@@ -12,7 +13,7 @@ Small ensembles keep the bench inside 20 minutes: Discffusion uses 2 noise level
 seeded noise per level; the Diffusion Classifier uses 32 stratified timesteps with one seeded noise each
 (its own Winoground protocol visits all 1000 timesteps per caption; the bench ran 16 before 2026-12-02). All Discffusion readings (pre- or
 post-softmax, lambda, prompt tokens only, layer subsets, with or without the denoising term, head
-weighting) are computed from the same UNet passes. Prompt learning trains on the score the bench reports
+weighting, both readings) are computed from the same UNet passes. Prompt learning trains on the score the bench reports
 (attention term + denoising term; training on the attention term alone lowered the combined score). A decision = one image ranked against the group's two
 captions. Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/matching.py > bench/results/matching.jsonl``.
 """
@@ -32,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import emit, machine  # noqa: E402
 from pipelines.matching import (  # noqa: E402
+    HEAD_WEIGHTINGS,
     ClassifierConfig,
     DiscffusionConfig,
     DiscffusionScorer,
@@ -48,6 +50,7 @@ from pipelines.utils import set_torch_threads  # noqa: E402
 
 BENCH = "matching"
 TUNED_REPORTED = ("discffusion (prompt-learned)", "discffusion-hw (prompt-learned)",
+                  "discffusion-hw-scalar (prompt-learned)",
                   "discffusion attention only (logits, lambda 1) (prompt-learned)",
                   "discffusion denoising term only (prompt-learned)")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -75,7 +78,7 @@ def discffusion_variants(scorer: DiscffusionScorer, layer_scorers: dict[str, Dis
     levels = len(scorer.config.noise_levels)
 
     def score(image, captions):
-        features = scorer.features(image, captions, readings=list(readings.values()))
+        features = scorer.features(image, captions, readings=list(readings.values()), head_weightings=HEAD_WEIGHTINGS)
         seconds = features.seconds
         out = {}
 
@@ -84,16 +87,19 @@ def discffusion_variants(scorer: DiscffusionScorer, layer_scorers: dict[str, Dis
             out[name + suffix] = result
 
         with_uncond, without = levels * (len(captions) + 1), levels * len(captions)
-        base = replace(scorer.config, head_weighting=False)  # the scorer computes head weights for the -hw rows
+        base = replace(scorer.config, head_weighting="none")
         add("discffusion", scorer.combine(features, base), with_uncond)
-        add("discffusion-hw", scorer.combine(features, replace(base, head_weighting=True)), with_uncond)
+        add("discffusion-hw", scorer.combine(features, replace(base, head_weighting="attribution")), with_uncond)
+        add("discffusion-hw-scalar", scorer.combine(features, replace(base, head_weighting="scalar")), with_uncond)
         add("discffusion denoising term only",
             scorer.combine(features, replace(base, attention_weight=0.0)), with_uncond)
         for label, reading in readings.items():
             attention_only = replace(base, reading=reading, denoising_weight=0.0)
             add(f"discffusion attention only ({label})", scorer.combine(features, attention_only), without)
-        add("discffusion attention only (logits, lambda 1, head weighting)",
-            scorer.combine(features, replace(base, denoising_weight=0.0, head_weighting=True)), without)
+        add("discffusion attention only (logits, lambda 1, head attribution)",
+            scorer.combine(features, replace(base, denoising_weight=0.0, head_weighting="attribution")), without)
+        add("discffusion attention only (logits, lambda 1, scalar head weights)",
+            scorer.combine(features, replace(base, denoising_weight=0.0, head_weighting="scalar")), without)
         first_level = replace(features, levels=features.levels[:1])
         add("discffusion (one noise level)", scorer.combine(first_level, base), len(captions) + 1)
         add("discffusion attention only (logits, lambda 1, one noise level)",
@@ -164,7 +170,7 @@ def main() -> None:
     held_out = {g.images[k].tobytes() for g in groups for k in (0, 1)}
     overlap = sum(g.images[k].tobytes() in held_out for g in few_shot for k in (0, 1))
     emit(BENCH, "few_shot_overlap_images", overlap, few_shot_groups=len(few_shot), eval_groups=len(groups))
-    config = DiscffusionConfig(denoising_weight=1.0, head_weighting=True)
+    config = DiscffusionConfig(denoising_weight=1.0)
     scorer = DiscffusionScorer(matchers.backbone, config)
     layer_scorers = {"last-per-stage": DiscffusionScorer(matchers.backbone, replace(config, layers="last-per-stage")),
                      "16x16 only": DiscffusionScorer(matchers.backbone, replace(
@@ -189,8 +195,7 @@ def main() -> None:
     # 3. Prompt learning on the disjoint few-shot set, then the same held-out groups
     train_start = time.perf_counter()
     # the training objective: Discffusion's score with the denoising term weighted by --pl-denoising-weight
-    trainer = DiscffusionScorer(matchers.backbone, replace(config, head_weighting=False,
-                                                           denoising_weight=args.pl_denoising_weight))
+    trainer = DiscffusionScorer(matchers.backbone, replace(config, denoising_weight=args.pl_denoising_weight))
     offsets, log = train_offsets(trainer, few_shot, PromptLearningConfig(steps=args.pl_steps, learning_rate=args.pl_lr))
     scorer.offsets = offsets
     train_seconds = time.perf_counter() - train_start
@@ -229,7 +234,8 @@ def main() -> None:
                  "discffusion attention only (logits, lambda 1, one noise level)"):
         fraction = summaries[name].unet_evaluations_per_decision / uniform.unet_evaluations_per_decision
         emit(BENCH, "bar_discffusion_evaluations", fraction, method=name, met=fraction <= 0.1)
-    for name in ("discffusion (prompt-learned)", "discffusion-hw (prompt-learned)"):
+    for name in ("discffusion (prompt-learned)", "discffusion-hw (prompt-learned)",
+                 "discffusion-hw-scalar (prompt-learned)"):
         zero = name.replace(" (prompt-learned)", "")
         emit(BENCH, "bar_prompt_learning", text(name), method=name,
              colour=text(name, "colour"), shape=text(name, "shape"), relation=text(name, "relation"),

@@ -37,7 +37,7 @@ from .errors import shows_errors
 TITLE = "Match"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "examples" / "match"
 HEATMAP_SIZE = 160
-# methods offered as checkboxes (head weighting is a toggle on Discffusion)
+# methods offered as checkboxes (head attribution, eq. 5.7 as written, is a toggle on Discffusion)
 UI_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
 DEFAULT_METHODS = ["discffusion", "clip"]
 ALL_LAYERS, ALL_LEVELS = "all layers (mean)", "all levels (mean)"
@@ -49,26 +49,32 @@ per line, tick methods and press **Score**. Each method ranks the captions (tabl
 better match). **Discffusion** reads the diffusion UNet's cross-attention: the image is noised at a few
 levels, the UNet runs once per caption, and the LogSumExp of the pre-softmax attention scores over the
 caption's tokens, averaged over pixels, heads, layers and noise levels (thesis eq. 5.4), plus the
-denoising-error contrast of the thesis' code, is the score. The heatmaps
+denoising-error contrast of the thesis' code, is the score; the head-attribution box replaces each
+head's map by A_h * df/dA_h before the pooling (eq. 5.7). The heatmaps
 show where each caption word sends attention (pick a layer and a noise level). **Diffusion Classifier**
-ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical* prunes captions early
-(section 5.5). **CLIP** compares global embeddings; **ComCLIP** adds subimages of the detected objects
+ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical* keeps the best C/b of C
+captions after a 4-timestep warm-up (b = 2), shrinks the beam by b after every further timestep and stops
+once one caption has led for 4 timesteps (section 5.5). **CLIP** compares global embeddings; **ComCLIP** adds subimages of the detected objects
 (eq. 4.4-4.5).
 """
 
 FINDING = """\
-**What the tiny pack measured** (`bench/results/matching.jsonl`; 200 held-out ShapesWorld groups, Winoground
-text score, chance = 0.25): the attention score alone (eq. 5.4) is **at or below chance zero-shot** in every
-reading tried: pre-softmax logits 0.09, post-softmax probabilities 0.075, lambda 10 0.07, with head
-weighting 0.10. It behaves like caption prior + image prior. The discriminative signal is the
-denoising-error term that the thesis' code adds: Discffusion as the code computes it reaches 0.43 (colour
-0.50, shape 0.53, relation 0.10). Prompt learning on that combined score (200 few-shot groups, 100 steps)
-raises it to 0.47 text, 0.43 image: single-object colour swaps 0.75 to 0.85 and shape swaps 0.73 to 0.95,
-but two-object swaps stay near chance (0.30 colour, 0.23 shape), so colour and shape overall are 0.58 and
-0.59, short of 0.8. The tiny CLIP wins colour (0.95) and shape (0.90) swaps; every method is near or below
-chance on relations. The Diffusion Classifier (32 timesteps per caption) reaches 0.50 text; with
-hierarchical sampling 0.52 at 5.3x fewer UNet evaluations, and Discffusion needs 0.094 of uniform DC's
-evaluations per decision. Details: `docs/notes/discffusion.md`.
+**What the tiny pack measured** (`bench/results/matching.jsonl`: 200 held-out ShapesWorld groups, Winoground
+text score, chance = 0.25): the attention score alone (eq. 5.4) is **below chance zero-shot** in every
+reading tried: pre-softmax logits 0.090, post-softmax probabilities 0.075, lambda 10 0.070, with eq.
+5.7's head attribution maps 0.105, with scalar head weights 0.100. It behaves like caption prior +
+image prior. The discriminative signal is the denoising-error term that the thesis' code adds: Discffusion
+as the code computes it reaches 0.430 (colour 0.500, shape 0.525, relation 0.100; n = 80 / 80 / 40);
+the head attribution checkbox gives 0.425 (the same ranking as the denoising term alone), so it is off by
+default. Prompt learning on the combined score (200 few-shot groups, 100 steps) raises it to
+0.470 text, 0.425 image; colour and shape are 0.575 and 0.588, short of 0.8 (two-object swaps stay near
+chance). The tiny CLIP wins colour (0.950) and shape (0.900); every method is at or below chance on
+relations (best 0.125). The Diffusion Classifier (32 timesteps per caption) reaches 0.495 text; with two
+captions its hierarchical sampler gets 0.515 at 5.33x fewer UNet evaluations, but there it only drops the
+extreme timesteps (after its 6-timestep warm-up one caption is left). With more captions
+(`bench/results/match_retrieval.jsonl`, 20 images, recall@1) hierarchical DC needs 3.53x / 3.46x fewer
+evaluations than uniform DC at 16 / 32 captions with recall@1 0.45 / 0.45 against 0.45 / 0.35;
+CLIP 0.50 / 0.50, Discffusion 0.15 / 0.10. Details: `docs/notes/discffusion.md`.
 """
 
 
@@ -155,10 +161,15 @@ def heatmap_gallery(runner: MatchRunner, session: MatchSession, caption: str | N
     return [(overlay(session.report.image, heat), f"{word} (peak {heat.max():.2f})") for word, heat in maps.items()]
 
 
+def weighting(checked) -> str:
+    """The head-attribution checkbox as Discffusion's head weighting: eq. 5.7 as written, or none."""
+    return "attribution" if checked else "none"
+
+
 def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting):
     """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps."""
     session = session or MatchSession()
-    report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), bool(head_weighting),
+    report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), weighting(head_weighting),
                                      session.offsets))
     session.report = report
     captions = report.captions
@@ -184,7 +195,7 @@ def train(runner: MatchRunner, session: MatchSession | None, shots, steps, held_
           progress=gr.Progress(track_tqdm=True)):
     """Prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups; text accuracy before/after on held-out ones."""
     session = session or MatchSession()
-    report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), bool(head_weighting)), progress)
+    report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), weighting(head_weighting)), progress)
     session.offsets = report.offsets
     path = scratch_path("match-offsets-", ".safetensors")
     report.offsets.save(path)
@@ -209,7 +220,7 @@ def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, method
                progress=gr.Progress(track_tqdm=True)):
     """Winoground text/image/group accuracy on held-out ShapesWorld groups for each ticked method."""
     session = session or MatchSession()
-    return runner.benchmark(groups, list(methods or []), bool(head_weighting), session.offsets)
+    return runner.benchmark(groups, list(methods or []), weighting(head_weighting), session.offsets)
 
 
 def create_tab(context: StudioContext) -> dict:
@@ -250,7 +261,8 @@ def create_tab(context: StudioContext) -> dict:
                 captions = gr.Textbox(label="Captions (one per line, at most 32)", lines=6, elem_id="match-captions")
                 methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
                                            label="Methods")
-                head_weighting = gr.Checkbox(False, label="Dynamic attention-head weighting (eq. 5.7) for Discffusion")
+                head_weighting = gr.Checkbox(
+                    False, label="Head attribution maps (eq. 5.7: A_h * df/dA_h, pooled by eq. 5.4) for Discffusion")
                 go_button = gr.Button("Score", variant="primary")
                 status = gr.Markdown("", elem_id="match-status")
         plot = gr.Plot(label="Scores per method", elem_id="match-plot")

@@ -4,13 +4,14 @@ prompt learning, the hierarchical sampler, bad input."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from dummies import dummy_sd_pipeline
 
-from pipelines.attention import lse_pool
+from pipelines.attention import CrossAttentionControl, lse_pool
 from pipelines.errors import InvalidInputError
 from pipelines.matching import (
     ClassifierConfig,
@@ -24,7 +25,9 @@ from pipelines.matching import (
     check_image,
     coarse_to_fine,
     counterfactual,
+    head_attribution,
     head_weights,
+    pool_attributions,
     pool_heads,
     select_layers,
     train_offsets,
@@ -74,12 +77,94 @@ def test_prompt_tokens_reading_ignores_padding():
     assert float(pool_heads(maps, Reading("logits", 1.0, "prompt"), mask)) == pytest.approx(math.log(3))
 
 
-def test_head_weights_sum_to_one_and_follow_attribution():
+def attribution_by_hand(a: np.ndarray, lam: float) -> np.ndarray:
+    """Eq. 5.7 for one head's [n, m] map with f = eq. 5.4: df/dA_ij = exp(lam A_ij) / sum_j exp(lam A_ij) / n."""
+    n = a.shape[0]
+    rows = np.exp(lam * a)
+    return a * rows / rows.sum(axis=1, keepdims=True) / n
+
+
+def lse_by_hand(a: np.ndarray, lam: float) -> float:
+    return float(np.mean([math.log(sum(math.exp(lam * v) for v in row)) / lam for row in a]))
+
+
+def test_head_attribution_is_eq_5_7_on_a_hand_made_map():
+    a = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]])  # one head: n=2 pixels, m=3 tokens
+    e = math.e
+    first = [1.0 * e / (e + e**2 + 1) / 2, 2.0 * e**2 / (e + e**2 + 1) / 2, 0.0]
+    second_sum = e**0.5 + e**-1 + e**3
+    second = [0.5 * e**0.5 / second_sum / 2, -1.0 * e**-1 / second_sum / 2, 3.0 * e**3 / second_sum / 2]
+    maps = torch.stack([a, 2 * a]).reshape(1, 2, 1, 2, 3)  # two heads; the sum over k cancels f's 1/H
+    attribution = head_attribution(maps, Reading("logits", 1.0))
+    torch.testing.assert_close(attribution[0, 0, 0], torch.tensor([first, second]))
+    torch.testing.assert_close(attribution[0, 1, 0],
+                               torch.from_numpy(attribution_by_hand(2 * a.double().numpy(), 1.0)).float())
+    # the closed form is autograd's gradient of f(A) = mean over heads of eq. 5.4, summed over the H heads
+    probe = maps.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(lse_pool(probe.flatten(2, 3), 1.0).mean(dim=1).sum(), probe)
+    torch.testing.assert_close(attribution, maps * 2 * grad)
+    pooled = pool_attributions(maps, Reading("logits", 1.0))
+    assert float(pooled[0, 0]) == pytest.approx(lse_by_hand(np.array([first, second]), 1.0), rel=1e-6)
+    # masked tokens are left out of the gradient and of the pooling
+    mask = torch.tensor([[True, True, False]])
+    masked = head_attribution(maps, Reading("logits", 1.0, "prompt"), mask)
+    assert torch.isinf(masked[..., 2]).all()
+    torch.testing.assert_close(masked[0, 0, 0, :, :2],
+                               torch.from_numpy(attribution_by_hand(a[:, :2].double().numpy(), 1.0)).float())
+
+
+def test_eq_5_7_attribution_on_a_tiny_unet_matches_the_hand_computation(backbone):
+    """The scorer's "attribution" term (eq. 5.7, pooled by eq. 5.4, mean over heads and layers) from the
+    dummy UNet's own recorded maps, recomputed by hand in float64."""
+    lam = 2.0
+    config = DiscffusionConfig(noise_levels=(0.5,), reading=Reading("logits", lam), denoising_weight=0.0,
+                               head_weighting="attribution")
+    scorer = DiscffusionScorer(backbone, config)
+    captions = CAPTIONS[:2]
+    latent = backbone.encode_image(image())
+    text = backbone.encode_text(captions)
+    timestep = backbone.timesteps_for(config.noise_levels)[0]
+    noise = backbone.noise(latent.shape, config.seed, 0)
+    z_t = backbone.add_noise(latent, noise, timestep).expand(len(captions), -1, -1, -1)
+    with torch.no_grad(), CrossAttentionControl(backbone.unet, layers=scorer.layers, values="logits",
+                                                keep_steps="last") as control:
+        backbone.predict_noise(z_t, timestep, text)
+    by_hand = np.zeros(len(captions))
+    for name in scorer.layers:
+        maps = control.store.maps_for(name).double().numpy()  # [R, heads, h, w, m]
+        rows, heads = maps.shape[:2]
+        for r in range(rows):
+            by_hand[r] += np.mean([lse_by_hand(attribution_by_hand(maps[r, h].reshape(-1, maps.shape[-1]), lam), lam)
+                                   for h in range(heads)]) / len(scorer.layers)
+    result = scorer.score(image(), captions)
+    np.testing.assert_allclose(result.scores, by_hand, rtol=1e-5)
+    np.testing.assert_allclose(result.terms["attention"], by_hand, rtol=1e-5)
+    # eq. 5.7 as written differs from the plain head mean and from the scalar reading
+    plain = DiscffusionScorer(backbone, replace(config, head_weighting="none")).score(image(), captions)
+    assert np.abs(plain.scores - result.scores).max() > 1e-3
+
+
+def test_scalar_head_weights_sum_to_one_and_follow_attribution():
     maps = torch.zeros(1, 2, 2, 2, 3)
-    maps[:, 0] = 4.0  # head 0 attends strongly (large logits), head 1 is flat at 0
+    maps[:, 0] = 4.0  # head 0 attends strongly (large logits), head 1 is flat at 0: no attribution
     weights = head_weights(maps, Reading("logits", 1.0))
-    torch.testing.assert_close(weights.sum(dim=1), torch.ones(1))
-    assert weights[0, 0] > 0.99
+    torch.testing.assert_close(weights, torch.tensor([[1.0, 0.0]]))
+    maps[:, 1] = 1.0  # attribution sums: head 0 = 4 (|A * 1/(m n)| summed over n m entries), head 1 = 1
+    torch.testing.assert_close(head_weights(maps, Reading("logits", 1.0)), torch.tensor([[0.8, 0.2]]))
+
+
+def test_one_pass_gives_every_head_weighting_and_a_missing_one_is_a_typed_error(backbone):
+    scorer = DiscffusionScorer(backbone, DiscffusionConfig(noise_levels=(0.5,)))
+    features = scorer.features(image(), CAPTIONS, head_weightings=("none", "attribution", "scalar"))
+    for weighting in ("attribution", "scalar"):
+        alone = DiscffusionScorer(backbone, DiscffusionConfig(noise_levels=(0.5,), head_weighting=weighting))
+        np.testing.assert_allclose(scorer.combine(features, alone.config).scores,
+                                   alone.score(image(), CAPTIONS).scores, rtol=1e-5)
+    plain = scorer.features(image(), CAPTIONS)
+    with pytest.raises(InvalidInputError, match="without head weighting 'attribution'"):
+        scorer.combine(plain, DiscffusionConfig(noise_levels=(0.5,), head_weighting="attribution"))
+    with pytest.raises(InvalidInputError, match="head_weighting must be one of"):
+        DiscffusionConfig(head_weighting=True)
 
 
 # -- the scorer on dummy components ----------------------------------------------------------------
@@ -189,6 +274,48 @@ def test_hierarchical_sampler_never_evaluates_a_pruned_caption_again(backbone):
     assert beam.ranking()[0] == trace.beams[-1][0]
     # the first visit is shared: the same noise and timestep gave the same error to every caption
     assert coarse_to_fine(8)[0] == 4
+
+
+def test_hierarchical_sampler_prunes_to_c_over_b_and_stops_when_the_leader_is_stable():
+    from pipelines.matching.classifier import sample
+
+    # caption 0 has the lowest error at every timestep; errors grow with the caption index
+    table = np.arange(8)[:, None] + 0.1 * np.arange(8)[None, :]
+
+    def errors(jobs):
+        return [table[c, k] for c, k in jobs]
+
+    uniform = sample(errors, 8, ClassifierConfig(sampling="uniform", num_timesteps=8))
+    assert sum(uniform.trace.evaluations) == 64
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, beam_factor=2.0, warmup=2, patience=3)
+    beam = sample(errors, 8, config)
+    # visits: 8 captions, 8 captions (warm-up ends: beam 8 -> 4), 4 captions (leader stable 3 visits: stop)
+    assert [len(b) for b in beam.trace.beams] == [8, 4, 2]
+    assert sum(beam.trace.evaluations) == 8 + 8 + 4
+    assert int(np.argmax(beam.scores)) == int(np.argmax(uniform.scores)) == 0
+    # no early stop: the beam shrinks by b after every visit until one caption is left
+    long = sample(errors, 8, replace(config, patience=8, beam_factor=4.0))
+    assert [len(b) for b in long.trace.beams] == [8, 2, 1] and sum(long.trace.evaluations) == 8 + 8 + 2
+
+
+def test_replaying_the_uniform_errors_decides_as_the_live_hierarchical_sampler(backbone):
+    """The retrieval bench replays the sampler on the uniform run's errors (common random numbers)."""
+    from pipelines.matching.classifier import sample
+
+    captions = ["a red circle", "a blue circle", "a green circle", "a red square", "a blue square",
+                "a green triangle"]
+    uniform = DiffusionClassifier(backbone, ClassifierConfig(sampling="uniform", num_timesteps=8, seed=2))
+    uniform.score(image(), captions)
+    order = coarse_to_fine(8)
+    table = {(c, order[visit]): error for (c, visit), error in zip(uniform.last_trace.calls, uniform.last_trace.errors)}
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, seed=2, warmup=2, patience=2)
+    live = DiffusionClassifier(backbone, config)
+    result = live.score(image(), captions)
+    replay = sample(lambda jobs: [table[job] for job in jobs], len(captions), config)
+    assert replay.trace.calls == live.last_trace.calls
+    assert sum(replay.trace.evaluations) == result.unet_evaluations < 6 * 8
+    np.testing.assert_allclose(replay.trace.errors, live.last_trace.errors, rtol=1e-5)
+    assert result.ranking()[0] == int(np.argmax(replay.scores))
 
 
 def test_dc_is_deterministic_and_counts_evaluations(backbone):

@@ -8,17 +8,22 @@ captions are not noise differences).
 
 * ``uniform``: every caption at every timestep and sample (Li et al. 2023).
 * ``hierarchical``: timesteps are visited coarse-to-fine; after each one the
-  beam keeps the best ``ceil(|beam| / b)`` captions (BeamFactor ``b``) once
-  ``warmup`` timesteps have been seen; a pruned caption is never evaluated
-  again; the search stops early when one caption has led for ``patience``
-  timesteps in a row or one caption is left.
+  beam keeps the best ``ceil(|beam| / b)`` captions (BeamFactor ``b``; with C
+  captions the first beam is C/b) once ``warmup`` timesteps have been seen; a
+  pruned caption is never evaluated again; the search stops early when one
+  caption has led for ``patience`` timesteps in a row (the thesis' ``t_s``) or
+  one caption is left, else when every timestep has been visited.
+
+:func:`sample` runs either strategy over any source of errors (the UNet here;
+a table of errors computed once in ``bench/match_retrieval.py``, which replays
+the sampler under many settings without new UNet passes).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,6 +78,70 @@ class ClassifierTrace:
     beams: list[list[int]] = field(default_factory=list)
     # (caption, visit number) of every evaluation, in order (visit v is timestep coarse_to_fine(T)[v])
     calls: list[tuple[int, int]] = field(default_factory=list)
+    # the mean squared error each call gave (same order as ``calls``)
+    errors: list[float] = field(default_factory=list)
+
+
+# (caption, timestep index) jobs -> one mean squared error per job
+ErrorSource = Callable[[Sequence[tuple[int, int]]], Sequence[float]]
+
+
+@dataclass
+class SamplerOutcome:
+    """Scores (``-mean error``, rank-consistent with the pruning), mean errors and the trace of one decision."""
+
+    scores: np.ndarray
+    mean_error: np.ndarray
+    trace: ClassifierTrace
+
+
+def sample(errors: ErrorSource, count: int, config: ClassifierConfig) -> SamplerOutcome:
+    """Eq. 5.9's estimate for ``count`` captions with ``config.sampling`` (module docstring).
+
+    ``errors(jobs)`` returns one error per (caption, timestep index) job; the timestep indices are
+    positions in ``stratified_timesteps(config.num_timesteps)``, visited in :func:`coarse_to_fine` order.
+    """
+    if count < 1:
+        raise InvalidInputError("The sampler needs at least one caption.")
+    order = coarse_to_fine(config.num_timesteps)
+    totals = np.zeros(count)
+    seen = np.zeros(count, dtype=int)
+    trace = ClassifierTrace(evaluations=[0] * count, pruned_after=[None] * count)
+
+    def run(jobs: list[tuple[int, int]], visits: list[int]) -> None:
+        for (c, _), visit, error in zip(jobs, visits, errors(jobs)):
+            totals[c] += error
+            seen[c] += 1
+            trace.calls.append((c, visit))
+            trace.errors.append(float(error))
+
+    if config.sampling == "uniform":
+        # timestep-major, so a batch holds many captions at one timestep
+        run([(c, k) for k in order for c in range(count)], [v for v in range(len(order)) for _ in range(count)])
+        trace.beams.append(list(range(count)))
+    else:
+        beam = list(range(count))
+        leader, streak = None, 0
+        for step, k in enumerate(order):
+            run([(c, k) for c in beam], [step] * len(beam))
+            means = {c: totals[c] / seen[c] for c in beam}
+            best = min(beam, key=means.__getitem__)
+            streak = streak + 1 if best == leader else 1
+            leader = best
+            if step + 1 >= config.warmup and len(beam) > 1:
+                keep = max(1, math.ceil(len(beam) / config.beam_factor))
+                survivors = sorted(beam, key=means.__getitem__)[:keep]
+                for c in beam:
+                    if c not in survivors:
+                        trace.pruned_after[c] = step
+                beam = sorted(survivors)
+            trace.beams.append(list(beam))
+            if len(beam) == 1 or (step + 1 >= config.warmup and streak >= config.patience):
+                break
+    for c, _ in trace.calls:
+        trace.evaluations[c] += config.samples_per_timestep
+    mean_error = totals / np.maximum(seen, 1)
+    return SamplerOutcome(rank_consistent_scores(-mean_error, trace.pruned_after), mean_error, trace)
 
 
 class DiffusionClassifier:
@@ -120,50 +189,12 @@ class DiffusionClassifier:
         before = self.backbone.unet_evaluations
         latent = self.backbone.encode_image(array)
         text = self.backbone.encode_text(captions)
-        count = len(captions)
-        order = coarse_to_fine(self.config.num_timesteps)
-        totals = np.zeros(count)
-        seen = np.zeros(count, dtype=int)
-        trace = ClassifierTrace(evaluations=[0] * count, pruned_after=[None] * count)
-        if self.config.sampling == "uniform":
-            jobs = [(c, k) for c in range(count) for k in order]
-            for (c, k), error in zip(jobs, self._errors(latent, text, jobs)):
-                totals[c] += error
-                seen[c] += 1
-                trace.calls.append((c, order.index(k)))
-            trace.beams.append(list(range(count)))
-        else:
-            beam = list(range(count))
-            leader, streak = None, 0
-            for step, k in enumerate(order):
-                jobs = [(c, k) for c in beam]
-                for (c, _), error in zip(jobs, self._errors(latent, text, jobs)):
-                    totals[c] += error
-                    seen[c] += 1
-                    trace.calls.append((c, step))
-                means = {c: totals[c] / seen[c] for c in beam}
-                best = min(beam, key=means.__getitem__)
-                streak = streak + 1 if best == leader else 1
-                leader = best
-                if step + 1 >= self.config.warmup and len(beam) > 1:
-                    keep = max(1, math.ceil(len(beam) / self.config.beam_factor))
-                    survivors = sorted(beam, key=means.__getitem__)[:keep]
-                    for c in beam:
-                        if c not in survivors:
-                            trace.pruned_after[c] = step
-                    beam = sorted(survivors)
-                trace.beams.append(list(beam))
-                if len(beam) == 1 or (step + 1 >= self.config.warmup and streak >= self.config.patience):
-                    break
-        for c, _ in trace.calls:
-            trace.evaluations[c] += self.config.samples_per_timestep
-        self.last_trace = trace
-        mean_error = totals / np.maximum(seen, 1)
-        scores = rank_consistent_scores(-mean_error, trace.pruned_after)
+        outcome = sample(lambda jobs: self._errors(latent, text, jobs), len(captions), self.config)
+        self.last_trace = outcome.trace
         return MatchResult(
-            captions=captions, scores=scores, method=f"dc-{self.config.sampling}",
+            captions=captions, scores=outcome.scores, method=f"dc-{self.config.sampling}",
             unet_evaluations=self.backbone.unet_evaluations - before, seconds=time.perf_counter() - started,
-            terms={"mean_squared_error": mean_error},
+            terms={"mean_squared_error": outcome.mean_error},
         )
 
 

@@ -4,8 +4,13 @@ For one image and C captions, at each noise level: ``z_t`` (eq. 5.3) goes
 through the UNet once per caption (one batch), the shared recorder
 (:mod:`pipelines.attention`) keeps each selected layer's attention map ``A``
 (pixels x tokens, per head), LogSumExp pooling over tokens averaged over
-pixels (eq. 5.4) gives one number per head, heads are averaged (or weighted,
-eq. 5.7), then layers and noise levels are averaged. What the thesis' own
+pixels (eq. 5.4) gives one number per head, heads are averaged, then layers and
+noise levels are averaged. Dynamic head weighting (eq. 5.7) has two readings here:
+``"attribution"`` replaces each head's map by its attribution ``A_h * df/dA_h``
+(detached gradient, element-wise) before the pooling, as the equation is
+written; ``"scalar"`` keeps the maps and weights each head's pooled score by
+its share ``|sum_ij A_h * df/dA_h|`` of the total attribution (an earlier,
+coarser reading, kept as a named variant). What the thesis' own
 code computes is summarised in ``docs/notes/discffusion.md``: it pools the
 *pre-softmax* scores ``QK^T/sqrt(d)`` (``values="logits"``) and adds the
 denoising-error contrast ``||eps - eps_uncond|| - ||eps - eps_c||``
@@ -41,6 +46,9 @@ from .results import MatchResult
 
 Values = Literal["logits", "probs"]
 Tokens = Literal["all", "prompt"]
+# "none": mean over heads; "attribution": eq. 5.7 as written; "scalar": one weight per head (module docstring)
+HeadWeighting = Literal["none", "attribution", "scalar"]
+HEAD_WEIGHTINGS: tuple[HeadWeighting, ...] = ("none", "attribution", "scalar")
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ class DiscffusionConfig:
     # weight of the attention term f(A) and of the denoising contrast ||eps-eps_0|| - ||eps-eps_c||
     attention_weight: float = 1.0
     denoising_weight: float = 1.0
-    # dynamic attention-head weighting (eq. 5.7) instead of the plain mean over heads
-    head_weighting: bool = False
+    # dynamic attention-head weighting (eq. 5.7): "none" (plain mean over heads), "attribution" (each head's
+    # map replaced by A_h * df/dA_h before pooling, as written) or "scalar" (one weight per head)
+    head_weighting: HeadWeighting = "none"
     # UNet rows per batch
     batch_size: int = 33
 
@@ -93,6 +102,8 @@ class DiscffusionConfig:
             raise InvalidInputError("attention_weight and denoising_weight are both 0: nothing to score.")
         if self.batch_size < 1:
             raise InvalidInputError(f"batch_size must be positive, got {self.batch_size}.")
+        if self.head_weighting not in HEAD_WEIGHTINGS:
+            raise InvalidInputError(f"head_weighting must be one of {HEAD_WEIGHTINGS}, got {self.head_weighting!r}.")
 
     @property
     def needs_uncond(self) -> bool:
@@ -120,41 +131,73 @@ def select_layers(unet: torch.nn.Module, layers: LayerSelector) -> list[str]:
     return chosen
 
 
-def pool_heads(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 5.4 per head: ``1/n sum_i 1/lam log sum_j exp(lam A_ij)``, ``[R, heads, h, w, m] -> [R, heads]``.
-
-    ``maps`` are logits; ``reading.values == "probs"`` pools their softmax.
-    ``token_mask`` ``[R, m]`` (True = keep) restricts the tokens before the softmax and the sum.
-    """
+def attention_values(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The map ``A`` that eq. 5.4 pools: the logits, or their softmax over tokens (``reading.values``),
+    ``[R, heads, h, w, m]``; tokens outside ``token_mask`` ``[R, m]`` (True = keep) are ``-inf``."""
     if token_mask is not None:
         maps = maps.masked_fill(~token_mask[:, None, None, None, :], float("-inf"))
     if reading.values == "probs":
         maps = maps.softmax(dim=-1)
         if token_mask is not None:
             maps = maps.masked_fill(~token_mask[:, None, None, None, :], float("-inf"))
-    return lse_pool(maps.flatten(2, 3), reading.lam)  # [R, heads, h * w, m] -> [R, heads]
+    return maps
+
+
+def pool_heads(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5.4 per head: ``1/n sum_i 1/lam log sum_j exp(lam A_ij)``, ``[R, heads, h, w, m] -> [R, heads]``.
+
+    ``maps`` are logits; ``reading.values == "probs"`` pools their softmax.
+    ``token_mask`` ``[R, m]`` (True = keep) restricts the tokens before the softmax and the sum.
+    """
+    values = attention_values(maps, reading, token_mask)
+    return lse_pool(values.flatten(2, 3), reading.lam)  # [R, heads, h * w, m] -> [R, heads]
+
+
+def head_attribution(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Thesis eq. 5.7, ``Attr_h(A) = A_h * sum_{k=1}^H df(A)/dA_h``, element-wise, ``[R, heads, h, w, m]``.
+
+    ``A`` is the map the reading pools (:func:`attention_values`) and ``f(A)`` is eq. 5.4 averaged over the
+    ``H`` heads, so ``sum_k df(A)/dA_h = H df(A)/dA_h = df(A_h)/dA_h``, which for LSE pooling is
+    ``softmax_j(lam A_h)_ij / n`` (n pixels), computed in that closed form. The gradient is detached (the
+    thesis: "the gradient weights are detached and utilized solely as scalar multipliers"), so when
+    ``maps`` carry a graph (prompt learning) gradients flow through ``A_h`` only. Masked tokens stay ``-inf``.
+    """
+    values = attention_values(maps, reading, token_mask)
+    pixels = values.shape[2] * values.shape[3]
+    grad = (reading.lam * values.detach()).softmax(dim=-1) / pixels  # masked tokens (-inf) get 0
+    keep = torch.isfinite(values.detach())
+    finite = torch.where(keep, values, torch.zeros_like(values))
+    return torch.where(keep, finite * grad, torch.full_like(values, float("-inf")))
+
+
+def pool_attributions(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5.4 on each head's attribution map (eq. 5.7), ``[R, heads, h, w, m] -> [R, heads]``."""
+    return lse_pool(head_attribution(maps, reading, token_mask).flatten(2, 3), reading.lam)
 
 
 def head_weights(maps: torch.Tensor, reading: Reading, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Dynamic attention-head weights (thesis eq. 5.7), ``[R, heads, h, w, m] -> [R, heads]``, rows sum to 1.
-
-    ``Attr_h(A) = A_h * df/dA_h`` with ``f`` the pooled score (eq. 5.4) averaged over
-    heads; the gradient comes from autograd and is detached ("used solely as
-    scalar multipliers"). A head's weight is its share of the total attribution
-    ``|sum_ij Attr_h|``.
+    """The ``"scalar"`` reading of eq. 5.7: one weight per head, ``[R, heads, h, w, m] -> [R, heads]``, rows
+    sum to 1. A head's weight is its share of the total attribution ``|sum_ij Attr_h(A)|``
+    (:func:`head_attribution`); heads with no attribution at all get equal weights.
     """
-    probe = maps.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        score = pool_heads(probe, reading, token_mask).mean(dim=1).sum()
-        (grad,) = torch.autograd.grad(score, probe)
-    values = probe.detach()
-    if reading.values == "probs":
-        values = values.softmax(dim=-1)
-    finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
-    attribution = (finite * grad).flatten(2).sum(dim=-1).abs()  # [R, heads]
-    total = attribution.sum(dim=1, keepdim=True)
-    uniform = torch.full_like(attribution, 1.0 / attribution.shape[1])
-    return torch.where(total > 0, attribution / total.clamp_min(1e-12), uniform)
+    attribution = head_attribution(maps, reading, token_mask).detach()
+    attribution = torch.where(torch.isfinite(attribution), attribution, torch.zeros_like(attribution))
+    totals = attribution.flatten(2).sum(dim=-1).abs()  # [R, heads]
+    total = totals.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(totals, 1.0 / totals.shape[1])
+    return torch.where(total > 0, totals / total.clamp_min(1e-12), uniform)
+
+
+def pooled_per_head(maps: torch.Tensor, reading: Reading, weighting: HeadWeighting,
+                    token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-head scores ``[R, heads]`` whose mean over heads is the layer's attention term under ``weighting``:
+    ``f(A_h)`` ("none"), ``f(Attr_h(A))`` ("attribution", eq. 5.7 as written) or ``H w_h f(A_h)`` ("scalar")."""
+    if weighting == "attribution":
+        return pool_attributions(maps, reading, token_mask)
+    pooled = pool_heads(maps, reading, token_mask)
+    if weighting == "scalar":
+        return pooled * head_weights(maps, reading, token_mask) * pooled.shape[1]
+    return pooled
 
 
 @dataclass
@@ -162,10 +205,8 @@ class LevelRecord:
     """What one noise level gave for every row (row 0 is the empty caption when recorded)."""
 
     timestep: int
-    # layer -> pooled per head [R, heads] for each reading asked for
-    pooled: dict[Reading, dict[str, torch.Tensor]]
-    # layer -> head weights (eq. 5.7) [R, heads] for each reading
-    weights: dict[Reading, dict[str, torch.Tensor]]
+    # head weighting -> reading -> layer -> per-head scores [R, heads] (:func:`pooled_per_head`)
+    pooled: dict[HeadWeighting, dict[Reading, dict[str, torch.Tensor]]]
     # ||eps - eps_theta(z_t, c)||_2 per row [R]
     errors: torch.Tensor
     # layer -> head-averaged probabilities [R, h, w, m] (heatmaps), or empty
@@ -219,14 +260,17 @@ class DiscffusionScorer:
         readings: Sequence[Reading],
         token_mask: torch.Tensor,
         *,
+        head_weightings: Sequence[HeadWeighting] | None = None,
         differentiable: bool = False,
         keep_maps: bool = False,
     ) -> LevelRecord:
-        """One noise level: the UNet on ``z_t`` for every row of ``text``, pooled as ``readings`` ask."""
+        """One noise level: the UNet on ``z_t`` for every row of ``text``, pooled as ``readings`` and
+        ``head_weightings`` (default: the config's) ask."""
         rows = text.shape[0]
+        weightings = list(dict.fromkeys(head_weightings or [self.config.head_weighting]))
         z_t = self.backbone.add_noise(latent, noise, timestep).expand(rows, -1, -1, -1)
-        pooled: dict[Reading, dict[str, list]] = {r: {n: [] for n in self.layers} for r in readings}
-        weights: dict[Reading, dict[str, list]] = {r: {n: [] for n in self.layers} for r in readings}
+        pooled: dict[HeadWeighting, dict[Reading, dict[str, list]]] = {
+            w: {r: {n: [] for n in self.layers} for r in readings} for w in weightings}
         maps: dict[str, list] = {n: [] for n in self.layers}
         predictions = []
         step = self.config.batch_size
@@ -242,17 +286,17 @@ class DiscffusionScorer:
                 mask = token_mask[chunk]
                 for reading in readings:
                     token_subset = mask if reading.tokens == "prompt" else None
-                    pooled[reading][name].append(pool_heads(logits, reading, token_subset))
-                    if self.config.head_weighting:
-                        weights[reading][name].append(head_weights(logits, reading, token_subset))
+                    for weighting in weightings:
+                        pooled[weighting][reading][name].append(
+                            pooled_per_head(logits, reading, weighting, token_subset))
                 if keep_maps:
                     maps[name].append(logits.detach().softmax(dim=-1).mean(dim=1).float().cpu())
         prediction = torch.cat(predictions)  # [R, C, h, w]
         errors = (prediction.float() - noise.float()).flatten(1).norm(dim=1)  # [R]
         return LevelRecord(
             timestep=timestep,
-            pooled={r: {n: torch.cat(v) for n, v in d.items()} for r, d in pooled.items()},
-            weights={r: {n: torch.cat(v) for n, v in d.items() if v} for r, d in weights.items()},
+            pooled={w: {r: {n: torch.cat(v) for n, v in d.items()} for r, d in by_reading.items()}
+                    for w, by_reading in pooled.items()},
             errors=errors,
             maps={n: torch.cat(v) for n, v in maps.items() if v},
         )
@@ -263,10 +307,12 @@ class DiscffusionScorer:
         captions: str | Sequence[str],
         *,
         readings: Sequence[Reading] | None = None,
+        head_weightings: Sequence[HeadWeighting] | None = None,
         keep_maps: bool = False,
         uncond: bool | None = None,
     ) -> DiscffusionFeatures:
-        """Run the UNet once per noise level on all captions (plus the empty one when needed)."""
+        """Run the UNet once per noise level on all captions (plus the empty one when needed); every reading
+        and head weighting asked for (default: the config's) is pooled from the same passes."""
         started = time.perf_counter()
         array = check_image(image)
         captions = check_captions(captions, self.backbone.tokenizer)
@@ -280,7 +326,8 @@ class DiscffusionScorer:
         with torch.no_grad():
             for index, timestep in enumerate(self.backbone.timesteps_for(self.config.noise_levels)):
                 noise = self.backbone.noise(latent.shape, self.config.seed, index)
-                levels.append(self.run_level(latent, text, timestep, noise, readings, mask, keep_maps=keep_maps))
+                levels.append(self.run_level(latent, text, timestep, noise, readings, mask,
+                                             head_weightings=head_weightings, keep_maps=keep_maps))
         return DiscffusionFeatures(
             captions=captions, layers=list(self.layers), levels=levels, has_uncond=uncond,
             image_size=array.shape[:2], unet_evaluations=self.backbone.unet_evaluations - evaluations,
@@ -289,23 +336,19 @@ class DiscffusionScorer:
 
     # -- scores -----------------------------------------------------------------------------
 
-    def attention_term(self, level: LevelRecord, reading: Reading, head_weighting: bool) -> torch.Tensor:
-        """f(A) of every row at one level, averaged over the selected layers ``[R]``."""
-        per_layer = []
-        for name in self.layers:
-            pooled = level.pooled[reading][name]  # [R, heads]
-            if head_weighting:
-                per_layer.append((pooled * level.weights[reading][name]).sum(dim=1))
-            else:
-                per_layer.append(pooled.mean(dim=1))
-        return torch.stack(per_layer).mean(dim=0)
+    def attention_term(self, level: LevelRecord, reading: Reading, head_weighting: HeadWeighting) -> torch.Tensor:
+        """f(A) of every row at one level (per head as ``head_weighting`` reads eq. 5.7, averaged over heads),
+        averaged over the selected layers ``[R]``."""
+        if reading not in level.pooled.get(head_weighting, {}):
+            raise InvalidInputError(f"These features were computed without head weighting {head_weighting!r} "
+                                    f"for this reading; computed: {sorted(level.pooled)}.")
+        pooled = level.pooled[head_weighting][reading]
+        return torch.stack([pooled[name].mean(dim=1) for name in self.layers]).mean(dim=0)
 
     def combine(self, features: DiscffusionFeatures, config: DiscffusionConfig | None = None) -> MatchResult:
         """Scores from :meth:`features` under ``config`` (default: the scorer's): average over levels of
         ``attention_weight * f(A) + denoising_weight * (||eps - eps_0|| - ||eps - eps_c||)``."""
         config = config or self.config
-        if config.head_weighting and not features.levels[0].weights.get(config.reading):
-            raise InvalidInputError("These features were computed without head weighting.")
         if config.denoising_weight and not features.has_uncond:
             raise InvalidInputError("The denoising term needs the empty caption's prediction; it was not run.")
         first = 1 if features.has_uncond else 0

@@ -13,18 +13,23 @@ from ..models import ModelManager
 from .backbone import DiffusionBackbone
 from .classifier import ClassifierConfig, DiffusionClassifier
 from .clip import ClipMatcher, ComClipMatcher
-from .discffusion import DiscffusionConfig, DiscffusionScorer
+from .discffusion import DiscffusionConfig, DiscffusionScorer, HeadWeighting
 from .results import MatchResult
 from .loading import backbone_from_manager, clip_from_manager
 
 METHODS: dict[str, str] = {
     "discffusion": "Discffusion (cross-attention LSE, eq. 5.4)",
-    "discffusion-hw": "Discffusion + dynamic head weighting (eq. 5.7)",
+    "discffusion-hw": "Discffusion + head attribution maps (eq. 5.7 as written)",
+    "discffusion-hw-scalar": "Discffusion + one attribution weight per head (scalar reading of eq. 5.7)",
     "clip": "CLIP (cosine similarity)",
     "comclip": "ComCLIP (subimages re-weighted, eq. 4.4-4.5)",
     "dc-uniform": "Diffusion Classifier, uniform sampling (eq. 5.9)",
     "dc-hierarchical": "Diffusion Classifier, hierarchical beam sampling (section 5.5)",
 }
+
+# Discffusion method name -> its head weighting (eq. 5.7)
+DISCFFUSION_WEIGHTINGS: dict[str, HeadWeighting] = {
+    "discffusion": "none", "discffusion-hw": "attribution", "discffusion-hw-scalar": "scalar"}
 
 
 def parse_methods(methods: str | Sequence[str]) -> list[str]:
@@ -82,7 +87,7 @@ class Matchers:
             self._clip = clip_from_manager(self._manager)
         return self._clip
 
-    def discffusion(self, head_weighting: bool | None = None, **changes) -> DiscffusionScorer:
+    def discffusion(self, head_weighting: HeadWeighting | None = None, **changes) -> DiscffusionScorer:
         config = self.discffusion_config
         if head_weighting is not None:
             changes["head_weighting"] = head_weighting
@@ -100,17 +105,15 @@ class Matchers:
 
     def scorer(self, method: str) -> Callable[..., MatchResult]:
         """``score(image, captions) -> MatchResult`` of one method."""
-        if method == "discffusion":
-            return self.discffusion(head_weighting=False).score
-        if method == "discffusion-hw":
-            scorer = self.discffusion(head_weighting=True)
+        if method in DISCFFUSION_WEIGHTINGS:
+            scorer = self.discffusion(head_weighting=DISCFFUSION_WEIGHTINGS[method])
 
-            def weighted(image, captions):
+            def named(image, captions):
                 result = scorer.score(image, captions)
-                result.method = "discffusion-hw"
+                result.method = method
                 return result
 
-            return weighted
+            return named
         if method == "clip":
             return self.clip.score
         if method == "comclip":

@@ -4,7 +4,7 @@
 :class:`~.methods.Matchers` per manager) and offers four actions:
 
 * :meth:`MatchRunner.run` - rank captions for an image with each asked method (Discffusion: LSE pooling
-  of cross-attention, thesis eq. 5.4, head weighting eq. 5.7; CLIP, ComCLIP eq. 4.4-4.5; the Diffusion
+  of cross-attention, thesis eq. 5.4, optionally with head attribution, eq. 5.7; CLIP, ComCLIP eq. 4.4-4.5; the Diffusion
   Classifier eq. 5.9);
 * :meth:`MatchRunner.generate` - an image from a prompt with the text-to-image model (relation captions laid
   out by cross-attention box guidance, eq. 10.5/10.7), with its recipe;
@@ -25,17 +25,20 @@ from ..errors import InvalidInputError
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
 from .benchmark import SWAP_TYPES, collect, shapesworld_groups, summarise
-from .discffusion import DiscffusionFeatures, DiscffusionScorer
+from .discffusion import HEAD_WEIGHTINGS, DiscffusionFeatures, DiscffusionScorer, HeadWeighting
 from .inputs import check_captions, check_image
 from .methods import Matchers
 from .overlay import swapped_captions
 from .prompt_learning import PromptLearningConfig, train_offsets
 from .results import MatchResult
 
-# Methods a request may name (head weighting is a flag on Discffusion).
+# Methods a request may name (head weighting, eq. 5.7, is a setting of Discffusion).
 RUN_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
 # Seeds of the few-shot training groups and of the held-out groups that measure them (disjoint sets).
 FEW_SHOT_SEED, HELD_OUT_SEED = 1000, 2000
+# Suffix of Discffusion's label per head weighting.
+HEAD_LABELS: dict[str, str] = {"none": "", "attribution": " + head attribution (eq. 5.7)",
+                               "scalar": " + scalar head weights (eq. 5.7)"}
 
 
 @dataclass
@@ -48,8 +51,8 @@ class MatchRequest:
     captions: list[str] | str
     # Names from RUN_METHODS, in any order (reports keep RUN_METHODS' order).
     methods: list[str] = field(default_factory=lambda: ["discffusion", "clip"])
-    # Dynamic attention-head weighting (eq. 5.7) for Discffusion.
-    head_weighting: bool = False
+    # Dynamic attention-head weighting (eq. 5.7) for Discffusion: "none", "attribution" (as written) or "scalar".
+    head_weighting: HeadWeighting = "none"
     # Prompt-learned key/value offsets (eq. 5.5-5.6) for Discffusion, or None for zero-shot.
     offsets: AttentionOffsets | None = None
 
@@ -60,7 +63,7 @@ class MatchReport:
 
     image: np.ndarray
     captions: list[str]
-    # Method label -> result (labels say "+ head weighting" / "(prompt-learned)" where it applies).
+    # Method label -> result (labels name the head weighting and "(prompt-learned)" where they apply).
     results: dict[str, MatchResult]
     # Discffusion's features with their attention maps (None when Discffusion was not asked).
     features: DiscffusionFeatures | None
@@ -96,7 +99,7 @@ class LearnRequest:
     shots: int = 40
     steps: int = 60
     held_out: int = 20
-    head_weighting: bool = False
+    head_weighting: HeadWeighting = "none"
 
     def check(self) -> None:
         if not (1 <= self.shots <= 200 and 1 <= self.steps <= 2000 and 5 <= self.held_out <= 200):
@@ -142,8 +145,11 @@ class MatchRunner:
         self.manager = manager
         self.matchers: Matchers = manager.derived("matchers", lambda: Matchers(manager))
 
-    def scorer(self, head_weighting: bool, offsets: AttentionOffsets | None = None) -> DiscffusionScorer:
-        config = replace(self.matchers.discffusion_config, head_weighting=bool(head_weighting))
+    def scorer(self, head_weighting: HeadWeighting, offsets: AttentionOffsets | None = None) -> DiscffusionScorer:
+        """Discffusion with ``head_weighting`` (one of HEAD_WEIGHTINGS, eq. 5.7) and optional offsets."""
+        if head_weighting not in HEAD_WEIGHTINGS:
+            raise InvalidInputError(f"head_weighting must be one of {HEAD_WEIGHTINGS}, got {head_weighting!r}.")
+        config = replace(self.matchers.discffusion_config, head_weighting=head_weighting)
         return DiscffusionScorer(self.matchers.backbone, config, offsets=offsets)
 
     @staticmethod
@@ -170,7 +176,7 @@ class MatchRunner:
                 scorer = self.scorer(request.head_weighting, request.offsets)
                 features = scorer.features(image, captions, keep_maps=True)
                 result = scorer.combine(features)
-                result.method = "discffusion" + (" + head weighting" if request.head_weighting else "")
+                result.method = "discffusion" + HEAD_LABELS[request.head_weighting]
                 if request.offsets is not None:
                     result.method += " (prompt-learned)"
             else:
@@ -205,7 +211,7 @@ class MatchRunner:
                         output_sha256=digest(image))
         return ImageReport(image, captions, layout is not None, recipe)
 
-    def _accuracy(self, groups, head_weighting: bool, offsets) -> dict[str, float]:
+    def _accuracy(self, groups, head_weighting: HeadWeighting, offsets) -> dict[str, float]:
         outcomes = collect(groups, self.scorer(head_weighting, offsets).score, desc="held-out groups")
         summary = summarise("discffusion", next(iter(outcomes.values())))
         return {"overall": summary.overall["text"], **{k: v["text"] for k, v in summary.per_swap.items()}}
@@ -223,7 +229,7 @@ class MatchRunner:
         after = self._accuracy(evaluation, request.head_weighting, offsets)
         return LearnReport(offsets, list(log.losses), before, after)
 
-    def benchmark(self, groups: int, methods, head_weighting: bool = False,
+    def benchmark(self, groups: int, methods, head_weighting: HeadWeighting = "none",
                   offsets: AttentionOffsets | None = None) -> list[list]:
         """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""
         count = int(groups)
