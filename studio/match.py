@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from pipelines.attention import AttentionOffsets
 from pipelines.errors import InvalidInputError
 from pipelines.matching import METHODS, MatchResult
+from pipelines.matching.inputs import MIN_SIDE
 from pipelines.matching.overlay import overlay, swapped_captions
 from pipelines.matching.runner import (
     ImageRequest,
@@ -29,14 +30,18 @@ from pipelines.matching.runner import (
     MatchRunner,
 )
 from pipelines.shapesworld import sample_scene
+from pipelines.vocabulary import check_text, notes_for
 
-from .outputs import recipe_markdown, scratch_path
+from . import components
 from .context import StudioContext
+from .outputs import recipe_markdown, scratch_path
+from .sessions import CHEAP, HEAVY, check_session_size, session_state
 from .errors import shows_errors
 
 TITLE = "Match"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "examples" / "match"
 HEATMAP_SIZE = 160
+MAX_SEED = 2**31 - 1
 # methods offered as checkboxes (head weighting is a toggle on Discffusion)
 UI_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
 DEFAULT_METHODS = ["discffusion", "clip"]
@@ -114,7 +119,14 @@ def generate(runner: MatchRunner, prompt: str, seed) -> tuple[str, str, str]:
     from pipelines.recipes import write_png
 
     write_png(report.image, path, report.recipe)
-    return str(path), "\n".join(report.captions), recipe_markdown(report.recipe, path)
+    notes = unknown_word_notes(runner, [prompt])
+    return str(path), "\n".join(report.captions), "".join(f"> {n}\n\n" for n in notes) + recipe_markdown(report.recipe, path)
+
+
+def unknown_word_notes(runner: MatchRunner, texts: list[str]) -> list[str]:
+    """Words of ``texts`` the model does not know, named for people (the studio-wide vocabulary policy)."""
+    tokenizer = runner.matchers.backbone.tokenizer
+    return notes_for(check_text(text, tokenizer, what="The caption", closed=False) for text in texts)
 
 
 def ranked_table(results: dict[str, MatchResult]) -> list[list]:
@@ -161,12 +173,16 @@ def score(runner: MatchRunner, session: MatchSession | None, image, captions_tex
     report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), bool(head_weighting),
                                      session.offsets))
     session.report = report
+    session = check_session_size(session, "your Match session") or MatchSession()
     captions = report.captions
     layers = [ALL_LAYERS, *(report.features.layers if report.features else [])]
     levels = [ALL_LEVELS, *(f"{lvl}" for lvl in runner.matchers.discffusion_config.noise_levels)]
     gallery = heatmap_gallery(runner, session, captions[0], None, None)
     status = f"Scored {len(captions)} captions in {report.seconds:.2f} s. " + "; ".join(
         f"**{m}** picks *{c}*" for m, c in report.winners().items())
+    notes = unknown_word_notes(runner, captions)
+    if notes:
+        status += "\n\n" + "\n".join(f"> {note}" for note in notes)
     return (
         session, ranked_table(report.results), bar_chart(report.results),
         gr.update(choices=captions, value=captions[0]), gr.update(choices=layers, value=ALL_LAYERS),
@@ -226,16 +242,18 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="match"):
         gr.Markdown(INTRO)
-        state = gr.State(None)
+        state = session_state()
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                image = gr.Image(label="Image", type="numpy", image_mode="RGB", height=260, elem_id="match-image")
+                image = components.Image(label="Image", type="numpy", image_mode="RGB", height=260, elem_id="match-image",
+                                         min_side=MIN_SIDE)
                 with gr.Row():
                     example = gr.Dropdown(list(examples), value=next(iter(examples), None), label="Example",
                                           scale=3)
                     load = gr.Button("Load example", scale=1)
                 with gr.Row():
-                    sample_seed = gr.Number(value=0, precision=0, label="ShapesWorld seed", scale=1)
+                    sample_seed = components.Number(value=0, precision=0, label="ShapesWorld seed", minimum=0, maximum=MAX_SEED,
+                                                    scale=1)
                     sample = gr.Button("ShapesWorld sample", scale=1)
                 with gr.Row():
                     prompt = gr.Textbox(label="Generate from prompt", placeholder="a red circle left of a blue square",
@@ -251,7 +269,9 @@ def create_tab(context: StudioContext) -> dict:
                 methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
                                            label="Methods")
                 head_weighting = gr.Checkbox(False, label="Dynamic attention-head weighting (eq. 5.7) for Discffusion")
-                go_button = gr.Button("Score", variant="primary")
+                with gr.Row():
+                    go_button = gr.Button("Score", variant="primary", scale=3)
+                    stop_button = gr.Button("Stop", variant="stop", scale=1, elem_id="match-stop")
                 status = gr.Markdown("", elem_id="match-status")
         plot = gr.Plot(label="Scores per method", elem_id="match-plot")
         table = gr.Dataframe(headers=["method", "rank", "caption", "score", "UNet evals", "seconds"],
@@ -267,21 +287,24 @@ def create_tab(context: StudioContext) -> dict:
             gr.Markdown("Trains key/value offsets on ShapesWorld groups (seed 1000) with the triplet loss and "
                         "measures text accuracy on disjoint held-out groups (seed 2000) before and after.")
             with gr.Row():
-                shots = gr.Number(value=40, precision=0, label="few-shot groups")
-                steps = gr.Number(value=60, precision=0, label="training steps")
-                held_out = gr.Number(value=20, precision=0, label="held-out groups")
+                shots = components.Number(value=40, precision=0, label="few-shot groups", minimum=1, maximum=200)
+                steps = components.Number(value=60, precision=0, label="training steps", minimum=1, maximum=2000)
+                held_out = components.Number(value=20, precision=0, label="held-out groups", minimum=5, maximum=200)
             with gr.Row():
                 train_button = gr.Button("Train offsets", variant="primary")
+                train_stop = gr.Button("Stop", variant="stop")
                 clear_button = gr.Button("Clear offsets")
             train_report = gr.Markdown("", elem_id="match-train-report")
             loss_plot = gr.Plot(label="Training loss")
             offsets_file = gr.File(label="Offsets (.safetensors)", interactive=False)
         with gr.Accordion("Batch evaluation (held-out ShapesWorld compositional split)", open=False):
             with gr.Row():
-                eval_groups = gr.Number(value=20, precision=0, label="groups (5-200)")
+                eval_groups = components.Number(value=20, precision=0, label="groups (5-200)", minimum=5, maximum=200)
                 eval_methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
                                                 label="Methods")
-            eval_button = gr.Button("Run benchmark")
+            with gr.Row():
+                eval_button = gr.Button("Run benchmark")
+                eval_stop = gr.Button("Stop", variant="stop")
             eval_table = gr.Dataframe(
                 headers=["method", "text", "image", "group", "colour (text)", "shape (text)", "relation (text)",
                          "UNet evals / decision", "s / decision"],
@@ -289,23 +312,32 @@ def create_tab(context: StudioContext) -> dict:
         gr.Markdown(FINDING)
 
         load.click(handler(load_example, examples=examples), inputs=example, outputs=[image, captions],
-                   api_name="match_load_example")
-        sample.click(handler(shapesworld_sample), inputs=sample_seed, outputs=[image, captions], api_name=False)
+                   api_name="match_load_example", **CHEAP)
+        sample.click(handler(shapesworld_sample), inputs=sample_seed, outputs=[image, captions], api_name=False,
+                     **CHEAP)
         make.click(handler(generate, runner), inputs=[prompt, sample_seed], outputs=[image, captions, recipe],
-                   api_name="match_generate")
+                   api_name="match_generate", **HEAVY)
         score_outputs = [state, table, plot, heat_caption, heat_layer, heat_level, gallery, status]
-        go_button.click(handler(score, runner),
-                        inputs=[state, image, captions, methods, head_weighting], outputs=score_outputs,
-                        api_name="match_score")
+        scoring = go_button.click(handler(score, runner),
+                                  inputs=[state, image, captions, methods, head_weighting], outputs=score_outputs,
+                                  api_name="match_score", **HEAVY)
+        stop_button.click(None, cancels=[scoring], api_name=False)
         for control in (heat_caption, heat_layer, heat_level):
             control.input(handler(refresh_heatmaps, runner),
-                          inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False)
-        train_button.click(handler(train, runner),
-                           inputs=[state, shots, steps, held_out, head_weighting],
-                           outputs=[state, train_report, loss_plot, offsets_file], api_name=False)
+                          inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False,
+                          show_progress="hidden", **CHEAP)
+        # The same as a named endpoint (what the load bench calls as its cheap event).
+        heat_button = gr.Button("Show heatmaps", visible=False)
+        heat_button.click(handler(refresh_heatmaps, runner), inputs=[state, heat_caption, heat_layer, heat_level],
+                          outputs=gallery, api_name="match_heatmaps", **CHEAP)
+        training = train_button.click(handler(train, runner),
+                                      inputs=[state, shots, steps, held_out, head_weighting],
+                                      outputs=[state, train_report, loss_plot, offsets_file], api_name=False, **HEAVY)
+        train_stop.click(None, cancels=[training], api_name=False)
         clear_button.click(handler(reset_offsets), inputs=state, outputs=[state, train_report, offsets_file],
                            api_name=False)
-        eval_button.click(handler(batch_eval, runner),
-                          inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
-                          api_name=False)
+        evaluating = eval_button.click(handler(batch_eval, runner),
+                                       inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
+                                       api_name=False, **HEAVY)
+        eval_stop.click(None, cancels=[evaluating], api_name=False)
     return {"image": image, "captions": captions, "to_flexecontrol": to_flex, "to_mojito": to_mojito}

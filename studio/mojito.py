@@ -23,14 +23,16 @@ from pipelines.errors import InvalidInputError
 from pipelines.mojito import PRESETS, GuidanceConfig, Trajectory, check_phrase, preset_trajectory
 from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale
 from pipelines.mojito.pipeline import DEFAULT_STEPS
-from pipelines.mojito.runner import N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
+from pipelines.mojito.runner import MAX_SMOOTHNESS, MAX_STRENGTH, N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
 from pipelines.utils import to_rgb_array
 
+from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
+from .sessions import CHEAP, HEAVY, session_state
 
 TITLE = "Mojito"
 CANVAS = 256
@@ -95,7 +97,11 @@ def _check_phrase(prompt: str, phrase: str | None) -> str:
 
 
 def spread_frames(count: int, n_frames: int = N_FRAMES) -> list[int]:
-    """Frames for ``count`` clicked keyframes: first at 0, last at the end, the rest evenly between."""
+    """Frames for ``count`` clicked keyframes: first at 0, last at the end, the rest evenly between (distinct:
+    at most one keyframe per frame)."""
+    if count > n_frames:
+        raise InvalidInputError(f"An object has at most {n_frames} keyframes, one per frame; clear it or edit the "
+                                "table to start again.")
     if count == 1:
         return [0]
     return [int(round(i * (n_frames - 1) / (count - 1))) for i in range(count)]
@@ -141,7 +147,11 @@ def add_click(session, prompt, phrase, box_size, interpolation, evt: gr.SelectDa
     session = _session(session)
     phrase = _check_phrase(prompt, phrase)
     x, y = evt.index
-    rows = session.objects.setdefault(phrase, [])
+    rows = session.objects.get(phrase, [])
+    if len(rows) >= N_FRAMES:
+        raise InvalidInputError(f"{phrase!r} already has a keyframe on each of its {N_FRAMES} frames; clear the "
+                                "object or edit the table.")
+    session.objects[phrase] = rows
     boxes = [row[1:] for row in rows] + [_box_at(x / CANVAS, y / CANVAS, float(box_size))]
     session.objects[phrase] = [[f, *b] for f, b in zip(spread_frames(len(boxes)), boxes)]
     return session, render_canvas(session, interpolation), session.objects[phrase]
@@ -160,9 +170,30 @@ def table_edited(session, prompt, phrase, table, interpolation):
         try:
             clean.append([float(v) for v in row])
         except (TypeError, ValueError):
-            raise InvalidInputError(f"Table row {row!r} must be five numbers: frame, x0, y0, x1, y1.") from None
+            raise InvalidInputError("Each keyframe row must be five numbers: frame, x0, y0, x1, y1.") from None
+    check_rows(clean)
     session.objects[phrase] = clean
     return session, render_canvas(session, interpolation)
+
+
+def check_rows(rows: list[list[float]], n_frames: int = N_FRAMES) -> None:
+    """Keyframe rows a person typed: each five numbers, frames whole and distinct in 0..n_frames-1, boxes inside
+    the frame (0-1) with x0 < x1 and y0 < y1."""
+    seen: dict[int, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if len(row) != 5 or not all(np.isfinite(v) for v in row):
+            raise InvalidInputError(f"Keyframe row {number} must be five numbers: frame, x0, y0, x1, y1.")
+        frame, x0, y0, x1, y1 = row
+        if not float(frame).is_integer() or not 0 <= frame < n_frames:
+            raise InvalidInputError(f"Keyframe row {number}: the frame must be a whole number from 0 to "
+                                    f"{n_frames - 1}, not {frame:g}.")
+        if int(frame) in seen:
+            raise InvalidInputError(f"Keyframe rows {seen[int(frame)]} and {number} are both at frame {int(frame)}; "
+                                    "give each keyframe its own frame.")
+        seen[int(frame)] = number
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise InvalidInputError(f"Keyframe row {number}: the box must lie inside the frame (0-1) with x0 < x1 "
+                                    f"and y0 < y1, not ({x0:g}, {y0:g}, {x1:g}, {y1:g}).")
 
 
 def apply_preset(session, prompt, phrase, preset, box_size, interpolation):
@@ -229,7 +260,8 @@ def metrics_markdown(report: MojitoReport, steps: int) -> str:
     timing = f"**Time**: guided {report.seconds:.1f} s"
     if report.unguided_seconds is not None:
         timing += f", unguided {report.unguided_seconds:.1f} s"
-    return "\n".join(lines + [timing + f" ({steps} steps, guidance in the first {report.guidance.steps})."])
+    notes = [f"> {note}" for note in report.notes]
+    return "\n".join(lines + [timing + f" ({steps} steps, guidance in the first {report.guidance.steps}).", "", *notes])
 
 
 def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: bool = True, progress=None):
@@ -293,7 +325,7 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="mojito"):
         gr.Markdown(INTRO)
-        state = gr.State(None)
+        state = session_state()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", elem_id="mojito-prompt")
@@ -303,7 +335,7 @@ def create_tab(context: StudioContext) -> dict:
                 canvas = gr.Image(render_canvas(MojitoSession()), label="First frame: click to add keyframes",
                                   interactive=False, height=CANVAS, width=CANVAS, elem_id="mojito-canvas",
                                   show_label=True)
-                box_size = gr.Slider(0.1, 0.6, value=0.3, step=0.05, label="Box size (fraction of the frame)")
+                box_size = components.Slider(0.1, 0.6, value=0.3, step=0.05, label="Box size (fraction of the frame)")
                 with gr.Row():
                     preset = gr.Dropdown(list(PRESETS), value=PRESETS[0], label="Preset", scale=2)
                     preset_button = gr.Button("Apply preset", scale=1)
@@ -312,18 +344,22 @@ def create_tab(context: StudioContext) -> dict:
                                      interactive=True, label="Keyframes of this object (frame 0-15, boxes 0-1)",
                                      elem_id="mojito-table")
             with gr.Column(scale=1, min_width=320):
-                intensity = gr.Slider(1, 10, value=8, step=1, label="Motion intensity (1-10)")
+                intensity = components.Slider(1, 10, value=8, step=1, label="Motion intensity (1-10)")
                 with gr.Accordion("Advanced", open=False):
-                    strength = gr.Number(value=GuidanceConfig().strength, label="Guidance strength eta (eq. 10.7)")
-                    guide_steps = gr.Slider(0, 30, value=10, step=1, label="Guided steps K")
-                    smoothness = gr.Number(value=1.0, label="Temporal smoothness lambda (eq. 10.6)")
-                    steps = gr.Slider(5, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps")
-                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    strength = components.Number(value=GuidanceConfig().strength, minimum=0, maximum=MAX_STRENGTH,
+                                                  label="Guidance strength eta (eq. 10.7)")
+                    guide_steps = components.Slider(0, 30, value=10, step=1, label="Guided steps K")
+                    smoothness = components.Number(value=1.0, minimum=0, maximum=MAX_SMOOTHNESS,
+                                                    label="Temporal smoothness lambda (eq. 10.6)")
+                    steps = components.Slider(5, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps")
+                    seed = components.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1)
                     interpolation = gr.Radio(["linear", "smooth"], value="linear", label="Interpolation")
                 with gr.Row():
                     draw_boxes = gr.Checkbox(True, label="Draw the boxes on the video")
                     with_unguided = gr.Checkbox(False, label="Also make the unguided video")
-                run = gr.Button("Generate", variant="primary", elem_id="mojito-generate")
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="mojito-generate", scale=3)
+                    stop = gr.Button("Stop", variant="stop", elem_id="mojito-stop", scale=1)
                 video = gr.Video(label="Guided video", elem_id="mojito-video", autoplay=True, loop=True)
                 unguided = gr.Video(label="Unguided video (same seed)", elem_id="mojito-unguided", loop=True)
                 gif = gr.File(label="Guided video as GIF", elem_id="mojito-gif")
@@ -334,13 +370,15 @@ def create_tab(context: StudioContext) -> dict:
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
-        prompt.change(handler(prompt_changed), prompt, phrase)
-        phrase.change(handler(select_object), [state, phrase], table)
-        canvas.select(handler(add_click), [state, prompt, phrase, box_size, interpolation], [state, canvas, table])
-        table.input(handler(table_edited), [state, prompt, phrase, table, interpolation], [state, canvas])
+        prompt.change(handler(prompt_changed), prompt, phrase, show_progress="hidden", **CHEAP)
+        phrase.change(handler(select_object), [state, phrase], table, show_progress="hidden", **CHEAP)
+        canvas.select(handler(add_click), [state, prompt, phrase, box_size, interpolation], [state, canvas, table],
+                      show_progress="hidden", **CHEAP)
+        table.input(handler(table_edited), [state, prompt, phrase, table, interpolation], [state, canvas],
+                    show_progress="hidden", **CHEAP)
         preset_button.click(handler(apply_preset), [state, prompt, phrase, preset, box_size, interpolation],
-                            [state, canvas, table])
-        clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table])
+                            [state, canvas, table], api_name="mojito_preset", **CHEAP)
+        clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table], **CHEAP)
         runner = MojitoRunner(context.manager)
         # The request's fields by name (inputs given as a set arrive as a component -> value dict).
         fields = {"prompt": prompt, "intensity": intensity, "strength": strength, "guided_steps": guide_steps,
@@ -353,8 +391,9 @@ def create_tab(context: StudioContext) -> dict:
                             seed=int(settings["seed"] or 0), with_unguided=bool(settings["with_unguided"]))
             return generate(runner, values[state], settings, bool(values[draw_boxes]), progress)
 
-        run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
-                  [video, unguided, plot, metrics, gif, raw, recipe], api_name=False)
+        generating = run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
+                               [video, unguided, plot, metrics, gif, raw, recipe], api_name=False, **HEAVY)
+        stop.click(None, cancels=[generating], api_name=False)
 
         # The stable API (plain values: the trajectory as keyframe lists), for gradio_client and scripts.
         with gr.Column(visible=False):
@@ -364,6 +403,6 @@ def create_tab(context: StudioContext) -> dict:
             api_button = gr.Button("API generate")
         api_button.click(handler(api_generate, runner),
                          [prompt, api_trajectories, intensity, strength, guide_steps, smoothness, steps, seed,
-                          interpolation], [api_file, api_report], api_name="mojito_generate")
+                          interpolation], [api_file, api_report], api_name="mojito_generate", **HEAVY)
     return {"state": state, "prompt": prompt, "phrase": phrase, "canvas": canvas, "table": table, "raw": raw,
             "lift": lift}

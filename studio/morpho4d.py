@@ -32,9 +32,11 @@ from pipelines.morpho4d.scene import SceneLimits
 from pipelines.recipes import NoRecipeError, read_recipe
 from pipelines.shapesworld import sample_video
 
+from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
+from .sessions import CHEAP, HEAVY, SCENES, session_state
 
 TITLE = "Morpho4D"
 # Frames of a Mojito video (a scene sent to Mojito has its boxes spread over them).
@@ -391,7 +393,7 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="morpho4d"):
         gr.Markdown(INTRO)
-        state = gr.State(None)
+        state = session_state()
         gr.Markdown(source_notice(runner), elem_id="morpho4d-source")
         chat = gr.Chatbot(label="Commands: each one's plan (JSON) and what was done", height=320,
                           elem_id="morpho4d-chat")
@@ -399,6 +401,7 @@ def create_tab(context: StudioContext) -> dict:
             command = gr.Textbox(show_label=False, scale=5, elem_id="morpho4d-command", max_lines=2,
                                  placeholder="a red ball bounces quickly from right to left  |  make the ball blue")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="morpho4d-send")
+            stop = gr.Button("Stop", variant="stop", scale=1, elem_id="morpho4d-stop")
         gr.Examples(["a red ball bounces quickly from right to left while a blue box stays still",
                      "a big green triangle slides upward slowly", "make the ball blue", "delete the box",
                      "extract the ball", "now make it go left to right", "undo"], inputs=command,
@@ -408,7 +411,7 @@ def create_tab(context: StudioContext) -> dict:
             with gr.Column(scale=1, min_width=280):
                 example = gr.Dropdown(list(examples), value=next(iter(examples)), label="Example scene")
                 load = gr.Button("Load example", variant="primary")
-                upload = gr.File(label="Open a scene (.npz) or a 3DGS splat (.ply)", file_types=[".npz", ".ply"],
+                upload = components.File(label="Open a scene (.npz) or a 3DGS splat (.ply)", file_types=[".npz", ".ply"],
                                  type="filepath")
                 if ASSETS.is_dir():
                     gr.Examples(sorted(str(p) for p in ASSETS.iterdir() if p.suffix in (".npz", ".ply")),
@@ -459,39 +462,44 @@ def create_tab(context: StudioContext) -> dict:
             return run_command(runner, session, text, t, az, el, dist, progress)
 
         command_outputs = [state, chat, command, view, plot, status, history, splats, *sliders]
-        send.click(handler(command_handler), inputs=[state, command, *sliders], outputs=command_outputs,
-                   api_name="morpho4d_command")
-        command.submit(handler(command_handler), inputs=[state, command, *sliders],
-                       outputs=command_outputs, api_name=False)
+        sending = send.click(handler(command_handler), inputs=[state, command, *sliders], outputs=command_outputs,
+                             api_name="morpho4d_command", show_progress_on=[chat], **HEAVY)
+        submitting = command.submit(handler(command_handler), inputs=[state, command, *sliders],
+                                    outputs=command_outputs, api_name=False, show_progress_on=[chat], **HEAVY)
+        stop.click(None, cancels=[sending, submitting], api_name=False)
         load.click(handler(load_example, runner, examples=examples), inputs=[example, state],
-                   outputs=changed + sliders, api_name="morpho4d_load_example")
+                   outputs=changed + sliders, api_name="morpho4d_load_example", **SCENES)
         upload.upload(handler(open_file, runner), inputs=[upload, state], outputs=changed + sliders,
-                      api_name="morpho4d_open")
-        splat_button.click(handler(show_splats, runner), inputs=[state, time_slider], outputs=splats, api_name=False)
+                      api_name="morpho4d_open", **SCENES)
+        splat_button.click(handler(show_splats, runner), inputs=[state, time_slider], outputs=splats, api_name=False,
+                           **SCENES)
         for slider in sliders:
             slider.change(handler(refresh), inputs=[state, *sliders], outputs=shown, trigger_mode="always_last",
-                          show_progress="hidden", api_name=False)
-        preview_button.click(handler(preview), inputs=[state, query, *sliders], outputs=shown, api_name=False)
+                          show_progress="hidden", api_name=False, **CHEAP)
+        # The same as a named endpoint (what the load bench calls as its cheap event).
+        view_button = gr.Button("Render view", visible=False)
+        view_button.click(handler(refresh), inputs=[state, *sliders], outputs=shown, api_name="morpho4d_view", **CHEAP)
+        preview_button.click(handler(preview), inputs=[state, query, *sliders], outputs=shown, api_name=False, **CHEAP)
 
         def apply_handler(session, query_text, op, colour_text, t, az, el, dist):
             return apply_edit(session, query_text, op, colour_text, (t, az, el, dist))
 
         apply_button.click(handler(apply_handler), inputs=[state, query, operation, colour, *sliders],
-                           outputs=stepped, api_name="morpho4d_edit")
+                           outputs=stepped, api_name="morpho4d_edit", **SCENES)
         query.submit(handler(apply_handler), inputs=[state, query, operation, colour, *sliders],
-                     outputs=stepped, api_name=False)
+                     outputs=stepped, api_name=False, **SCENES)
         undo_button.click(handler(undo_redo, action="undo"), inputs=[state, *sliders],
-                          outputs=stepped, api_name="morpho4d_undo")
+                          outputs=stepped, api_name="morpho4d_undo", **SCENES)
         redo_button.click(handler(undo_redo, action="redo"), inputs=[state, *sliders],
-                          outputs=stepped, api_name="morpho4d_redo")
+                          outputs=stepped, api_name="morpho4d_redo", **SCENES)
         play_button.click(handler(play, runner), inputs=[state, azimuth, elevation, distance], outputs=video,
-                          api_name=False)
+                          api_name=False, **SCENES)
         for button, kind in ((ply_button, "ply"), (npz_button, "npz"), (video_button, "video")):
             button.click(handler(export_file, runner, kind=kind), inputs=[state, time_slider],
-                         outputs=[download, recipe], api_name=False)
+                         outputs=[download, recipe], api_name=False, **SCENES)
 
     def lift_handler(video_path, session, progress=gr.Progress(track_tqdm=True)):
         return lift_video(runner, video_path, session, progress)
 
-    return {"state": state, "lift": handler(lift_handler), "lift_outputs": command_outputs,
+    return {"state": state, "chat": chat, "lift": handler(lift_handler), "lift_outputs": command_outputs,
             "to_mojito": mojito_button, "to_mojito_values": handler(to_mojito)}

@@ -16,6 +16,7 @@ from pipelines.matching.runner import captions_for
 
 from . import mojito
 from .errors import shows_errors
+from .sessions import HEAVY
 
 # The condition type an image sent to FlexEControl is read as (the detector's segmentation of the picture).
 SENT_CONDITION = "segmentation"
@@ -70,7 +71,8 @@ def wire(tabs: gr.Tabs, ports: dict[str, dict]) -> None:
     flex["to_mojito"].click(shows_errors(flexecontrol_to_mojito), [flex["result"], flex["prompt"]], mojito_inputs,
                             api_name=False)
     video["lift"].click(lambda: gr.Tabs(selected="morpho4d"), None, tabs, api_name=False).then(
-        scene["lift"], [video["raw"], scene["state"]], scene["lift_outputs"], api_name="mojito_lift_to_4d")
+        scene["lift"], [video["raw"], scene["state"]], scene["lift_outputs"], api_name="mojito_lift_to_4d",
+        show_progress_on=[scene["chat"]], **HEAVY)
 
     def scene_to_mojito(view):
         prompt, first, objects = scene["to_mojito_values"](view)
