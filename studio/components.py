@@ -3,7 +3,7 @@
 Gradio reads every input before a handler runs; a corrupt upload or an out-of-range number failed there with
 "Could not preprocess input component at index 1 ... UnidentifiedImageError" and a server path. These
 subclasses check the value where it is typed or uploaded (before any long run) and raise a ``gr.Error`` in
-words. ``is_template`` makes the browser draw them as the Gradio component they extend.
+words. :class:`_Drawn` makes the browser draw them as the Gradio component they extend.
 """
 
 from __future__ import annotations
@@ -32,15 +32,30 @@ def _number(value) -> str:
         return repr(value)
 
 
+def _gradio_name(component) -> str:
+    """The name of the Gradio component a subclass extends (which Svelte component the browser draws)."""
+    return next(c for c in type(component).__mro__ if c.__module__.startswith("gradio.")).__name__.lower()
+
+
+class _Drawn:
+    """Drawn in the browser as the Gradio component it extends."""
+
+    is_template = True
+
+    def get_block_name(self) -> str:
+        return _gradio_name(self)
+
+    def get_block_class(self) -> str:
+        return _gradio_name(self)
+
+
 def user_error(message: str) -> gr.Error:
     """A message for a person's mistake: shown once, logged as one line (no traceback)."""
     return user_message(InvalidInputError(message))
 
 
-class _RangeChecked:
+class _RangeChecked(_Drawn):
     """Numbers outside [minimum, maximum] are refused naming the field and its range."""
-
-    is_template = True
 
     def preprocess(self, payload):
         if payload is not None and not isinstance(payload, (int, float)):
@@ -89,14 +104,12 @@ def _check_side(component, value, min_side: int):
     return value
 
 
-class _ImageChecked:
+class _ImageChecked(_Drawn):
     """Uploads that are not images (corrupt, wrong type) or are too small are refused in words."""
 
-    is_template = True
-
-    def __init__(self, *args, min_side: int = 0, **kwargs):
-        self.min_side = min_side
-        super().__init__(*args, **kwargs)
+    # Smallest side (pixels) an upload may have; 0 accepts any size. (Set after construction: Gradio sends the
+    # arguments of ``__init__`` to the browser, so the subclasses keep Gradio's own signature.)
+    min_side = 0
 
     def preprocess(self, payload):
         try:
@@ -110,18 +123,30 @@ class _ImageChecked:
         return _check_side(self, value, self.min_side)
 
 
-class Image(_ImageChecked, gr.Image):
+class CheckedImage(_ImageChecked, gr.Image):
     """``gr.Image`` that refuses unreadable or tiny uploads in words."""
 
 
-class ImageEditor(_ImageChecked, gr.ImageEditor):
+class CheckedImageEditor(_ImageChecked, gr.ImageEditor):
     """``gr.ImageEditor`` that refuses unreadable or tiny uploads in words."""
 
 
-class File(gr.File):
-    """``gr.File`` that refuses files of the wrong type (by suffix) in words, also when sent through the API."""
+def Image(*args, min_side: int = 0, **kwargs) -> CheckedImage:  # noqa: N802 (used like the class it makes)
+    """A :class:`CheckedImage`; uploads with a side under ``min_side`` pixels are refused."""
+    component = CheckedImage(*args, **kwargs)
+    component.min_side = min_side
+    return component
 
-    is_template = True
+
+def ImageEditor(*args, min_side: int = 0, **kwargs) -> CheckedImageEditor:  # noqa: N802
+    """A :class:`CheckedImageEditor`; uploads with a side under ``min_side`` pixels are refused."""
+    component = CheckedImageEditor(*args, **kwargs)
+    component.min_side = min_side
+    return component
+
+
+class File(_Drawn, gr.File):
+    """``gr.File`` that refuses files of the wrong type (by suffix) in words, also when sent through the API."""
 
     def preprocess(self, payload):
         allowed = [t.lower() for t in (self.file_types or []) if t.startswith(".")]

@@ -139,10 +139,8 @@ class ImageEditor(_ImageChecked, gr.ImageEditor):
         from gradio.components.base import Component
 
 
-class File(gr.File):
+class File(_Drawn, gr.File):
     """``gr.File`` that refuses files of the wrong type (by suffix) in words, also when sent through the API."""
-
-    is_template = True
 
     def preprocess(self, payload):
         allowed = [t.lower() for t in (self.file_types or []) if t.startswith(".")]
@@ -166,3 +164,21 @@ class File(gr.File):
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component
+class CheckedImage(_ImageChecked, gr.Image):
+    """``gr.Image`` that refuses unreadable or tiny uploads in words."""
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
+class CheckedImageEditor(_ImageChecked, gr.ImageEditor):
+    """``gr.ImageEditor`` that refuses unreadable or tiny uploads in words."""
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    

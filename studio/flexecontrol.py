@@ -308,6 +308,9 @@ def create_tab(context: StudioContext) -> dict:
                                 weight = components.Slider(*WEIGHT_RANGE, value=1.0, step=0.05, label=f"Weight of condition {k}")
                                 start = components.Slider(0, 1, value=0.0, step=0.05, label=f"Start of condition {k} (fraction of steps)")
                                 end = components.Slider(0, 1, value=1.0, step=0.05, label=f"End of condition {k} (fraction of steps)")
+                            # An upload is read at once: a corrupt or tiny picture is answered when given.
+                            upload.upload(lambda picture: None, inputs=upload, outputs=None, api_name=False,
+                                          show_progress="hidden", **CHEAP)
                             widgets.append((kind, source, drawing, upload, weight, start, end))
                 with gr.Row():
                     seed = components.Number(0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1, elem_id="flexecontrol-seed")

@@ -311,6 +311,8 @@ def create_tab(context: StudioContext) -> dict:
                 label="Winoground accuracy", interactive=False, elem_id="match-eval-table")
         gr.Markdown(FINDING)
 
+        # An upload is read at once (a corrupt or tiny picture is answered when given, not at Score).
+        image.upload(lambda picture: None, inputs=image, outputs=None, api_name=False, show_progress="hidden", **CHEAP)
         load.click(handler(load_example, examples=examples), inputs=example, outputs=[image, captions],
                    api_name="match_load_example", **CHEAP)
         sample.click(handler(shapesworld_sample), inputs=sample_seed, outputs=[image, captions], api_name=False,

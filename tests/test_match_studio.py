@@ -122,7 +122,7 @@ def test_handlers_explain_bad_input(matchers, examples):
         tab.score(matchers, None, image, " \n ", ["clip"], False)
     with pytest.raises(InvalidInputError, match="at most 32"):
         tab.score(matchers, None, image, "\n".join(["a red circle"] * 40), ["clip"], False)
-    with pytest.raises(InvalidInputError, match="knows none of the words"):
+    with pytest.raises(InvalidInputError, match="names nothing this model can draw"):
         tab.score(matchers, None, image, "quantum flapjack", ["clip"], False)
     with pytest.raises(InvalidInputError, match="at least 8 pixels"):
         tab.score(matchers, None, np.zeros((1, 1, 3), np.uint8), captions, ["clip"], False)
