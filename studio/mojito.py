@@ -44,6 +44,18 @@ TABLE_HEADERS = ["frame", "x0", "y0", "x1", "y1"]
 
 INTRO = """\
 ## Mojito: draw where an object goes and how fast
+Write what moves, click on the first frame where the object should be over time (or apply a preset), and press
+**Generate** for a short video that follows your path. Press **Load the example** for a red circle crossing the frame.
+"""
+
+LEGEND = """\
+**Canvas:** the first frame of the prompt's objects; each object's boxes are drawn in its own colour (1st object red,
+2nd blue, 3rd green, 4th orange), the number in a box is its frame (0-15) and the line is the path between them.
+**Video:** the coloured box is where the object should be in that frame; the thin white box is where the detector
+found it.
+"""
+
+HOW_IT_WORKS = """\
 Pick an **object phrase** from the prompt, then **click keyframes** on the canvas (first click = first
 frame, last click = last frame, the rest spread evenly; edit the *frame* column to retime them), or
 apply a **preset**. Boxes are fractions of the frame (0-1). Choose another phrase to add a second
@@ -66,6 +78,8 @@ class MojitoSession:
     objects: dict[str, list[list[float]]] = field(default_factory=dict)
     # The first frame drawn under the keyframes (an image sent from another tab), uint8 [H, W, 3] or None.
     background: np.ndarray | None = None
+    # The prompt whose objects are drawn as the first frame when no picture was sent.
+    prompt: str = ""
 
     def trajectories(self) -> list[TrajectoryInput]:
         """The objects as the runner's plain keyframe lists (it checks them)."""
@@ -81,9 +95,21 @@ def phrase_choices(prompt: str) -> list[str]:
     return list(dict.fromkeys(objects + rest))
 
 
-def prompt_changed(prompt: str):
+def prompt_changed(session, prompt: str):
+    """New phrase choices, and the canvas's frame redrawn with the prompt's objects."""
+    session = _session(session)
+    session.prompt = prompt or ""
     choices = phrase_choices(prompt)
-    return gr.update(choices=choices, value=choices[0] if choices else None)
+    return gr.update(choices=choices, value=choices[0] if choices else None), session, render_canvas(session)
+
+
+def load_example(session):
+    """The ready example: the default prompt, its red circle crossing left to right (a preset), intensity 8."""
+    session = MojitoSession(prompt=DEFAULT_PROMPT, background=None)
+    trajectory = preset_trajectory("left to right", "red circle", N_FRAMES, side=0.3)
+    session.objects["red circle"] = [[int(r[0]), *(round(v, 4) for v in r[1:])] for r in trajectory.rows()]
+    return (session, DEFAULT_PROMPT, gr.update(choices=phrase_choices(DEFAULT_PROMPT), value="red circle"),
+            render_canvas(session), session.objects["red circle"], 8)
 
 
 def _session(session: MojitoSession | None) -> MojitoSession:
@@ -107,16 +133,38 @@ def spread_frames(count: int, n_frames: int = N_FRAMES) -> list[int]:
     return [int(round(i * (n_frames - 1) / (count - 1))) for i in range(count)]
 
 
+def first_frame(session: MojitoSession) -> np.ndarray:
+    """A ShapesWorld render of the prompt's objects, each where its first keyframe puts it (objects without
+    keyframes spread across the frame); a plain frame when the prompt names no ShapesWorld object."""
+    from pipelines.mojito.evaluate import phrase_object
+    from pipelines.shapesworld.scene import Placement, render_scene
+
+    phrases = list(dict.fromkeys([*session.objects, *phrase_choices(session.prompt)]))
+    objects = [(p, *phrase_object(p)) for p in phrases if len(p.split()) == 2]
+    objects = [(p, c, s) for p, c, s in objects if c and s][:3]
+    placements = []
+    for k, (phrase, colour, shape) in enumerate(objects):
+        rows = session.objects.get(phrase) or []
+        if rows:
+            x0, y0, x1, y1 = rows[0][1:]
+            centre, side = ((x0 + x1) / 2, (y0 + y1) / 2), max(0.05, min(x1 - x0, y1 - y0, 1.0))
+        else:
+            centre, side = ((k + 1) / (len(objects) + 1), 0.5), 0.25
+        placements.append(Placement(shape, colour, centre, side))
+    while placements:
+        try:
+            return render_scene(placements, size=CANVAS, seed=0).image
+        except InvalidInputError:  # objects' first keyframes overlap: draw the earlier ones only
+            placements = placements[:-1]
+    return np.full((CANVAS, CANVAS, 3), 236, np.uint8)
+
+
 def render_canvas(session: MojitoSession, interpolation: str = "linear") -> np.ndarray:
-    """The first-frame canvas: each object's keyframe boxes and its interpolated centre path, in its colour."""
-    if session.background is not None:
-        image = Image.fromarray(session.background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
-    else:
-        image = Image.new("RGB", (CANVAS, CANVAS), (236, 236, 236))
+    """The first-frame canvas: a frame (the picture sent here, or a ShapesWorld render of the prompt's objects)
+    under each object's keyframe boxes and its interpolated centre path, in its colour."""
+    background = session.background if session.background is not None else first_frame(session)
+    image = Image.fromarray(background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
     draw = ImageDraw.Draw(image)
-    for i in range(1, 8) if session.background is None else ():
-        draw.line([(i * CANVAS // 8, 0), (i * CANVAS // 8, CANVAS)], fill=(222, 222, 222))
-        draw.line([(0, i * CANVAS // 8), (CANVAS, i * CANVAS // 8)], fill=(222, 222, 222))
     for k, (phrase, rows) in enumerate(session.objects.items()):
         colour = OBJECT_COLOURS[k % len(OBJECT_COLOURS)]
         for row in rows:
@@ -146,6 +194,7 @@ def _box_at(x: float, y: float, side: float) -> list[float]:
 def add_click(session, prompt, phrase, box_size, interpolation, evt: gr.SelectData):
     session = _session(session)
     phrase = _check_phrase(prompt, phrase)
+    session.prompt = prompt or ""
     x, y = evt.index
     rows = session.objects.get(phrase, [])
     if len(rows) >= N_FRAMES:
@@ -159,6 +208,7 @@ def add_click(session, prompt, phrase, box_size, interpolation, evt: gr.SelectDa
 
 def table_edited(session, prompt, phrase, table, interpolation):
     session = _session(session)
+    session.prompt = prompt or ""
     if not phrase:
         return session, render_canvas(session, interpolation)
     phrase = _check_phrase(prompt, phrase)
@@ -199,6 +249,7 @@ def check_rows(rows: list[list[float]], n_frames: int = N_FRAMES) -> None:
 def apply_preset(session, prompt, phrase, preset, box_size, interpolation):
     session = _session(session)
     phrase = _check_phrase(prompt, phrase)
+    session.prompt = prompt or ""
     trajectory = preset_trajectory(preset, phrase, N_FRAMES, side=float(box_size))
     session.objects[phrase] = [[int(r[0]), *(round(v, 4) for v in r[1:])] for r in trajectory.rows()]
     return session, render_canvas(session, interpolation), session.objects[phrase]
@@ -208,7 +259,7 @@ def receive(prompt: str, background, objects: dict[str, list[list[float]]] | Non
     """What another tab sends ("send to Mojito"): its prompt, its image as the first-frame canvas and, from a
     4D scene, each object's keyframes. Returns the tab's new session, prompt, phrase choices, canvas and the
     first object's keyframes."""
-    session = MojitoSession(dict(objects or {}), None if background is None else to_rgb_array(background))
+    session = MojitoSession(dict(objects or {}), None if background is None else to_rgb_array(background), prompt)
     choices = phrase_choices(prompt)
     first = next(iter(session.objects), choices[0] if choices else None)
     return (session, prompt, gr.update(choices=choices, value=first), render_canvas(session),
@@ -325,6 +376,8 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="mojito"):
         gr.Markdown(INTRO)
+        with gr.Accordion("How it works", open=False, elem_id="mojito-how"):
+            gr.Markdown(HOW_IT_WORKS)
         state = session_state()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
@@ -332,9 +385,11 @@ def create_tab(context: StudioContext) -> dict:
                 phrase = gr.Dropdown(phrase_choices(DEFAULT_PROMPT), value=phrase_choices(DEFAULT_PROMPT)[0],
                                      label="Object phrase (from the prompt)", allow_custom_value=True,
                                      elem_id="mojito-phrase")
-                canvas = gr.Image(render_canvas(MojitoSession()), label="First frame: click to add keyframes",
-                                  interactive=False, height=CANVAS, width=CANVAS, elem_id="mojito-canvas",
-                                  show_label=True)
+                example_button = gr.Button("Load the example", elem_id="mojito-example")
+                canvas = gr.Image(render_canvas(MojitoSession(prompt=DEFAULT_PROMPT)),
+                                  label="First frame (click to add keyframes)", interactive=False, height=CANVAS + 40,
+                                  elem_id="mojito-canvas", show_label=True)
+                gr.Markdown(LEGEND, elem_id="mojito-legend")
                 box_size = components.Slider(0.1, 0.6, value=0.3, step=0.05, label="Box size (fraction of the frame)")
                 with gr.Row():
                     preset = gr.Dropdown(list(PRESETS), value=PRESETS[0], label="Preset", scale=2)
@@ -370,7 +425,10 @@ def create_tab(context: StudioContext) -> dict:
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
-        prompt.change(handler(prompt_changed), prompt, phrase, show_progress="hidden", **CHEAP)
+        prompt.change(handler(prompt_changed), [state, prompt], [phrase, state, canvas], show_progress="hidden",
+                      **CHEAP)
+        example_button.click(handler(load_example), state, [state, prompt, phrase, canvas, table, intensity],
+                             api_name=False, **CHEAP)
         phrase.change(handler(select_object), [state, phrase], table, show_progress="hidden", **CHEAP)
         canvas.select(handler(add_click), [state, prompt, phrase, box_size, interpolation], [state, canvas, table],
                       show_progress="hidden", **CHEAP)

@@ -52,7 +52,12 @@ OPERATION_LABELS = {"recolour": "recolour (assign)", "multiply": "recolour (mult
                     "extract": "extract"}
 
 INTRO = """\
-## Morpho4D: language-driven 4D scenes
+## Morpho4D: build a moving 3D scene from a sentence, then edit it in words
+Type what happens (or click an example below), then change it: "make the ball blue", "delete the box", "undo".
+Turn the scene with the sliders and scrub through time.
+"""
+
+HOW_IT_WORKS = """\
 **Type a sentence** such as `a red ball bounces quickly from right to left while a blue box stays still`
 to build a scene, then type edits: `make the ball blue`, `delete the box`, `extract the ball`,
 `now make it go left to right`, `undo`. Each command becomes a plan (thesis eq. 11.5, shown as JSON);
@@ -204,8 +209,8 @@ def _show(session: ViewerSession, t, azimuth, elevation, distance, highlight=Non
 
 
 def _changed(outputs):
-    """_show's outputs plus an emptied splat viewer: the scene changed, its old splats are stale."""
-    return (*outputs, None)
+    """_show's outputs plus an emptied splat viewer and time sweep: the scene changed, the old ones are stale."""
+    return (*outputs, None, None)
 
 
 def _loaded(session: ViewerSession):
@@ -271,7 +276,7 @@ def _after_step(session: ViewerSession, t, azimuth, elevation, distance):
     """Outputs after a step that changed the scene: _show's, the chat and an emptied splat viewer."""
     t = session.scene.check_time(min(float(t), session.scene.n_frames - 1))
     return (*_show(session, t, azimuth, elevation, distance, session.editor.last_selection()),
-            chat_messages(session.session), None)
+            chat_messages(session.session), None, None)
 
 
 def apply_edit(session, query, operation, colour, view_state):
@@ -314,8 +319,24 @@ def export_file(runner: Morpho4DRunner, session, t, *, kind: str):
     return str(path), shown
 
 
+def plan_summary(plan: dict) -> str:
+    """A plan (thesis eq. 11.5) in one line for people, e.g. "build: red ball (arc from right to left, quickly)"."""
+    if plan.get("mode") == "GEN":
+        objects = []
+        for obj in plan.get("objects", []):
+            motion = "stays still" if obj.get("still") or not obj.get("direction") else ", ".join(
+                str(obj[k]) for k in ("path", "direction", "speed") if obj.get(k))
+            objects.append(f"{obj.get('phrase') or obj.get('shape', 'object')} ({motion})")
+        return "build: " + "; ".join(objects)
+    targets = ", ".join(plan.get("targets") or [])
+    parameters = ", ".join(f"{k} {v}" for k, v in (plan.get("parameters") or {}).items())
+    return " ".join(part for part in (f"{plan.get('operation', 'edit')}", targets,
+                                      f"({parameters})" if parameters else "") if part)
+
+
 def chat_messages(language: CommandSession) -> list[dict]:
-    """The command history as chat messages: each command, then its plan (JSON) and what was done."""
+    """The command history as chat messages: each command, then what was done and the plan in one line (its
+    JSON one click away)."""
     messages = []
     for record in language.history:
         messages.append({"role": "user", "content": record.command})
@@ -323,7 +344,8 @@ def chat_messages(language: CommandSession) -> list[dict]:
         if record.note:
             parts.append(f"_{record.note}_")
         if record.plan is not None:
-            parts.append(f"Plan ({record.backend} parser):\n```json\n{json.dumps(record.plan, indent=1)}\n```")
+            parts.append(f"<details><summary>Plan: {plan_summary(record.plan)}</summary>\n\n"
+                         f"```json\n{json.dumps(record.plan, indent=1)}\n```\n\n({record.backend} parser)</details>")
         messages.append({"role": "assistant", "content": "\n\n".join(parts)})
     return messages
 
@@ -339,15 +361,15 @@ def run_command(runner: Morpho4DRunner, view, command, t, azimuth, elevation, di
     session.try_run(command, report)
     chat = chat_messages(session)
     if session.scene is None:  # nothing to show yet (e.g. an edit before any scene)
-        return (view, chat, "", *([gr.update()] * 5), *([gr.update()] * 4))
+        return (view, chat, "", *([gr.update()] * 6), *([gr.update()] * 4))
     if session.editor.base is not before:  # a new scene: generated, regenerated, or one undone back
         label = f"Scene from: {session.gen.plan.describe()}" if session.gen is not None else view.label
         outputs = _loaded(new_view(session, label))
         return (outputs[0], chat, "", *outputs[1:])
     t = view.scene.check_time(min(float(t), view.scene.n_frames - 1))
     shown = _show(view, t, azimuth, elevation, distance, view.editor.last_selection())
-    splats = None if session.scene is not shown_before else gr.update()
-    return (shown[0], chat, "", *shown[1:], splats, *([gr.update()] * 4))
+    splats = None if session.scene is not shown_before else gr.update()  # stale after an edit: emptied
+    return (shown[0], chat, "", *shown[1:], splats, splats, *([gr.update()] * 4))
 
 
 def lift_video(runner: Morpho4DRunner, video_path, view, progress=None):
@@ -393,9 +415,11 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="morpho4d"):
         gr.Markdown(INTRO)
+        with gr.Accordion("How it works", open=False, elem_id="morpho4d-how"):
+            gr.Markdown(HOW_IT_WORKS + "\n" + VIEWER_INTRO)
         state = session_state()
         gr.Markdown(source_notice(runner), elem_id="morpho4d-source")
-        chat = gr.Chatbot(label="Commands: each one's plan (JSON) and what was done", height=320,
+        chat = gr.Chatbot(label="Commands and what was done (click a plan to see its JSON)", height=320,
                           elem_id="morpho4d-chat")
         with gr.Row():
             command = gr.Textbox(show_label=False, scale=5, elem_id="morpho4d-command", max_lines=2,
@@ -406,7 +430,6 @@ def create_tab(context: StudioContext) -> dict:
                      "a big green triangle slides upward slowly", "make the ball blue", "delete the box",
                      "extract the ball", "now make it go left to right", "undo"], inputs=command,
                     label="Commands to try")
-        gr.Markdown(VIEWER_INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 example = gr.Dropdown(list(examples), value=next(iter(examples)), label="Example scene")
@@ -454,14 +477,14 @@ def create_tab(context: StudioContext) -> dict:
         recipe = gr.Markdown("", elem_id="morpho4d-recipe")
 
         shown = [state, view, plot, status, history]
-        changed = shown + [splats]
-        stepped = shown + [chat, splats]
+        changed = shown + [splats, video]
+        stepped = shown + [chat, splats, video]
         sliders = [time_slider, azimuth, elevation, distance]
 
         def command_handler(session, text, t, az, el, dist, progress=gr.Progress(track_tqdm=True)):
             return run_command(runner, session, text, t, az, el, dist, progress)
 
-        command_outputs = [state, chat, command, view, plot, status, history, splats, *sliders]
+        command_outputs = [state, chat, command, view, plot, status, history, splats, video, *sliders]
         sending = send.click(handler(command_handler), inputs=[state, command, *sliders], outputs=command_outputs,
                              api_name="morpho4d_command", show_progress_on=[chat], **HEAVY)
         submitting = command.submit(handler(command_handler), inputs=[state, command, *sliders],

@@ -50,8 +50,9 @@ def _flexecontrol_image(result):
 
 
 def flexecontrol_to_match(result, prompt):
-    """FlexEControl's output -> Match's image, with the prompt and its swaps as the captions."""
-    return _flexecontrol_image(result), "\n".join(captions_for(prompt)), gr.Tabs(selected="match")
+    """FlexEControl's output -> Match's image, with the prompt and its swaps as the captions (the prompt is
+    what the picture was asked to show: its true caption)."""
+    return _flexecontrol_image(result), "\n".join(captions_for(prompt)), prompt, gr.Tabs(selected="match")
 
 
 def flexecontrol_to_mojito(result, prompt):
@@ -67,7 +68,7 @@ def wire(tabs: gr.Tabs, ports: dict[str, dict]) -> None:
     match["to_mojito"].click(shows_errors(to_mojito), [match["image"], match["captions"]], mojito_inputs,
                              api_name=False)
     flex["to_match"].click(shows_errors(flexecontrol_to_match), [flex["result"], flex["prompt"]],
-                           [match["image"], match["captions"], tabs], api_name=False)
+                           [match["image"], match["captions"], match["truth"], tabs], api_name=False)
     flex["to_mojito"].click(shows_errors(flexecontrol_to_mojito), [flex["result"], flex["prompt"]], mojito_inputs,
                             api_name=False)
     video["lift"].click(lambda: gr.Tabs(selected="morpho4d"), None, tabs, api_name=False).then(
