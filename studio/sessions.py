@@ -78,7 +78,7 @@ def check_session_size(value, what: str = "this session"):
     if size <= MAX_SESSION_BYTES:
         return value
     logger.warning("session state over its bound (%.0f MB > %.0f MB); dropped", size / 2**20, MAX_SESSION_BYTES / 2**20)
-    gr.Warning(f"{what.capitalize()} grew to {size / 2**20:.0f} MB, over the {MAX_SESSION_BYTES / 2**20:.0f} MB a "
+    gr.Warning(f"{what[:1].upper() + what[1:]} grew to {size / 2**20:.0f} MB, over the {MAX_SESSION_BYTES / 2**20:.0f} MB a "
                "person may hold; it was cleared. Start again from an example.")
     return None
 
