@@ -350,8 +350,31 @@ def chat_messages(language: CommandSession) -> list[dict]:
     return messages
 
 
+def check_scene_words(runner: Morpho4DRunner, command) -> None:
+    """The studio-wide vocabulary policy (:mod:`pipelines.vocabulary`) for a sentence that builds a scene: when
+    the frames come from a closed vocabulary (the tiny pack's video model, or ShapesWorld's stand-in renderer),
+    a scene whose objects name no noun the world can draw is refused, listing the nouns it knows; on an open
+    vocabulary (a hub preset) nothing is refused. Edits and other commands pass through to the grammar."""
+    from pipelines.morpho4d.commands import COLOUR_WORDS, NOUN_SHAPES, SIZE_WORDS, GrammarParser
+    from pipelines.vocabulary import check_text, is_closed
+
+    try:
+        plan = GrammarParser().parse_plan(command)
+    except InvalidInputError:
+        return  # the session reports it in the chat
+    if plan.mode != "GEN" or any(obj.shape for obj in plan.objects):
+        return
+    if runner.resolved_frames() != "stand-in":
+        pipe = runner.manager.get("text-to-video")
+        if not is_closed(pipe.tokenizer):
+            return
+    check_text(" ".join(obj.phrase for obj in plan.objects), what="The scene's objects",
+               known={*NOUN_SHAPES, *COLOUR_WORDS, *SIZE_WORDS}, nouns=tuple(NOUN_SHAPES), closed=True)
+
+
 def run_command(runner: Morpho4DRunner, view, command, t, azimuth, elevation, distance, progress=None):
     """Parse and carry out one command; the chat shows the plan and the outcome (or the error message)."""
+    check_scene_words(runner, command)
     if view is None:
         view = ViewerSession(runner.new_session(), "No scene yet", 0.0, 1.0, 0.0, 0.0)
     session = view.session

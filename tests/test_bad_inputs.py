@@ -364,6 +364,16 @@ def test_morpho4d_commands_refuse(command, pattern):
     del session
 
 
+def test_morpho4d_refuses_a_scene_with_nothing_it_can_draw():
+    from studio.context import StudioContext
+
+    runner = morpho4d.make_runner(StudioContext())
+    command = shows_errors(morpho4d.run_command)
+    expect(lambda: command(runner, None, "a purple dragon flies from left to right", 0, 0, 0, 1),
+           r"The scene's objects 'purple dragon' names nothing this model can draw \(it does not know 'dragon'\)\. "
+           r"It knows the objects circle, square, triangle, ball")
+
+
 def test_send_to_refuses_when_there_is_nothing_to_send():
     expect(lambda: shows_errors(sendto.to_flexecontrol)(None, "a red circle"), r"There is no image to send yet")
     expect(lambda: shows_errors(sendto.to_mojito)(None, "a red circle"), r"There is no image to send yet")

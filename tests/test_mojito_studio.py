@@ -128,12 +128,14 @@ def test_browser_clicks_three_keyframes_generates_and_plays(tmp_path, artifacts_
         page.locator("#mojito-example").click()
         page.wait_for_function("src => document.querySelector('#mojito-canvas img')?.src !== src", arg=source,
                                timeout=30_000)
-        page.wait_for_function("document.querySelector('#mojito-table').innerText.includes('15')", timeout=30_000)
+        page.wait_for_function("document.querySelector('#mojito-table').innerText.includes('\\n15\\n')",
+                               timeout=30_000)
         legend = page.locator("#mojito-legend").inner_text()
         assert "coloured box is where the object should be" in legend and "white box" in legend
         assert page.locator("#mojito-how").count() == 1 and not page.get_by_text("mIoU 6.6x").first.is_visible()
         page.get_by_role("button", name="Clear object").click()
-        page.wait_for_function("!document.querySelector('#mojito-table').innerText.includes('15')", timeout=30_000)
+        page.wait_for_function("!document.querySelector('#mojito-table').innerText.includes('\\n15\\n')",
+                               timeout=30_000)
         box = canvas.bounding_box()
         for fx, fy in ((0.15, 0.5), (0.5, 0.35), (0.85, 0.5)):
             before = page.locator("#mojito-table").inner_text()

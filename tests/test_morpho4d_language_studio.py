@@ -78,7 +78,7 @@ def test_browser_types_a_scene_then_makes_the_ball_blue(tmp_path, artifacts_dir)
         page.locator("#morpho4d-chat").get_by_text("Built a 4D scene").first.wait_for(timeout=240_000)
         # One line of plan; its JSON one click away.
         summary = page.locator("#morpho4d-chat details summary").first
-        assert summary.inner_text().startswith("Plan: build: big red ball")
+        assert summary.inner_text().startswith("Plan: build: red ball (straight, from left to right, quickly)")
         assert not page.locator("#morpho4d-chat").get_by_text('"mode": "GEN"').first.is_visible()
         summary.click()
         page.locator("#morpho4d-chat").get_by_text('"mode": "GEN"').first.wait_for(timeout=10_000)
