@@ -28,9 +28,11 @@ from pipelines.recipes import write_png
 from pipelines.shapesworld.conditions import CONDITION_TYPES, SEGMENTATION_PALETTE
 from pipelines.utils import to_rgb_array
 
+from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
+from .sessions import CHEAP, HEAVY, session_state
 
 TITLE = "FlexEControl"
 CANVAS = 256
@@ -40,6 +42,8 @@ LAYER_TYPES = (NONE, *CONDITION_TYPES)
 # Brush colours: white lines (edges, sketch), greys (depth: near = bright), the segmentation palette.
 BRUSH_COLOURS = ["#ffffff", "#c0c0c0", "#808080", "#404040",
                  *(f"#{r:02x}{g:02x}{b:02x}" for name, (r, g, b) in SEGMENTATION_PALETTE.items() if name != "background")]
+# Uploads smaller than this on a side are refused (a 1x1 picture has nothing to extract).
+MIN_UPLOAD_SIDE = 8
 OVERLAY_COLOUR = np.array([255, 40, 40], np.float32)
 
 INTRO = """\
@@ -243,11 +247,20 @@ def api_generate(runner: FlexEControlRunner, prompt: str, images: list | None, c
     for path, entry in zip(images, conditions):
         if not isinstance(entry, dict) or "type" not in entry:
             raise InvalidInputError(f"A condition entry is an object with a 'type', got {entry!r}.")
-        with Image.open(path) as opened:
-            array = np.asarray(opened.convert("L" if entry.get("source") == "map" and opened.mode == "L" else "RGB"))
-        inputs.append(ConditionInput(entry["type"], array, entry.get("source", "upload"),
-                                     float(entry.get("weight", 1.0)), float(entry.get("start", 0.0)),
-                                     float(entry.get("end", 1.0))))
+        try:
+            with Image.open(path) as opened:
+                array = np.asarray(opened.convert("L" if entry.get("source") == "map" and opened.mode == "L" else "RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            raise InvalidInputError(f"Condition image {len(inputs) + 1} is not an image this studio can read; give a "
+                                    "PNG, JPEG, WebP, BMP or GIF picture.") from None
+        if min(array.shape[:2]) < MIN_UPLOAD_SIDE:
+            raise InvalidInputError(f"Condition image {len(inputs) + 1} is {array.shape[1]}x{array.shape[0]} pixels; "
+                                    f"give one at least {MIN_UPLOAD_SIDE} pixels on each side.")
+        try:
+            weight, start, end = (float(entry.get(k, d)) for k, d in (("weight", 1.0), ("start", 0.0), ("end", 1.0)))
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"Condition {len(inputs) + 1}: weight, start and end must be numbers.") from None
+        inputs.append(ConditionInput(entry["type"], array, entry.get("source", "upload"), weight, start, end))
     report = runner.run(FlexEControlRequest(prompt, inputs, int(seed or 0), int(steps), float(guidance), bool(bind)))
     path = write_png(report.image, scratch_path("flexecontrol-", ".png"), report.recipe)
     rows = [{"condition": r["condition"], "type": r["type"], "objects": len(r["objects"]),
@@ -267,7 +280,7 @@ def create_tab(context: StudioContext) -> dict:
         gr.Markdown(INTRO)
         with gr.Accordion("How it works", open=False):
             gr.Markdown(HOW_IT_WORKS + measured_markdown())
-        result = gr.State(None)  # (image, conditions, rows) of this user's last generation
+        result = session_state()  # (image, conditions, rows) of this user's last generation
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox("a red circle left of a blue square", label="Prompt", elem_id="flexecontrol-prompt")
@@ -280,7 +293,7 @@ def create_tab(context: StudioContext) -> dict:
                                                    elem_id=f"flexecontrol-type-{k}")
                                 source = gr.Radio(["draw", "upload"], value="draw", label="Source")
                             with gr.Row():
-                                drawing = gr.ImageEditor(
+                                drawing = components.ImageEditor(
                                     value={"background": black, "layers": [], "composite": black},
                                     type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False,
                                     canvas_size=(CANVAS, CANVAS), fixed_canvas=True, height=320,
@@ -288,23 +301,28 @@ def create_tab(context: StudioContext) -> dict:
                                                    color_mode="defaults"),
                                     label="Canvas (draw on black)", elem_id=f"flexecontrol-canvas-{k}",
                                 )
-                                upload = gr.Image(type="numpy", label="Upload (run through the extractor)",
+                                upload = components.Image(type="numpy", label=f"Upload for condition {k} (run through the extractor)",
+                                                          min_side=MIN_UPLOAD_SIDE,
                                                   sources=("upload", "clipboard"), height=320)
                             with gr.Row():
-                                weight = gr.Slider(*WEIGHT_RANGE, value=1.0, step=0.05, label="Weight")
-                                start = gr.Slider(0, 1, value=0.0, step=0.05, label="Start (fraction of steps)")
-                                end = gr.Slider(0, 1, value=1.0, step=0.05, label="End (fraction of steps)")
+                                weight = components.Slider(*WEIGHT_RANGE, value=1.0, step=0.05, label=f"Weight of condition {k}")
+                                start = components.Slider(0, 1, value=0.0, step=0.05, label=f"Start of condition {k} (fraction of steps)")
+                                end = components.Slider(0, 1, value=1.0, step=0.05, label=f"End of condition {k} (fraction of steps)")
+                            # An upload is read at once: a corrupt or tiny picture is answered when given.
+                            upload.upload(lambda picture: None, inputs=upload, outputs=None, api_name=False,
+                                          show_progress="hidden", **CHEAP)
                             widgets.append((kind, source, drawing, upload, weight, start, end))
                 with gr.Row():
-                    seed = gr.Number(0, precision=0, label="Seed", elem_id="flexecontrol-seed")
-                    steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
-                    guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
+                    seed = components.Number(0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1, elem_id="flexecontrol-seed")
+                    steps = components.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Steps")
+                    guidance = components.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance")
                 bind = gr.Checkbox(True, label="Tie each object word to its drawing (\"red circle\" is painted where "
                                          "you drew the circle)", elem_id="flexecontrol-bind")
                 with gr.Row():
                     example = gr.Button("Load the example")
                     extract = gr.Button("Extract maps")
                     generate = gr.Button("Generate", variant="primary")
+                    stop = gr.Button("Stop", variant="stop", elem_id="flexecontrol-stop")
             with gr.Column(scale=2):
                 maps = gr.Gallery(label="Extracted condition maps", columns=4, height="auto", object_fit="contain",
                                   preview=False, elem_id="flexecontrol-previews")
@@ -349,23 +367,27 @@ def create_tab(context: StudioContext) -> dict:
                 return gr.update()
             return shown_image(*state, overlay_on)
 
-        extract.click(on_extract, inputs=layer_components, outputs=[maps, notes], api_name=False)
+        extract.click(on_extract, inputs=layer_components, outputs=[maps, notes], api_name=False, **HEAVY)
         example.click(lambda: (EXAMPLE_PROMPT, "canny", "draw", example_canvas()),
-                      outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]], api_name=False)
-        generate.click(on_generate, inputs={prompt, seed, steps, guidance, show_overlay, bind, *layer_components},
-                       outputs=[output, numbers, notes, maps, result, download, recipe], api_name=False)
-        show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output, api_name=False)
+                      outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]], api_name=False, **CHEAP)
+        generating = generate.click(on_generate,
+                                    inputs={prompt, seed, steps, guidance, show_overlay, bind, *layer_components},
+                                    outputs=[output, numbers, notes, maps, result, download, recipe], api_name=False,
+                                    **HEAVY)
+        stop.click(None, cancels=[generating], api_name=False)
+        show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output, api_name=False,
+                            show_progress="hidden", **CHEAP)
 
         # The stable API (plain values: condition images plus their types), for gradio_client and scripts.
         with gr.Column(visible=False):
-            api_images = gr.File(file_count="multiple", type="filepath", label="Condition images")
+            api_images = components.File(file_count="multiple", type="filepath", label="Condition images")
             api_conditions = gr.JSON(label="Condition entries")
             api_file = gr.File(label="Generated PNG")
             api_report = gr.JSON(label="Numbers")
             api_button = gr.Button("API generate")
         api_button.click(shows_errors(functools.partial(api_generate, runner)),
                          inputs=[prompt, api_images, api_conditions, seed, steps, guidance, bind],
-                         outputs=[api_file, api_report], api_name="flexecontrol_generate")
+                         outputs=[api_file, api_report], api_name="flexecontrol_generate", **HEAVY)
     kind, source, _, upload = widgets[0][:4]
     return {"prompt": prompt, "kind": kind, "source": source, "upload": upload, "result": result,
             "to_match": to_match, "to_mojito": to_mojito}

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from pipelines.attention import AttentionOffsets
 from pipelines.errors import InvalidInputError
 from pipelines.matching import METHODS, MatchResult
+from pipelines.matching.inputs import MIN_SIDE
 from pipelines.matching.overlay import overlay, swapped_captions
 from pipelines.matching.runner import (
     ImageRequest,
@@ -29,24 +30,31 @@ from pipelines.matching.runner import (
     MatchRunner,
 )
 from pipelines.shapesworld import sample_scene
+from pipelines.vocabulary import check_text, notes_for
 
-from .outputs import recipe_markdown, scratch_path
+from . import components
 from .context import StudioContext
+from .outputs import recipe_markdown, scratch_path
+from .sessions import CHEAP, HEAVY, check_session_size, session_state
 from .errors import shows_errors
 
 TITLE = "Match"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "examples" / "match"
 HEATMAP_SIZE = 160
+MAX_SEED = 2**31 - 1
 # methods offered as checkboxes (head attribution, eq. 5.7 as written, is a toggle on Discffusion)
 UI_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
 DEFAULT_METHODS = ["discffusion", "clip"]
 ALL_LAYERS, ALL_LEVELS = "all layers (mean)", "all levels (mean)"
 
 INTRO = """\
-## Match: which caption fits the image, and why
-Give an image (upload, an example, a ShapesWorld sample or **generate from prompt**), write captions one
-per line, tick methods and press **Score**. Each method ranks the captions (table and bars; higher is a
-better match). **Discffusion** reads the diffusion UNet's cross-attention: the image is noised at a few
+## Match: which caption fits the picture?
+Give a picture and a few captions, press **Score**: each method picks the caption it thinks fits, and the heatmaps
+show where each word looks. Start with an example below; its true caption is marked, so you can see who is right.
+"""
+
+HOW_IT_WORKS = """\
+Each method ranks the captions (table and bars; higher is a better match). **Discffusion** reads the diffusion UNet's cross-attention: the image is noised at a few
 levels, the UNet runs once per caption, and the LogSumExp of the pre-softmax attention scores over the
 caption's tokens, averaged over pixels, heads, layers and noise levels (thesis eq. 5.4), plus the
 denoising-error contrast of the thesis' code, is the score; the head-attribution box replaces each
@@ -96,23 +104,80 @@ def example_items() -> dict[str, tuple[Path, list[str]]]:
     return {f"{item['kind']}: {item['captions'][0]}": (ASSETS / item["image"], item["captions"]) for item in items}
 
 
+# The winner's bar and the others' (neutral: a pick is not good or bad until compared with the truth).
+WINNER_COLOUR, OTHER_COLOUR, TRUE_OUTLINE = "#3b4b5c", "#b8c2cc", "#1a9641"
+
+
+def layer_label(name: str, sample_size: int | None, down_blocks: int | None) -> str:
+    """A cross-attention layer for people: its resolution and place, e.g. "16x16, down 1" (the raw name is
+    ``down_blocks.0.attentions.0.transformer_blocks.0.attn2``)."""
+    import re
+
+    found = re.match(r"(down|up)_blocks\.(\d+)\.attentions\.(\d+)", name)
+    if found:
+        kind, block, attention = found[1], int(found[2]), int(found[3])
+        level = block if kind == "down" else (down_blocks or 1) - 1 - block
+        where = f"{kind} {block + 1}" + (f", part {attention + 1}" if attention else "")
+    elif name.startswith("mid_block"):
+        level, where = (down_blocks or 1) - 1, "middle"
+    else:
+        return name
+    if sample_size and down_blocks:
+        side = max(1, int(sample_size) // 2 ** max(0, level))
+        return f"{side}x{side}, {where}"
+    return where
+
+
+def layer_choices(runner: MatchRunner, layers: list[str]) -> list[tuple[str, str]]:
+    """(readable label, layer name) pairs for the heatmap layer dropdown."""
+    try:
+        config = runner.matchers.backbone.unet.config
+        sample_size, down = int(config.sample_size), len(config.down_block_types)
+    except (AttributeError, TypeError, ValueError):
+        sample_size, down = None, None
+    return [(layer_label(name, sample_size, down), name) for name in layers]
+
+
+def truth_marks(report: MatchReport, truth: str | None) -> str:
+    """Each method's pick marked right or wrong against the true caption (when it is known)."""
+    truth = (truth or "").strip()
+    known = truth in report.captions
+    lines = []
+    for method, pick in report.winners().items():
+        mark = ("✅ right" if pick == truth else "❌ wrong") if known else "(truth unknown)"
+        lines.append(f"- **{method}** picks *{pick}* {mark}")
+    head = f"True caption: **{truth}**" if known else (
+        "The true caption is not known for this picture (type it in *True caption* to mark the picks)."
+        if not truth else f"The true caption *{truth}* is not among the captions, so nothing is marked.")
+    return head + "\n" + "\n".join(lines)
+
+
+def colour_scale(width: int = 320, height: int = 14) -> np.ndarray:
+    """The heatmaps' colour ramp, left (no attention) to right (the map's peak)."""
+    from pipelines.matching.overlay import colormap
+
+    ramp = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))
+    return colormap(ramp)
+
+
 def load_example(label: str, examples: dict[str, tuple[Path, list[str]]]):
+    """An example's picture, its captions and its true caption (the first)."""
     if label not in examples:
         raise InvalidInputError(f"Unknown example {label!r}.")
     path, captions = examples[label]
     from PIL import Image
 
     with Image.open(path) as opened:
-        return np.asarray(opened.convert("RGB")), "\n".join(captions)
+        return np.asarray(opened.convert("RGB")), "\n".join(captions), captions[0]
 
 
-def shapesworld_sample(seed) -> tuple[np.ndarray, str]:
-    """A held-out two-object ShapesWorld scene and its caption followed by its minimal swaps."""
+def shapesworld_sample(seed) -> tuple[np.ndarray, str, str]:
+    """A held-out two-object ShapesWorld scene, its caption followed by its minimal swaps, and the caption."""
     scene = sample_scene(int(seed), size=128, split="test")
-    return scene.image, "\n".join([scene.caption, *swapped_captions(scene.caption)])
+    return scene.image, "\n".join([scene.caption, *swapped_captions(scene.caption)]), scene.caption
 
 
-def generate(runner: MatchRunner, prompt: str, seed) -> tuple[str, str, str]:
+def generate(runner: MatchRunner, prompt: str, seed) -> tuple[str, str, str, str]:
     """An image from the text-to-image model for ``prompt`` (a PNG carrying its recipe), the captions (the
     prompt and its swaps) and the recipe for people. A relation caption's objects are guided to their sides."""
     report = runner.generate(ImageRequest(prompt, int(seed or 0)))
@@ -120,25 +185,38 @@ def generate(runner: MatchRunner, prompt: str, seed) -> tuple[str, str, str]:
     from pipelines.recipes import write_png
 
     write_png(report.image, path, report.recipe)
-    return str(path), "\n".join(report.captions), recipe_markdown(report.recipe, path)
+    notes = unknown_word_notes(runner, [prompt])
+    return (str(path), "\n".join(report.captions), "".join(f"> {n}\n\n" for n in notes)
+            + recipe_markdown(report.recipe, path), report.captions[0])
 
 
-def ranked_table(results: dict[str, MatchResult]) -> list[list]:
+def unknown_word_notes(runner: MatchRunner, texts: list[str]) -> list[str]:
+    """Words of ``texts`` the model does not know, named for people (the studio-wide vocabulary policy)."""
+    tokenizer = runner.matchers.backbone.tokenizer
+    return notes_for(check_text(text, tokenizer, what="The caption", closed=False) for text in texts)
+
+
+def ranked_table(results: dict[str, MatchResult], truth: str | None = None) -> list[list]:
     rows = []
     for method, result in results.items():
         for rank, index in enumerate(result.ranking(), start=1):
-            rows.append([method, rank, result.captions[index], round(float(result.scores[index]), 4),
-                         result.unet_evaluations, round(result.seconds, 3)])
+            caption = result.captions[index]
+            rows.append([method, rank, caption, "✔ true" if caption == truth else "",
+                         round(float(result.scores[index]), 4), result.unet_evaluations, round(result.seconds, 3)])
     return rows
 
 
-def bar_chart(results: dict[str, MatchResult]) -> go.Figure:
-    """One horizontal bar chart per method; the best caption's bar is highlighted."""
+def bar_chart(results: dict[str, MatchResult], truth: str | None = None) -> go.Figure:
+    """One horizontal bar chart per method; the method's pick is dark, the others light (neutral colours), and
+    the true caption (when known) is outlined in green and labelled."""
     figure = make_subplots(rows=1, cols=max(1, len(results)), subplot_titles=list(results), shared_yaxes=True)
     for column, result in enumerate(results.values(), start=1):
         best = result.ranking()[0]
-        colours = ["#d62728" if i == best else "#1f77b4" for i in range(len(result.captions))]
-        figure.add_trace(go.Bar(x=result.scores, y=result.captions, orientation="h", marker_color=colours,
+        colours = [WINNER_COLOUR if i == best else OTHER_COLOUR for i in range(len(result.captions))]
+        outline = [TRUE_OUTLINE if c == truth else "rgba(0,0,0,0)" for c in result.captions]
+        labels = [f"✔ {c} (true)" if c == truth else c for c in result.captions]
+        figure.add_trace(go.Bar(x=result.scores, y=labels, orientation="h", marker_color=colours,
+                                marker_line_color=outline, marker_line_width=3,
                                 showlegend=False, hovertemplate="%{y}: %{x:.4f}<extra></extra>"),
                          row=1, col=column)
         low, high = float(result.scores.min()), float(result.scores.max())
@@ -166,20 +244,25 @@ def weighting(checked) -> str:
     return "attribution" if checked else "none"
 
 
-def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting):
-    """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps."""
+def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting,
+          truth: str | None = None):
+    """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps. With the true
+    caption known, each method's pick is marked right or wrong."""
     session = session or MatchSession()
     report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), weighting(head_weighting),
                                      session.offsets))
     session.report = report
+    session = check_session_size(session, "your Match session") or MatchSession()
     captions = report.captions
-    layers = [ALL_LAYERS, *(report.features.layers if report.features else [])]
+    layers = [ALL_LAYERS, *layer_choices(runner, report.features.layers if report.features else [])]
     levels = [ALL_LEVELS, *(f"{lvl}" for lvl in runner.matchers.discffusion_config.noise_levels)]
     gallery = heatmap_gallery(runner, session, captions[0], None, None)
-    status = f"Scored {len(captions)} captions in {report.seconds:.2f} s. " + "; ".join(
-        f"**{m}** picks *{c}*" for m, c in report.winners().items())
+    status = f"Scored {len(captions)} captions in {report.seconds:.2f} s.\n\n" + truth_marks(report, truth)
+    notes = unknown_word_notes(runner, captions)
+    if notes:
+        status += "\n\n" + "\n".join(f"> {note}" for note in notes)
     return (
-        session, ranked_table(report.results), bar_chart(report.results),
+        session, ranked_table(report.results, truth), bar_chart(report.results, truth),
         gr.update(choices=captions, value=captions[0]), gr.update(choices=layers, value=ALL_LAYERS),
         gr.update(choices=levels, value=ALL_LEVELS), gallery, status,
     )
@@ -237,16 +320,20 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="match"):
         gr.Markdown(INTRO)
-        state = gr.State(None)
+        with gr.Accordion("How it works", open=False, elem_id="match-how"):
+            gr.Markdown(HOW_IT_WORKS + "\n\n" + FINDING)
+        state = session_state()
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                image = gr.Image(label="Image", type="numpy", image_mode="RGB", height=260, elem_id="match-image")
+                image = components.Image(label="Image", type="numpy", image_mode="RGB", height=260, elem_id="match-image",
+                                         min_side=MIN_SIDE)
                 with gr.Row():
                     example = gr.Dropdown(list(examples), value=next(iter(examples), None), label="Example",
                                           scale=3)
                     load = gr.Button("Load example", scale=1)
                 with gr.Row():
-                    sample_seed = gr.Number(value=0, precision=0, label="ShapesWorld seed", scale=1)
+                    sample_seed = components.Number(value=0, precision=0, label="ShapesWorld seed", minimum=0, maximum=MAX_SEED,
+                                                    scale=1)
                     sample = gr.Button("ShapesWorld sample", scale=1)
                 with gr.Row():
                     prompt = gr.Textbox(label="Generate from prompt", placeholder="a red circle left of a blue square",
@@ -259,65 +346,92 @@ def create_tab(context: StudioContext) -> dict:
                     to_mojito = gr.Button("Send to Mojito", size="sm", elem_id="match-to-mojito")
             with gr.Column(scale=1, min_width=300):
                 captions = gr.Textbox(label="Captions (one per line, at most 32)", lines=6, elem_id="match-captions")
+                truth = gr.Textbox(label="True caption (known for examples, ShapesWorld samples and generated "
+                                         "pictures; type it for your own)", max_lines=1, elem_id="match-truth")
                 methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
                                            label="Methods")
                 head_weighting = gr.Checkbox(
                     False, label="Head attribution maps (eq. 5.7: A_h * df/dA_h, pooled by eq. 5.4) for Discffusion")
-                go_button = gr.Button("Score", variant="primary")
+                with gr.Row():
+                    go_button = gr.Button("Score", variant="primary", scale=3)
+                    stop_button = gr.Button("Stop", variant="stop", scale=1, elem_id="match-stop")
                 status = gr.Markdown("", elem_id="match-status")
+        if examples:
+            gr.Examples([[str(path), "\n".join(texts), texts[0]] for path, texts in examples.values()],
+                        inputs=[image, captions, truth], label="Examples (click one, then Score)",
+                        elem_id="match-examples")
         plot = gr.Plot(label="Scores per method", elem_id="match-plot")
-        table = gr.Dataframe(headers=["method", "rank", "caption", "score", "UNet evals", "seconds"],
+        table = gr.Dataframe(headers=["method", "rank", "caption", "truth", "score", "UNet evals", "seconds"],
                              label="Ranking", interactive=False, elem_id="match-table")
         gr.Markdown("### Discffusion heatmaps: where each word of a caption sends attention")
         with gr.Row():
             heat_caption = gr.Dropdown([], label="Caption")
             heat_layer = gr.Dropdown([ALL_LAYERS], value=ALL_LAYERS, label="Layer")
             heat_level = gr.Dropdown([ALL_LEVELS], value=ALL_LEVELS, label="Noise level")
-        gallery = gr.Gallery(label="Per-word attention (stretched to each map's peak)", columns=6, height=240,
-                             elem_id="match-heatmaps")
+        gallery = gr.Gallery(label="Per-word attention (stretched to each map's peak)", columns=8, height="auto",
+                             object_fit="contain", elem_id="match-heatmaps")
+        with gr.Row(equal_height=True):
+            gr.Markdown("**Colour scale:** dark blue = no attention, yellow = the word's strongest attention.")
+            gr.Image(colour_scale(), show_label=False, interactive=False, height=24, container=False,
+                     elem_id="match-colour-scale")
         with gr.Accordion("Few-shot prompt learning (eq. 5.5-5.6)", open=False):
             gr.Markdown("Trains key/value offsets on ShapesWorld groups (seed 1000) with the triplet loss and "
                         "measures text accuracy on disjoint held-out groups (seed 2000) before and after.")
             with gr.Row():
-                shots = gr.Number(value=40, precision=0, label="few-shot groups")
-                steps = gr.Number(value=60, precision=0, label="training steps")
-                held_out = gr.Number(value=20, precision=0, label="held-out groups")
+                shots = components.Number(value=40, precision=0, label="few-shot groups", minimum=1, maximum=200)
+                steps = components.Number(value=60, precision=0, label="training steps", minimum=1, maximum=2000)
+                held_out = components.Number(value=20, precision=0, label="held-out groups", minimum=5, maximum=200)
             with gr.Row():
                 train_button = gr.Button("Train offsets", variant="primary")
+                train_stop = gr.Button("Stop", variant="stop")
                 clear_button = gr.Button("Clear offsets")
             train_report = gr.Markdown("", elem_id="match-train-report")
             loss_plot = gr.Plot(label="Training loss")
             offsets_file = gr.File(label="Offsets (.safetensors)", interactive=False)
         with gr.Accordion("Batch evaluation (held-out ShapesWorld compositional split)", open=False):
             with gr.Row():
-                eval_groups = gr.Number(value=20, precision=0, label="groups (5-200)")
+                eval_groups = components.Number(value=20, precision=0, label="groups (5-200)", minimum=5, maximum=200)
                 eval_methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
                                                 label="Methods")
-            eval_button = gr.Button("Run benchmark")
+            with gr.Row():
+                eval_button = gr.Button("Run benchmark")
+                eval_stop = gr.Button("Stop", variant="stop")
             eval_table = gr.Dataframe(
                 headers=["method", "text", "image", "group", "colour (text)", "shape (text)", "relation (text)",
                          "UNet evals / decision", "s / decision"],
                 label="Winoground accuracy", interactive=False, elem_id="match-eval-table")
-        gr.Markdown(FINDING)
 
-        load.click(handler(load_example, examples=examples), inputs=example, outputs=[image, captions],
-                   api_name="match_load_example")
-        sample.click(handler(shapesworld_sample), inputs=sample_seed, outputs=[image, captions], api_name=False)
-        make.click(handler(generate, runner), inputs=[prompt, sample_seed], outputs=[image, captions, recipe],
-                   api_name="match_generate")
+        # An upload is read at once (a corrupt or tiny picture is answered when given, not at Score).
+        # Its true caption is unknown until typed.
+        image.upload(lambda picture: "", inputs=image, outputs=truth, api_name=False, show_progress="hidden", **CHEAP)
+        load.click(handler(load_example, examples=examples), inputs=example, outputs=[image, captions, truth],
+                   api_name="match_load_example", **CHEAP)
+        sample.click(handler(shapesworld_sample), inputs=sample_seed, outputs=[image, captions, truth], api_name=False,
+                     **CHEAP)
+        make.click(handler(generate, runner), inputs=[prompt, sample_seed], outputs=[image, captions, recipe, truth],
+                   api_name="match_generate", **HEAVY)
         score_outputs = [state, table, plot, heat_caption, heat_layer, heat_level, gallery, status]
-        go_button.click(handler(score, runner),
-                        inputs=[state, image, captions, methods, head_weighting], outputs=score_outputs,
-                        api_name="match_score")
+        scoring = go_button.click(handler(score, runner),
+                                  inputs=[state, image, captions, methods, head_weighting, truth],
+                                  outputs=score_outputs,
+                                  api_name="match_score", **HEAVY)
+        stop_button.click(None, cancels=[scoring], api_name=False)
         for control in (heat_caption, heat_layer, heat_level):
             control.input(handler(refresh_heatmaps, runner),
-                          inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False)
-        train_button.click(handler(train, runner),
-                           inputs=[state, shots, steps, held_out, head_weighting],
-                           outputs=[state, train_report, loss_plot, offsets_file], api_name=False)
+                          inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False,
+                          show_progress="hidden", **CHEAP)
+        # The same as a named endpoint (what the load bench calls as its cheap event).
+        heat_button = gr.Button("Show heatmaps", visible=False)
+        heat_button.click(handler(refresh_heatmaps, runner), inputs=[state, heat_caption, heat_layer, heat_level],
+                          outputs=gallery, api_name="match_heatmaps", **CHEAP)
+        training = train_button.click(handler(train, runner),
+                                      inputs=[state, shots, steps, held_out, head_weighting],
+                                      outputs=[state, train_report, loss_plot, offsets_file], api_name=False, **HEAVY)
+        train_stop.click(None, cancels=[training], api_name=False)
         clear_button.click(handler(reset_offsets), inputs=state, outputs=[state, train_report, offsets_file],
                            api_name=False)
-        eval_button.click(handler(batch_eval, runner),
-                          inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
-                          api_name=False)
-    return {"image": image, "captions": captions, "to_flexecontrol": to_flex, "to_mojito": to_mojito}
+        evaluating = eval_button.click(handler(batch_eval, runner),
+                                       inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
+                                       api_name=False, **HEAVY)
+        eval_stop.click(None, cancels=[evaluating], api_name=False)
+    return {"image": image, "captions": captions, "truth": truth, "to_flexecontrol": to_flex, "to_mojito": to_mojito}

@@ -23,14 +23,16 @@ from pipelines.errors import InvalidInputError
 from pipelines.mojito import PRESETS, GuidanceConfig, Trajectory, check_phrase, preset_trajectory
 from pipelines.mojito.export import OBJECT_COLOURS, overlay_boxes, upscale
 from pipelines.mojito.pipeline import DEFAULT_STEPS
-from pipelines.mojito.runner import N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
+from pipelines.mojito.runner import MAX_SMOOTHNESS, MAX_STRENGTH, N_FRAMES, MojitoReport, MojitoRequest, MojitoRunner, TrajectoryInput, write_frames
 from pipelines.mojito.trajectory import phrase_words
 from pipelines.shapesworld import COLOURS, SHAPES
 from pipelines.utils import to_rgb_array
 
+from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
+from .sessions import CHEAP, HEAVY, session_state
 
 TITLE = "Mojito"
 CANVAS = 256
@@ -42,6 +44,18 @@ TABLE_HEADERS = ["frame", "x0", "y0", "x1", "y1"]
 
 INTRO = """\
 ## Mojito: draw where an object goes and how fast
+Write what moves, click on the first frame where the object should be over time (or apply a preset), and press
+**Generate** for a short video that follows your path. Press **Load the example** for a red circle crossing the frame.
+"""
+
+LEGEND = """\
+**Canvas:** the first frame of the prompt's objects; each object's boxes are drawn in its own colour (1st object red,
+2nd blue, 3rd green, 4th orange), the number in a box is its frame (0-15) and the line is the path between them.
+**Video:** the coloured box is where the object should be in that frame; the thin white box is where the detector
+found it.
+"""
+
+HOW_IT_WORKS = """\
 Pick an **object phrase** from the prompt, then **click keyframes** on the canvas (first click = first
 frame, last click = last frame, the rest spread evenly; edit the *frame* column to retime them), or
 apply a **preset**. Boxes are fractions of the frame (0-1). Choose another phrase to add a second
@@ -64,6 +78,8 @@ class MojitoSession:
     objects: dict[str, list[list[float]]] = field(default_factory=dict)
     # The first frame drawn under the keyframes (an image sent from another tab), uint8 [H, W, 3] or None.
     background: np.ndarray | None = None
+    # The prompt whose objects are drawn as the first frame when no picture was sent.
+    prompt: str = ""
 
     def trajectories(self) -> list[TrajectoryInput]:
         """The objects as the runner's plain keyframe lists (it checks them)."""
@@ -79,9 +95,21 @@ def phrase_choices(prompt: str) -> list[str]:
     return list(dict.fromkeys(objects + rest))
 
 
-def prompt_changed(prompt: str):
+def prompt_changed(session, prompt: str):
+    """New phrase choices, and the canvas's frame redrawn with the prompt's objects."""
+    session = _session(session)
+    session.prompt = prompt or ""
     choices = phrase_choices(prompt)
-    return gr.update(choices=choices, value=choices[0] if choices else None)
+    return gr.update(choices=choices, value=choices[0] if choices else None), session, render_canvas(session)
+
+
+def load_example(session):
+    """The ready example: the default prompt, its red circle crossing left to right (a preset), intensity 8."""
+    session = MojitoSession(prompt=DEFAULT_PROMPT, background=None)
+    trajectory = preset_trajectory("left to right", "red circle", N_FRAMES, side=0.3)
+    session.objects["red circle"] = [[int(r[0]), *(round(v, 4) for v in r[1:])] for r in trajectory.rows()]
+    return (session, DEFAULT_PROMPT, gr.update(choices=phrase_choices(DEFAULT_PROMPT), value="red circle"),
+            render_canvas(session), session.objects["red circle"], 8)
 
 
 def _session(session: MojitoSession | None) -> MojitoSession:
@@ -95,22 +123,48 @@ def _check_phrase(prompt: str, phrase: str | None) -> str:
 
 
 def spread_frames(count: int, n_frames: int = N_FRAMES) -> list[int]:
-    """Frames for ``count`` clicked keyframes: first at 0, last at the end, the rest evenly between."""
+    """Frames for ``count`` clicked keyframes: first at 0, last at the end, the rest evenly between (distinct:
+    at most one keyframe per frame)."""
+    if count > n_frames:
+        raise InvalidInputError(f"An object has at most {n_frames} keyframes, one per frame; clear it or edit the "
+                                "table to start again.")
     if count == 1:
         return [0]
     return [int(round(i * (n_frames - 1) / (count - 1))) for i in range(count)]
 
 
+def first_frame(session: MojitoSession) -> np.ndarray:
+    """A ShapesWorld render of the prompt's objects, each where its first keyframe puts it (objects without
+    keyframes spread across the frame); a plain frame when the prompt names no ShapesWorld object."""
+    from pipelines.mojito.evaluate import phrase_object
+    from pipelines.shapesworld.scene import Placement, render_scene
+
+    phrases = list(dict.fromkeys([*session.objects, *phrase_choices(session.prompt)]))
+    objects = [(p, *phrase_object(p)) for p in phrases if len(p.split()) == 2]
+    objects = [(p, c, s) for p, c, s in objects if c and s][:3]
+    placements = []
+    for k, (phrase, colour, shape) in enumerate(objects):
+        rows = session.objects.get(phrase) or []
+        if rows:
+            x0, y0, x1, y1 = rows[0][1:]
+            centre, side = ((x0 + x1) / 2, (y0 + y1) / 2), max(0.05, min(x1 - x0, y1 - y0, 1.0))
+        else:
+            centre, side = ((k + 1) / (len(objects) + 1), 0.5), 0.25
+        placements.append(Placement(shape, colour, centre, side))
+    while placements:
+        try:
+            return render_scene(placements, size=CANVAS, seed=0).image
+        except InvalidInputError:  # objects' first keyframes overlap: draw the earlier ones only
+            placements = placements[:-1]
+    return np.full((CANVAS, CANVAS, 3), 236, np.uint8)
+
+
 def render_canvas(session: MojitoSession, interpolation: str = "linear") -> np.ndarray:
-    """The first-frame canvas: each object's keyframe boxes and its interpolated centre path, in its colour."""
-    if session.background is not None:
-        image = Image.fromarray(session.background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
-    else:
-        image = Image.new("RGB", (CANVAS, CANVAS), (236, 236, 236))
+    """The first-frame canvas: a frame (the picture sent here, or a ShapesWorld render of the prompt's objects)
+    under each object's keyframe boxes and its interpolated centre path, in its colour."""
+    background = session.background if session.background is not None else first_frame(session)
+    image = Image.fromarray(background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
     draw = ImageDraw.Draw(image)
-    for i in range(1, 8) if session.background is None else ():
-        draw.line([(i * CANVAS // 8, 0), (i * CANVAS // 8, CANVAS)], fill=(222, 222, 222))
-        draw.line([(0, i * CANVAS // 8), (CANVAS, i * CANVAS // 8)], fill=(222, 222, 222))
     for k, (phrase, rows) in enumerate(session.objects.items()):
         colour = OBJECT_COLOURS[k % len(OBJECT_COLOURS)]
         for row in rows:
@@ -140,8 +194,13 @@ def _box_at(x: float, y: float, side: float) -> list[float]:
 def add_click(session, prompt, phrase, box_size, interpolation, evt: gr.SelectData):
     session = _session(session)
     phrase = _check_phrase(prompt, phrase)
+    session.prompt = prompt or ""
     x, y = evt.index
-    rows = session.objects.setdefault(phrase, [])
+    rows = session.objects.get(phrase, [])
+    if len(rows) >= N_FRAMES:
+        raise InvalidInputError(f"{phrase!r} already has a keyframe on each of its {N_FRAMES} frames; clear the "
+                                "object or edit the table.")
+    session.objects[phrase] = rows
     boxes = [row[1:] for row in rows] + [_box_at(x / CANVAS, y / CANVAS, float(box_size))]
     session.objects[phrase] = [[f, *b] for f, b in zip(spread_frames(len(boxes)), boxes)]
     return session, render_canvas(session, interpolation), session.objects[phrase]
@@ -149,6 +208,7 @@ def add_click(session, prompt, phrase, box_size, interpolation, evt: gr.SelectDa
 
 def table_edited(session, prompt, phrase, table, interpolation):
     session = _session(session)
+    session.prompt = prompt or ""
     if not phrase:
         return session, render_canvas(session, interpolation)
     phrase = _check_phrase(prompt, phrase)
@@ -160,14 +220,36 @@ def table_edited(session, prompt, phrase, table, interpolation):
         try:
             clean.append([float(v) for v in row])
         except (TypeError, ValueError):
-            raise InvalidInputError(f"Table row {row!r} must be five numbers: frame, x0, y0, x1, y1.") from None
+            raise InvalidInputError("Each keyframe row must be five numbers: frame, x0, y0, x1, y1.") from None
+    check_rows(clean)
     session.objects[phrase] = clean
     return session, render_canvas(session, interpolation)
+
+
+def check_rows(rows: list[list[float]], n_frames: int = N_FRAMES) -> None:
+    """Keyframe rows a person typed: each five numbers, frames whole and distinct in 0..n_frames-1, boxes inside
+    the frame (0-1) with x0 < x1 and y0 < y1."""
+    seen: dict[int, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if len(row) != 5 or not all(np.isfinite(v) for v in row):
+            raise InvalidInputError(f"Keyframe row {number} must be five numbers: frame, x0, y0, x1, y1.")
+        frame, x0, y0, x1, y1 = row
+        if not float(frame).is_integer() or not 0 <= frame < n_frames:
+            raise InvalidInputError(f"Keyframe row {number}: the frame must be a whole number from 0 to "
+                                    f"{n_frames - 1}, not {frame:g}.")
+        if int(frame) in seen:
+            raise InvalidInputError(f"Keyframe rows {seen[int(frame)]} and {number} are both at frame {int(frame)}; "
+                                    "give each keyframe its own frame.")
+        seen[int(frame)] = number
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise InvalidInputError(f"Keyframe row {number}: the box must lie inside the frame (0-1) with x0 < x1 "
+                                    f"and y0 < y1, not ({x0:g}, {y0:g}, {x1:g}, {y1:g}).")
 
 
 def apply_preset(session, prompt, phrase, preset, box_size, interpolation):
     session = _session(session)
     phrase = _check_phrase(prompt, phrase)
+    session.prompt = prompt or ""
     trajectory = preset_trajectory(preset, phrase, N_FRAMES, side=float(box_size))
     session.objects[phrase] = [[int(r[0]), *(round(v, 4) for v in r[1:])] for r in trajectory.rows()]
     return session, render_canvas(session, interpolation), session.objects[phrase]
@@ -177,7 +259,7 @@ def receive(prompt: str, background, objects: dict[str, list[list[float]]] | Non
     """What another tab sends ("send to Mojito"): its prompt, its image as the first-frame canvas and, from a
     4D scene, each object's keyframes. Returns the tab's new session, prompt, phrase choices, canvas and the
     first object's keyframes."""
-    session = MojitoSession(dict(objects or {}), None if background is None else to_rgb_array(background))
+    session = MojitoSession(dict(objects or {}), None if background is None else to_rgb_array(background), prompt)
     choices = phrase_choices(prompt)
     first = next(iter(session.objects), choices[0] if choices else None)
     return (session, prompt, gr.update(choices=choices, value=first), render_canvas(session),
@@ -229,7 +311,8 @@ def metrics_markdown(report: MojitoReport, steps: int) -> str:
     timing = f"**Time**: guided {report.seconds:.1f} s"
     if report.unguided_seconds is not None:
         timing += f", unguided {report.unguided_seconds:.1f} s"
-    return "\n".join(lines + [timing + f" ({steps} steps, guidance in the first {report.guidance.steps})."])
+    notes = [f"> {note}" for note in report.notes]
+    return "\n".join(lines + [timing + f" ({steps} steps, guidance in the first {report.guidance.steps}).", "", *notes])
 
 
 def generate_video(runner: MojitoRunner, request: MojitoRequest, draw_boxes: bool = True, progress=None):
@@ -293,17 +376,21 @@ def create_tab(context: StudioContext) -> dict:
 
     with gr.Tab(TITLE, id="mojito"):
         gr.Markdown(INTRO)
-        state = gr.State(None)
+        with gr.Accordion("How it works", open=False, elem_id="mojito-how"):
+            gr.Markdown(HOW_IT_WORKS)
+        state = session_state()
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", elem_id="mojito-prompt")
                 phrase = gr.Dropdown(phrase_choices(DEFAULT_PROMPT), value=phrase_choices(DEFAULT_PROMPT)[0],
                                      label="Object phrase (from the prompt)", allow_custom_value=True,
                                      elem_id="mojito-phrase")
-                canvas = gr.Image(render_canvas(MojitoSession()), label="First frame: click to add keyframes",
-                                  interactive=False, height=CANVAS, width=CANVAS, elem_id="mojito-canvas",
-                                  show_label=True)
-                box_size = gr.Slider(0.1, 0.6, value=0.3, step=0.05, label="Box size (fraction of the frame)")
+                example_button = gr.Button("Load the example", elem_id="mojito-example")
+                canvas = gr.Image(render_canvas(MojitoSession(prompt=DEFAULT_PROMPT)),
+                                  label="First frame (click to add keyframes)", interactive=False, height=CANVAS + 40,
+                                  elem_id="mojito-canvas", show_label=True)
+                gr.Markdown(LEGEND, elem_id="mojito-legend")
+                box_size = components.Slider(0.1, 0.6, value=0.3, step=0.05, label="Box size (fraction of the frame)")
                 with gr.Row():
                     preset = gr.Dropdown(list(PRESETS), value=PRESETS[0], label="Preset", scale=2)
                     preset_button = gr.Button("Apply preset", scale=1)
@@ -312,18 +399,22 @@ def create_tab(context: StudioContext) -> dict:
                                      interactive=True, label="Keyframes of this object (frame 0-15, boxes 0-1)",
                                      elem_id="mojito-table")
             with gr.Column(scale=1, min_width=320):
-                intensity = gr.Slider(1, 10, value=8, step=1, label="Motion intensity (1-10)")
+                intensity = components.Slider(1, 10, value=8, step=1, label="Motion intensity (1-10)")
                 with gr.Accordion("Advanced", open=False):
-                    strength = gr.Number(value=GuidanceConfig().strength, label="Guidance strength eta (eq. 10.7)")
-                    guide_steps = gr.Slider(0, 30, value=10, step=1, label="Guided steps K")
-                    smoothness = gr.Number(value=1.0, label="Temporal smoothness lambda (eq. 10.6)")
-                    steps = gr.Slider(5, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps")
-                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    strength = components.Number(value=GuidanceConfig().strength, minimum=0, maximum=MAX_STRENGTH,
+                                                  label="Guidance strength eta (eq. 10.7)")
+                    guide_steps = components.Slider(0, 30, value=10, step=1, label="Guided steps K")
+                    smoothness = components.Number(value=1.0, minimum=0, maximum=MAX_SMOOTHNESS,
+                                                    label="Temporal smoothness lambda (eq. 10.6)")
+                    steps = components.Slider(5, 50, value=DEFAULT_STEPS, step=1, label="Denoising steps")
+                    seed = components.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1)
                     interpolation = gr.Radio(["linear", "smooth"], value="linear", label="Interpolation")
                 with gr.Row():
                     draw_boxes = gr.Checkbox(True, label="Draw the boxes on the video")
                     with_unguided = gr.Checkbox(False, label="Also make the unguided video")
-                run = gr.Button("Generate", variant="primary", elem_id="mojito-generate")
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="mojito-generate", scale=3)
+                    stop = gr.Button("Stop", variant="stop", elem_id="mojito-stop", scale=1)
                 video = gr.Video(label="Guided video", elem_id="mojito-video", autoplay=True, loop=True)
                 unguided = gr.Video(label="Unguided video (same seed)", elem_id="mojito-unguided", loop=True)
                 gif = gr.File(label="Guided video as GIF", elem_id="mojito-gif")
@@ -334,13 +425,18 @@ def create_tab(context: StudioContext) -> dict:
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
-        prompt.change(handler(prompt_changed), prompt, phrase)
-        phrase.change(handler(select_object), [state, phrase], table)
-        canvas.select(handler(add_click), [state, prompt, phrase, box_size, interpolation], [state, canvas, table])
-        table.input(handler(table_edited), [state, prompt, phrase, table, interpolation], [state, canvas])
+        prompt.change(handler(prompt_changed), [state, prompt], [phrase, state, canvas], show_progress="hidden",
+                      **CHEAP)
+        example_button.click(handler(load_example), state, [state, prompt, phrase, canvas, table, intensity],
+                             api_name=False, **CHEAP)
+        phrase.change(handler(select_object), [state, phrase], table, show_progress="hidden", **CHEAP)
+        canvas.select(handler(add_click), [state, prompt, phrase, box_size, interpolation], [state, canvas, table],
+                      show_progress="hidden", **CHEAP)
+        table.input(handler(table_edited), [state, prompt, phrase, table, interpolation], [state, canvas],
+                    show_progress="hidden", **CHEAP)
         preset_button.click(handler(apply_preset), [state, prompt, phrase, preset, box_size, interpolation],
-                            [state, canvas, table])
-        clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table])
+                            [state, canvas, table], api_name="mojito_preset", **CHEAP)
+        clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table], **CHEAP)
         runner = MojitoRunner(context.manager)
         # The request's fields by name (inputs given as a set arrive as a component -> value dict).
         fields = {"prompt": prompt, "intensity": intensity, "strength": strength, "guided_steps": guide_steps,
@@ -353,8 +449,9 @@ def create_tab(context: StudioContext) -> dict:
                             seed=int(settings["seed"] or 0), with_unguided=bool(settings["with_unguided"]))
             return generate(runner, values[state], settings, bool(values[draw_boxes]), progress)
 
-        run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
-                  [video, unguided, plot, metrics, gif, raw, recipe], api_name=False)
+        generating = run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
+                               [video, unguided, plot, metrics, gif, raw, recipe], api_name=False, **HEAVY)
+        stop.click(None, cancels=[generating], api_name=False)
 
         # The stable API (plain values: the trajectory as keyframe lists), for gradio_client and scripts.
         with gr.Column(visible=False):
@@ -364,6 +461,6 @@ def create_tab(context: StudioContext) -> dict:
             api_button = gr.Button("API generate")
         api_button.click(handler(api_generate, runner),
                          [prompt, api_trajectories, intensity, strength, guide_steps, smoothness, steps, seed,
-                          interpolation], [api_file, api_report], api_name="mojito_generate")
+                          interpolation], [api_file, api_report], api_name="mojito_generate", **HEAVY)
     return {"state": state, "prompt": prompt, "phrase": phrase, "canvas": canvas, "table": table, "raw": raw,
             "lift": lift}

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from pipelines.recipes import Recipe
 
 
 def scratch_path(prefix: str, suffix: str) -> Path:
-    """A fresh file path in a private temporary folder (Gradio serves it from its cache)."""
-    return Path(tempfile.mkdtemp(prefix=prefix)) / f"output{suffix}"
+    """A fresh file path in a private temporary folder (Gradio serves it from its cache); folders older than
+    :data:`~studio.sessions.SCRATCH_TTL` are deleted."""
+    from .sessions import scratch_dir
+
+    return scratch_dir(prefix) / f"output{suffix}"
 
 
 def recipe_markdown(recipe: Recipe, path: str | Path) -> str:

@@ -16,6 +16,7 @@ from pipelines.matching.runner import captions_for
 
 from . import mojito
 from .errors import shows_errors
+from .sessions import HEAVY
 
 # The condition type an image sent to FlexEControl is read as (the detector's segmentation of the picture).
 SENT_CONDITION = "segmentation"
@@ -49,8 +50,9 @@ def _flexecontrol_image(result):
 
 
 def flexecontrol_to_match(result, prompt):
-    """FlexEControl's output -> Match's image, with the prompt and its swaps as the captions."""
-    return _flexecontrol_image(result), "\n".join(captions_for(prompt)), gr.Tabs(selected="match")
+    """FlexEControl's output -> Match's image, with the prompt and its swaps as the captions (the prompt is
+    what the picture was asked to show: its true caption)."""
+    return _flexecontrol_image(result), "\n".join(captions_for(prompt)), prompt, gr.Tabs(selected="match")
 
 
 def flexecontrol_to_mojito(result, prompt):
@@ -66,11 +68,12 @@ def wire(tabs: gr.Tabs, ports: dict[str, dict]) -> None:
     match["to_mojito"].click(shows_errors(to_mojito), [match["image"], match["captions"]], mojito_inputs,
                              api_name=False)
     flex["to_match"].click(shows_errors(flexecontrol_to_match), [flex["result"], flex["prompt"]],
-                           [match["image"], match["captions"], tabs], api_name=False)
+                           [match["image"], match["captions"], match["truth"], tabs], api_name=False)
     flex["to_mojito"].click(shows_errors(flexecontrol_to_mojito), [flex["result"], flex["prompt"]], mojito_inputs,
                             api_name=False)
     video["lift"].click(lambda: gr.Tabs(selected="morpho4d"), None, tabs, api_name=False).then(
-        scene["lift"], [video["raw"], scene["state"]], scene["lift_outputs"], api_name="mojito_lift_to_4d")
+        scene["lift"], [video["raw"], scene["state"]], scene["lift_outputs"], api_name="mojito_lift_to_4d",
+        show_progress_on=[scene["chat"]], **HEAVY)
 
     def scene_to_mojito(view):
         prompt, first, objects = scene["to_mojito_values"](view)

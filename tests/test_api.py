@@ -33,7 +33,8 @@ def test_every_main_action_is_named(client):
 def test_match_generates_then_scores_with_plain_values(client):
     from gradio_client import handle_file
 
-    path, captions, recipe = client.predict("a red circle left of a blue square", 0, api_name="/match_generate")
+    path, captions, recipe, truth = client.predict("a red circle left of a blue square", 0, api_name="/match_generate")
+    assert truth == "a red circle left of a blue square"  # what the picture was asked to show
     assert read_recipe(path).request["prompt"] == "a red circle left of a blue square"
     assert captions.splitlines()[0] == "a red circle left of a blue square" and "rerun" in recipe
     table = client.predict(handle_file(path), captions, ["clip"], False, api_name="/match_score")[0]

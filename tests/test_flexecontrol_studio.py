@@ -200,6 +200,15 @@ def test_browser_draws_a_circle_and_a_square_and_both_land_where_drawn(tmp_path,
         assert "Generated in" in text and "canny" in text and "of 2" in text
         assert page.locator("#flexecontrol-previews img").count() >= 1
         assert sum(hits) >= 4, f"red and blue objects where drawn in {sum(hits)} of 5 seeds: {hits}"
+        # The ready example, generated: each drawn object checked against the output (the truth the studio knows).
+        page.get_by_role("button", name="Load the example").click()
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function(
+            "(prev) => { const img = document.querySelector('#flexecontrol-output img');"
+            " return img && img.src && img.src !== prev; }", arg=previous, timeout=90_000)
+        text = page.locator("#flexecontrol-numbers").inner_text()
+        assert "objects where you drew them" in text and "of 2" in text and "no condition" in text
 
 
 def test_depth_upload_goes_through_the_presets_depth_model(cache, scene):

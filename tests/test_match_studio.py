@@ -37,25 +37,39 @@ def test_tab_is_listed_first():
 
 def test_examples_and_samples_give_an_image_and_captions(examples):
     assert len(examples) >= 3
-    image, captions = tab.load_example(next(iter(examples)), examples)
+    image, captions, truth = tab.load_example(next(iter(examples)), examples)
     assert image.ndim == 3 and image.shape[2] == 3 and len(captions.splitlines()) == 5
-    image, captions = tab.shapesworld_sample(4)
+    assert truth == captions.splitlines()[0]  # the example's own caption is its truth
+    image, captions, truth = tab.shapesworld_sample(4)
     lines = captions.splitlines()
-    assert image.shape == (128, 128, 3) and len(lines) >= 3 and len(set(lines)) == len(lines)
+    assert image.shape == (128, 128, 3) and len(lines) >= 3 and len(set(lines)) == len(lines) and truth == lines[0]
+
+
+def test_layer_names_are_readable():
+    assert tab.layer_label("down_blocks.0.attentions.0.transformer_blocks.0.attn2", 16, 2) == "16x16, down 1"
+    assert tab.layer_label("down_blocks.1.attentions.1.transformer_blocks.0.attn2", 16, 2) == "8x8, down 2, part 2"
+    assert tab.layer_label("up_blocks.1.attentions.0.transformer_blocks.0.attn2", 16, 2) == "16x16, up 2"
+    assert tab.layer_label("mid_block.attentions.0.transformer_blocks.0.attn2", 16, 2) == "8x8, middle"
 
 
 @needs_pack
 def test_score_ranks_plots_and_gives_one_heatmap_per_word(matchers, examples):
-    image, captions = tab.load_example(next(iter(examples)), examples)
-    outputs = tab.score(matchers, None, image, captions, ["discffusion", "clip"], False)
+    image, captions, truth = tab.load_example(next(iter(examples)), examples)
+    outputs = tab.score(matchers, None, image, captions, ["discffusion", "clip"], False, truth)
     session, table, figure, _, layers, levels, gallery, status = outputs
     assert len(table) == 2 * 5 and {row[0] for row in table} == {"discffusion", "clip"}
     assert len(figure.data) == 2 and all(len(bar.y) == 5 for bar in figure.data)
+    # the truth: marked in the table, on the bars (outlined, labelled) and each method's pick right or wrong
+    assert {row[2] for row in table if row[3] == "✔ true"} == {truth}
+    assert all(f"✔ {truth} (true)" in bar.y for bar in figure.data)
+    assert all(set(bar.marker.color) <= {tab.WINNER_COLOUR, tab.OTHER_COLOUR} for bar in figure.data)
+    assert f"True caption: **{truth}**" in status and status.count("right") + status.count("wrong") == 2
+    assert all(not label.startswith(("down_blocks", "up_blocks")) for label, _ in layers["choices"][1:])
     words = captions.splitlines()[0].split()
     assert [label.split(" (")[0] for _, label in gallery] == list(dict.fromkeys(words))
     assert all(overlay.shape == (160, 160, 3) for overlay, _ in gallery)
     # another caption, one layer and one noise level
-    layer = layers["choices"][1]
+    layer = layers["choices"][1][1]
     level = levels["choices"][1]
     second = captions.splitlines()[1]
     again = tab.refresh_heatmaps(matchers, session, second, layer, level)
@@ -68,7 +82,8 @@ def test_score_ranks_plots_and_gives_one_heatmap_per_word(matchers, examples):
 
 @needs_pack
 def test_generate_from_prompt_gives_the_prompt_and_its_swaps(matchers):
-    path, captions, recipe = tab.generate(matchers, "a red circle left of a blue square", 0)
+    path, captions, recipe, truth = tab.generate(matchers, "a red circle left of a blue square", 0)
+    assert truth == "a red circle left of a blue square"
     from PIL import Image
 
     image = np.asarray(Image.open(path))
@@ -102,7 +117,7 @@ def test_few_shot_panel_trains_offsets_for_this_session_only_and_batch_eval_give
     session, report, figure, path = tab.train(matchers, session, 2, 3, 5, False, progress=lambda *a, **k: None)
     assert session.offsets is not None and Path(path).is_file() and len(figure.data[0].y) == 3
     assert "| overall |" in report and "before | after" in report
-    image, captions = tab.load_example(next(iter(examples)), examples)
+    image, captions, _ = tab.load_example(next(iter(examples)), examples)
     tuned = tab.score(matchers, session, image, captions, ["discffusion"], False)
     plain = tab.score(matchers, None, image, captions, ["discffusion"], False)
     assert "prompt-learned" in tuned[1][0][0] and "prompt-learned" not in plain[1][0][0]
@@ -115,14 +130,14 @@ def test_few_shot_panel_trains_offsets_for_this_session_only_and_batch_eval_give
 
 @needs_pack
 def test_handlers_explain_bad_input(matchers, examples):
-    image, captions = tab.load_example(next(iter(examples)), examples)
+    image, captions, _ = tab.load_example(next(iter(examples)), examples)
     with pytest.raises(InvalidInputError, match="No image"):
         tab.score(matchers, None, None, captions, ["clip"], False)
     with pytest.raises(InvalidInputError, match="No captions"):
         tab.score(matchers, None, image, " \n ", ["clip"], False)
     with pytest.raises(InvalidInputError, match="at most 32"):
         tab.score(matchers, None, image, "\n".join(["a red circle"] * 40), ["clip"], False)
-    with pytest.raises(InvalidInputError, match="knows none of the words"):
+    with pytest.raises(InvalidInputError, match="names nothing this model can draw"):
         tab.score(matchers, None, image, "quantum flapjack", ["clip"], False)
     with pytest.raises(InvalidInputError, match="at least 8 pixels"):
         tab.score(matchers, None, np.zeros((1, 1, 3), np.uint8), captions, ["clip"], False)
@@ -148,6 +163,12 @@ def test_browser_loads_an_example_scores_it_and_sees_bars_and_heatmaps(tmp_path,
         page.locator("#match-image img").first.wait_for(timeout=30_000)
         page.get_by_role("button", name="Score").click()
         page.get_by_text("Scored 5 captions").first.wait_for(timeout=90_000)
+        truth = page.locator("#match-truth textarea, #match-truth input").first.input_value()
+        status = page.locator("#match-status").inner_text()
+        assert truth and f"True caption: {truth}" in status  # the truth marked, each pick right or wrong
+        assert status.count("right") + status.count("wrong") == 2
+        assert "✔ true" in page.locator("#match-table").inner_text()
+        assert page.locator("#match-colour-scale img").count() == 1
         bars = page.locator("#match-plot .js-plotly-plot .bars path")
         bars.first.wait_for(timeout=30_000)
         assert bars.count() >= 10  # 5 captions x 2 methods

@@ -354,9 +354,12 @@ def test_bad_captions_get_typed_errors(backbone):
         check_captions([])
     with pytest.raises(InvalidInputError, match="at most 32"):
         check_captions(["a red circle"] * 33)
-    with pytest.raises(InvalidInputError, match="knows none of the words"):
+    with pytest.raises(InvalidInputError, match="names nothing this model can draw"):
         check_captions(["xylophone zebra"], backbone.tokenizer)
-    assert check_captions("a red circle\n\n a purple blob ", backbone.tokenizer) == ["a red circle", "a purple blob"]
+    assert check_captions("a red circle\n\n a purple blob circle ", backbone.tokenizer) == ["a red circle",
+                                                                                              "a purple blob circle"]
+    with pytest.raises(InvalidInputError, match="'a purple blob' names nothing .* knows the objects circle"):
+        check_captions("a red circle\na purple blob", backbone.tokenizer)  # no known noun (vocabulary policy)
     with pytest.raises(InvalidInputError, match="Unknown or no methods"):
         parse_methods("clip,bogus")
 

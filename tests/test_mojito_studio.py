@@ -94,18 +94,13 @@ def test_bad_input_is_explained_before_any_model_loads():
                                      "linear")
     with pytest.raises(KeyframeOrderError):
         generate(disordered)
-    beyond, _ = tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.4, 0.4], [20, 0.5, 0.1, 0.8, 0.4]],
-                                 "linear")
-    with pytest.raises(InvalidInputError, match="beyond the last frame"):
-        generate(beyond)
-    outside, _ = tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.4, 0.4], [15, 0.8, 0.1, 1.2, 0.4]],
-                                  "linear")
-    with pytest.raises(InvalidInputError, match="outside the frame"):
-        generate(outside)
-    empty_box, _ = tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.1, 0.4], [15, 0.5, 0.1, 0.8, 0.4]],
-                                    "linear")
-    with pytest.raises(InvalidInputError, match="zero or negative size"):
-        generate(empty_box)
+    # Impossible rows are refused where they are typed (before Generate), naming the row.
+    with pytest.raises(InvalidInputError, match="frame must be a whole number from 0 to 15, not 20"):
+        tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.4, 0.4], [20, 0.5, 0.1, 0.8, 0.4]], "linear")
+    with pytest.raises(InvalidInputError, match="must lie inside the frame"):
+        tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.4, 0.4], [15, 0.8, 0.1, 1.2, 0.4]], "linear")
+    with pytest.raises(InvalidInputError, match="x0 < x1"):
+        tab.table_edited(None, PROMPT, "red circle", [[0, 0.1, 0.1, 0.1, 0.4], [15, 0.5, 0.1, 0.8, 0.4]], "linear")
     with pytest.raises(InvalidInputError, match="Guidance strength"):
         generate(two, strength=-3)
     with pytest.raises(InvalidInputError, match="five numbers"):
@@ -128,6 +123,19 @@ def test_browser_clicks_three_keyframes_generates_and_plays(tmp_path, artifacts_
         page.get_by_role("tab", name="Mojito").click()
         canvas = page.locator("#mojito-canvas img").first
         canvas.wait_for(timeout=30_000)
+        # The ready example: 16 keyframes (one per frame) on a first frame that shows the red circle, and a legend.
+        source = canvas.get_attribute("src")
+        page.locator("#mojito-example").click()
+        page.wait_for_function("src => document.querySelector('#mojito-canvas img')?.src !== src", arg=source,
+                               timeout=30_000)
+        page.wait_for_function("document.querySelector('#mojito-table').innerText.includes('\\n15\\n')",
+                               timeout=30_000)
+        legend = page.locator("#mojito-legend").inner_text()
+        assert "coloured box is where the object should be" in legend and "white box" in legend
+        assert page.locator("#mojito-how").count() == 1 and not page.get_by_text("mIoU 6.6x").first.is_visible()
+        page.get_by_role("button", name="Clear object").click()
+        page.wait_for_function("!document.querySelector('#mojito-table').innerText.includes('\\n15\\n')",
+                               timeout=30_000)
         box = canvas.bounding_box()
         for fx, fy in ((0.15, 0.5), (0.5, 0.35), (0.85, 0.5)):
             before = page.locator("#mojito-table").inner_text()

@@ -70,9 +70,18 @@ def test_browser_types_a_scene_then_makes_the_ball_blue(tmp_path, artifacts_dir)
         page.goto(url, wait_until="load")
         page.get_by_role("tab", name="Morpho4D").click()
         box = page.locator("#morpho4d-command textarea, #morpho4d-command input").first
+        page.get_by_text("a big green triangle slides upward slowly").first.click()  # an example fills the box
+        page.wait_for_function("document.querySelector('#morpho4d-command textarea')?.value.includes('triangle')",
+                               timeout=30_000)
         box.fill("A big red ball moves from left to right quickly while a green box stays still")
         page.locator("#morpho4d-send").click()
         page.locator("#morpho4d-chat").get_by_text("Built a 4D scene").first.wait_for(timeout=240_000)
+        # One line of plan; its JSON one click away.
+        summary = page.locator("#morpho4d-chat details summary").first
+        assert summary.inner_text().startswith("Plan: build: red ball (straight, from left to right, quickly)")
+        assert not page.locator("#morpho4d-chat").get_by_text('"mode": "GEN"').first.is_visible()
+        summary.click()
+        page.locator("#morpho4d-chat").get_by_text('"mode": "GEN"').first.wait_for(timeout=10_000)
         page.wait_for_function("document.querySelector('#morpho4d-view img')?.src?.length > 0", timeout=30_000)
         before = _image(page)
         source = page.locator("#morpho4d-view img").first.get_attribute("src")

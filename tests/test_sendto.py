@@ -40,7 +40,8 @@ def test_an_image_goes_to_flexecontrol_as_an_upload_and_to_mojito_as_the_canvas(
 
 def test_flexecontrol_output_goes_to_match_with_the_prompt_and_its_swaps():
     image = _picture()
-    sent, captions, tab = sendto.flexecontrol_to_match((image, [], []), PROMPT)
+    sent, captions, truth, tab = sendto.flexecontrol_to_match((image, [], []), PROMPT)
+    assert truth == PROMPT
     assert sent is image and captions.splitlines()[0] == PROMPT and len(captions.splitlines()) == 4
     assert tab.selected == "match"
     with pytest.raises(InvalidInputError, match="Generate an image in FlexEControl first"):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..vocabulary import check_text, notes_for
 from ..models import ModelManager
 from ..models.presets import method_weights
 from ..recipes import Recipe, decode_image, digest, encode_image, model_hashes
@@ -146,7 +147,9 @@ class FlexEControlRunner:
         # 1. Check inputs and read the maps (once).
         if not isinstance(request.prompt, str):
             raise InvalidInputError(f"The prompt must be text, got {type(request.prompt).__name__}.")
+        vocabulary = check_text(request.prompt, self.pipe.tokenizer)  # the studio-wide policy: no known noun, refused
         conditions, notes = self.conditions(list(request.conditions))
+        notes = notes_for([vocabulary]) + notes
         # 2. Generate.
         start = time.perf_counter()
         out = self.pipe(request.prompt, conditions, num_inference_steps=int(request.steps),

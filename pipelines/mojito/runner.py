@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..vocabulary import check_text, notes_for
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
 from .evaluate import (
@@ -34,6 +35,10 @@ from .pipeline import DEFAULT_STEPS, MojitoPipeline, mojito_from_manager
 from .trajectory import Trajectory, check_phrase
 
 N_FRAMES = 16
+
+
+# Limits of a request's numbers (beyond them the video is noise: eta 1e9 diverges at the first step).
+MAX_STRENGTH, MAX_SMOOTHNESS, MAX_STEPS = 10.0, 100.0, 200
 
 
 @dataclass
@@ -103,6 +108,8 @@ class MojitoReport:
     recipe: Recipe
     # The unguided video's own recipe (the request with guided=False), when it was made.
     unguided_recipe: Recipe | None = None
+    # Sentences for people (words of the prompt the model does not know).
+    notes: list[str] = field(default_factory=list)
 
 
 class MojitoRunner:
@@ -135,8 +142,16 @@ class MojitoRunner:
         intensity = request.intensity
         if intensity is None or not float(intensity).is_integer() or not 1 <= intensity <= 10:
             raise InvalidInputError(f"Intensity must be an integer from 1 to 10, got {intensity!r}.")
-        if request.strength is None or not np.isfinite(request.strength):
-            raise InvalidInputError(f"Guidance strength must be a number, got {request.strength!r}.")
+        if request.strength is None or not np.isfinite(request.strength) or not 0 <= request.strength <= MAX_STRENGTH:
+            raise InvalidInputError(f"Guidance strength must be a number from 0 to {MAX_STRENGTH:g}, got "
+                                    f"{request.strength!r}.")
+        if request.smoothness is None or not np.isfinite(request.smoothness) or not 0 <= request.smoothness <= MAX_SMOOTHNESS:
+            raise InvalidInputError(f"Temporal smoothness must be a number from 0 to {MAX_SMOOTHNESS:g}, got "
+                                    f"{request.smoothness!r}.")
+        if not 0 <= int(request.guided_steps) <= MAX_STEPS:
+            raise InvalidInputError(f"Guided steps must be from 0 to {MAX_STEPS}, got {request.guided_steps!r}.")
+        if not 1 <= int(request.steps) <= MAX_STEPS:
+            raise InvalidInputError(f"Denoising steps must be from 1 to {MAX_STEPS}, got {request.steps!r}.")
         guidance = GuidanceConfig(strength=float(request.strength), steps=int(request.guided_steps),
                                   smoothness=float(request.smoothness))
         return trajectories, guidance
@@ -159,6 +174,7 @@ class MojitoRunner:
         trajectories, guidance = self.check(request)
         intensity, steps, seed = int(request.intensity), int(request.steps), int(request.seed or 0)
         pipe = self.pipe
+        vocabulary = check_text(request.prompt, pipe.tokenizer)  # the studio-wide policy: no known noun, refused
         # 2. Generate the guided video (and the unguided one when asked).
         if progress is not None:
             progress(0, desc="guided video")
@@ -190,7 +206,7 @@ class MojitoRunner:
             self.method, replace(request, with_unguided=False, guided=False).to_json(), self.manager.preset, models,
             output_sha256=digest(unguided))
         return MojitoReport(out.frames, out.boxes, objects, out.intensity, measured, alignment, guidance, seconds,
-                            unguided, unguided_seconds, recipe, unguided_recipe)
+                            unguided, unguided_seconds, recipe, unguided_recipe, notes_for([vocabulary]))
 
 
 def write_frames(frames: np.ndarray, path, recipe: Recipe, fps: float = 8.0):

@@ -1,0 +1,71 @@
+"""Serving many people: events sorted into pools (cheap ones never wait behind a generation), per-user state with
+a time to live and a memory bound, output files deleted after their time, Stop buttons on long runs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from studio import sessions
+from studio.match import MatchSession
+
+
+def test_state_bytes_counts_arrays_inside_sessions():
+    session = MatchSession()
+    session.offsets = {"layer": np.zeros((1000, 100), np.float32)}
+    assert sessions.state_bytes(session) == 400_000
+    assert sessions.state_bytes([np.zeros(10, np.uint8), {"a": np.zeros(5, np.float64)}]) == 50
+    assert sessions.state_bytes(None) == 0
+
+
+def test_a_session_over_its_memory_bound_is_dropped(monkeypatch):
+    monkeypatch.setattr(sessions, "MAX_SESSION_BYTES", 1000)
+    warnings = []
+    monkeypatch.setattr(sessions.gr, "Warning", lambda message: warnings.append(message))
+    small, big = {"a": np.zeros(10, np.uint8)}, {"a": np.zeros(2000, np.uint8)}
+    assert sessions.check_session_size(small) is small
+    assert sessions.check_session_size(big, "your Match session") is None
+    assert "Your Match session grew to 0 MB, over the 0 MB" in warnings[0] and "cleared" in warnings[0]
+
+
+def test_old_output_folders_are_deleted(tmp_path, monkeypatch):
+    monkeypatch.setattr(sessions, "SCRATCH_ROOT", tmp_path)
+    old, new = sessions.scratch_dir("old-"), sessions.scratch_dir("new-")
+    (old / "output.png").write_bytes(b"x")
+    past = time.time() - 3 * 3600
+    os.utime(old, (past, past))
+    assert sessions.sweep_scratch(now=time.time(), ttl=2 * 3600) == 1
+    assert not old.exists() and new.exists()
+
+
+@pytest.fixture(scope="module")
+def studio():
+    from studio import build_studio
+
+    return build_studio()
+
+
+def test_events_are_sorted_into_pools(studio):
+    by_api = {fn.api_name: fn for fn in studio.fns.values() if fn.api_name}
+    for heavy in ("match_score", "match_generate", "flexecontrol_generate", "mojito_generate", "morpho4d_command",
+                  "mojito_lift_to_4d"):
+        assert by_api[heavy].concurrency_id == "models" and by_api[heavy].concurrency_limit == 1, heavy
+    for cheap in ("match_heatmaps", "morpho4d_view", "mojito_preset", "match_load_example"):
+        assert by_api[cheap].concurrency_limit is None, cheap  # never waits behind anyone
+    assert by_api["morpho4d_load_example"].concurrency_id == "scenes"
+
+
+def test_long_runs_have_stop_buttons_and_states_expire(studio):
+    cancelled = {i for fn in studio.fns.values() for i in (fn.cancels or [])}
+    by_api = {fn.api_name: fn._id for fn in studio.fns.values() if fn.api_name}
+    assert {by_api["match_score"], by_api["morpho4d_command"]} <= cancelled
+    heavy = {fn._id for fn in studio.fns.values() if fn.concurrency_id == "models"}
+    # Match: score, training, benchmark; FlexEControl and Mojito: Generate; Morpho4D: send and submit.
+    assert len(heavy & cancelled) >= 7
+    states = [block for block in studio.blocks.values() if type(block).__name__ == "State"]
+    assert states and all(state.time_to_live == sessions.SESSION_TTL for state in states
+                          if state.time_to_live is not None)
+    assert sum(state.time_to_live is not None for state in states) >= 4  # one per tab
