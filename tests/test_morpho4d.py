@@ -412,6 +412,9 @@ def test_probabilities_follow_eq_11_13_and_11_14():
     np.testing.assert_allclose(p, expected, rtol=1e-6)
     sharp = gaussian_probabilities(features, query, alternatives, temperature=0.1)
     assert sharp[0] > 0.99 and sharp[1] < 0.01
+    # A query that names several objects has their softmax mass (the matched names' side of eq. 11.13).
+    both = gaussian_probabilities(features, np.stack([query, alternatives[0]]), alternatives[1:], temperature=1.0)
+    np.testing.assert_allclose(both, np.exp(s[:, :2]).sum(axis=1) / np.exp(s).sum(axis=1), rtol=1e-6)
 
 
 def test_queries_match_object_names(shapes_scene):
