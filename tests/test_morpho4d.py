@@ -538,6 +538,20 @@ def test_fitting_a_known_scene_lowers_its_loss_by_a_set_factor():
     assert select(result.scene, truth.object_names[1]).mask.sum() > 0
 
 
+def test_a_low_dimensional_latent_is_decoded_back_to_the_feature_space():
+    """FitConfig.latent_dim (eq. 11.11): Gaussians carry D = 4 latents, the decoder maps them to the
+    targets' Ds = 16, and selection by name still finds each object (features span 3 names: rank 3)."""
+    truth = build_shapes_scene(seed=5, size=32, n_frames=4, n_gaussians=1200)
+    frames = frames_from_scene(truth)
+    result = fit_scene(frames, FitConfig(steps=20, latent_dim=4))
+    assert result.scene.feature_dim == truth.feature_dim == 16
+    for index, name in enumerate(truth.object_names[1:], start=1):
+        hits = select(result.scene, name).mask & (result.scene.object_ids == index)
+        assert hits.sum() >= 0.9 * (result.scene.object_ids == index).sum(), name
+    with pytest.raises(InvalidInputError, match="latent_dim"):
+        fit_scene(frames, FitConfig(steps=1, latent_dim=0))
+
+
 # ----------------------------------------------------------------------------- video
 
 

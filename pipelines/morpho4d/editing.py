@@ -11,7 +11,8 @@
    "purple circle" as to "blue circle" in a word-sum space, and selected nothing: best p 0.81.) The
    thesis writes the softmax of raw cosines (temp = 1); since cosines lie in [-1, 1], that caps p near
    ``e / (e + k e^-1)`` and its own code's thresholds 0.85-0.95 would select nothing, so a
-   temperature (default 0.1) sharpens it; temp = 1 is the literal equation.
+   temperature (default 0.1; a feature space may bring its own, e.g. CLIP's 1 / logit scale) sharpens it;
+   temp = 1 is the literal equation.
 3. **Threshold search.** The thesis renders candidate edits over thresholds and keeps the one that
    best matches the intent (its code scans 0.85-0.95; an LLM judges). Here the judge needs no
    remote model: for every candidate threshold the selection is rendered as an extra channel next to
@@ -195,7 +196,7 @@ def select(
     *,
     encoder: QueryEncoder | None = None,
     thresholds=DEFAULT_THRESHOLDS,
-    temperature: float = TEMPERATURE,
+    temperature: float | None = None,
     views: list[tuple] | None = None,
 ) -> Selection:
     """Select the Gaussians of ``query`` (module docstring, steps 1-3). Raises :class:`NoMatchError` if
@@ -204,6 +205,9 @@ def select(
     thresholds = sorted({float(t) for t in thresholds}, reverse=True)
     if not thresholds or not all(0.0 < t < 1.0 for t in thresholds):
         raise InvalidInputError(f"Thresholds are probabilities in (0, 1), got {thresholds!r}.")
+    encoder = encoder or encoder_for(scene.feature_space)
+    if temperature is None:  # the feature space's own (CLIP's 1 / logit scale), else TEMPERATURE
+        temperature = float(getattr(encoder, "temperature", TEMPERATURE))
     match = match_query(scene, query, encoder)
     probabilities = gaussian_probabilities(scene.features, match.positives, match.alternative_vectors, temperature)
     candidates = np.stack([probabilities >= t for t in thresholds], axis=1)  # [N, K]
