@@ -75,17 +75,23 @@ def test_engine_on_a_built_scene_scores_one_and_a_wrong_selection_scores_zero(bu
 
 
 def test_plan_truth_is_the_stand_in_renderers_drawing():
-    """The stand-in draws the plan along its boxes; the truth masks are the pixels of each object's colour
-    (the mover on top), with the renderer's half-coverage rule."""
+    """The stand-in draws the plan along its boxes; the truth masks hold each object's fully covered pixels
+    (the mover on top) and, by the renderer's half-coverage rule, pixels at least half the object's colour."""
     plan = GrammarParser().parse_plan("a red circle moves left to right while a blue square moves right to left")
     boxes = {name: trajectory.boxes(6) for name, trajectory in plan_trajectories(plan.objects, 6, 0).items()}
     video = ShapesWorldStandIn()(plan, boxes, 6, 48, 0)
     ids, names = plan_truth(plan.objects, boxes, 48)
     assert names == ("background", "red circle", "blue square") == ("background", *map(object_name, plan.objects))
+    frames = video.frames.astype(int)
     for k, obj in enumerate(plan.objects, start=1):
-        colour = np.abs(video.frames.astype(int) - np.array(COLOURS[obj.colour])).sum(-1) < 60
-        inter, union = (colour & (ids == k)).sum(), (colour | (ids == k)).sum()
-        assert inter / union >= 0.8  # anti-aliased rims: partly covered pixels are near the colour too
+        distance = np.abs(frames - np.array(COLOURS[obj.colour])).sum(-1)
+        full = distance <= 6  # pixels the shape covers whole
+        truth = ids == k
+        assert full.sum() > 0 and (full & truth).sum() / full.sum() >= 0.99
+        # Truth pixels are covered at least half: nearer the object's colour than the frame's median.
+        median = np.median(frames.reshape(-1, 3), axis=0)
+        nearer = distance <= np.abs(frames - median).sum(-1)
+        assert (truth & nearer).sum() / truth.sum() >= 0.95
 
 
 def test_truth_masks_must_fit_the_scene(built):

@@ -32,7 +32,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ..shapesworld.vocab import vocabulary

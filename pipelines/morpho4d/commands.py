@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import InvalidInputError
-from ..shapesworld.vocab import DIRECTIONS, SHAPES
+from ..shapesworld.vocab import SHAPES
 from .editing import NAMED_COLOURS
 from .plan import PLAN_SCHEMA, GenObject, Plan, PlanError
 
