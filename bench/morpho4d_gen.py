@@ -16,7 +16,11 @@ ShapesWorld stand-in, named in every line). Then:
   view is rendered at every frame before and after; a pixel is *edited* when its colour moved by at
   least half the distance between the object's old and new colours (the same half-coverage rule as the
   detector's masks); precision = |edited & mask| / |edited|, recall = |edited & mask| / |mask|, with
-  the detector's masks of the source frames (matched to the object by colour and shape).
+  the detector's masks of the source frames (matched to the object by colour and shape);
+* **truth edit precision / recall** (:mod:`pipelines.morpho4d.truth`): before the edit, every query of the
+  scene by colour, shape, both and synonym is selected (eq. 11.13-11.14) and scored against the Gaussians'
+  truth objects from the ShapesWorld renderer's drawing of the plan along its boxes (not the detector's
+  masks, not the features' teacher); a prompt's value is the mean over its queries.
 
 Prints one JSON line per prompt and summary lines. Run: ``.venv/bin/python bench/morpho4d_gen.py``
 (``| tee bench/results/morpho4d_gen.jsonl``).
@@ -39,7 +43,9 @@ from pipelines.models import ModelManager  # noqa: E402
 from pipelines.morpho4d import GenConfig, render  # noqa: E402
 from pipelines.morpho4d.editing import NAMED_COLOURS  # noqa: E402
 from pipelines.morpho4d.motion import object_name  # noqa: E402
+from pipelines.morpho4d.generation import TEACHERS  # noqa: E402
 from pipelines.morpho4d.runner import Morpho4DRunner  # noqa: E402
+from pipelines.morpho4d.truth import plan_truth, truth_edit_metrics  # noqa: E402
 from pipelines.shapesworld.vocab import DIRECTIONS  # noqa: E402
 from pipelines.utils import set_torch_threads  # noqa: E402
 
@@ -97,6 +103,10 @@ def run_prompt(prompt: str, runner: Morpho4DRunner, source=None) -> dict:
     cosine = float(moved @ want / length) if length > 0 else 0.0
     correct = cosine >= 0.7 and length >= 0.1
 
+    # Selections against the renderer's truth (before any edit).
+    truth_ids, truth_names = plan_truth(result.plan.objects, result.boxes, scene.camera.width)
+    truth_rows = truth_edit_metrics(scene, truth_ids, truth_names)
+
     # Edit precision / recall against the detector's masks of the frames.
     new = edit_colour(mover.colour)
     before = [render(scene, scene.camera, float(t)).numpy() for t in range(scene.n_frames)]
@@ -117,7 +127,9 @@ def run_prompt(prompt: str, runner: Morpho4DRunner, source=None) -> dict:
         "direction_correct": bool(correct), "selected_gaussians": int(selection.mask.sum()),
         "edit": record.plan["parameters"]["colour"], "edit_seconds": round(edit_seconds, 2),
         "edit_precision": round(hit / max(edited.sum(), 1), 4), "edit_recall": round(hit / max(mask.sum(), 1), 4),
-        "mask_pixels": int(mask.sum()), "fit_loss": [round(result.fit.initial_loss, 5), round(result.fit.final_loss, 5)],
+        "truth_edit_precision": round(float(np.mean([r["precision"] for r in truth_rows])), 4),
+        "truth_edit_recall": round(float(np.mean([r["recall"] for r in truth_rows])), 4),
+        "truth_queries": truth_rows, "mask_pixels": int(mask.sum()), "fit_loss": [round(result.fit.initial_loss, 5), round(result.fit.final_loss, 5)],
         "source": result.video.label, "generated": result.video.generated, "teacher": result.teacher,
     }
 
@@ -131,7 +143,7 @@ def main(argv=None) -> None:
     parser.add_argument("--stand-in", action="store_true", help="frames from the labelled ShapesWorld stand-in "
                         "renderer (not generated), e.g. | tee bench/results/morpho4d_gen_standin.jsonl")
     parser.add_argument("--denoising-steps", type=int, default=20)
-    parser.add_argument("--teacher", choices=("auto", "attention", "detector"), default="auto")
+    parser.add_argument("--teacher", choices=TEACHERS, default="auto")
     args = parser.parse_args(argv)
     set_torch_threads(args.threads)
     bench_start = time.perf_counter()
@@ -160,6 +172,11 @@ def main(argv=None) -> None:
          met=bool(max(seconds) <= 90.0), prompts=len(rows))
     fraction = sum(r["direction_correct"] for r in rows) / len(rows)
     emit(BENCH, "direction_fraction", round(fraction, 4), bar=0.8, met=bool(fraction >= 0.8))
+    for key in ("truth_edit_precision", "truth_edit_recall"):
+        values = [r[key] for r in rows]
+        emit(BENCH, f"{key}_mean", round(statistics.mean(values), 4), min=min(values), bar=0.9,
+             met=bool(statistics.mean(values) >= 0.9), prompts=len(rows),
+             queries=sum(len(r["truth_queries"]) for r in rows), teacher=config.teacher)
     for key in ("edit_precision", "edit_recall"):
         values = [r[key] for r in rows]
         emit(BENCH, f"{key}_mean", round(statistics.mean(values), 4), min=min(values), bar=0.9,

@@ -412,6 +412,9 @@ def test_probabilities_follow_eq_11_13_and_11_14():
     np.testing.assert_allclose(p, expected, rtol=1e-6)
     sharp = gaussian_probabilities(features, query, alternatives, temperature=0.1)
     assert sharp[0] > 0.99 and sharp[1] < 0.01
+    # A query that names several objects has their softmax mass (the matched names' side of eq. 11.13).
+    both = gaussian_probabilities(features, np.stack([query, alternatives[0]]), alternatives[1:], temperature=1.0)
+    np.testing.assert_allclose(both, np.exp(s[:, :2]).sum(axis=1) / np.exp(s).sum(axis=1), rtol=1e-6)
 
 
 def test_queries_match_object_names(shapes_scene):
@@ -533,6 +536,20 @@ def test_fitting_a_known_scene_lowers_its_loss_by_a_set_factor():
     assert result.final_loss < result.initial_loss / 5
     assert result.scene.n_gaussians == truth.n_gaussians and result.scene.feature_space == truth.feature_space
     assert select(result.scene, truth.object_names[1]).mask.sum() > 0
+
+
+def test_a_low_dimensional_latent_is_decoded_back_to_the_feature_space():
+    """FitConfig.latent_dim (eq. 11.11): Gaussians carry D = 4 latents, the decoder maps them to the
+    targets' Ds = 16, and selection by name still finds each object (features span 3 names: rank 3)."""
+    truth = build_shapes_scene(seed=5, size=32, n_frames=4, n_gaussians=1200)
+    frames = frames_from_scene(truth)
+    result = fit_scene(frames, FitConfig(steps=20, latent_dim=4))
+    assert result.scene.feature_dim == truth.feature_dim == 16
+    for index, name in enumerate(truth.object_names[1:], start=1):
+        hits = select(result.scene, name).mask & (result.scene.object_ids == index)
+        assert hits.sum() >= 0.9 * (result.scene.object_ids == index).sum(), name
+    with pytest.raises(InvalidInputError, match="latent_dim"):
+        fit_scene(frames, FitConfig(steps=1, latent_dim=0))
 
 
 # ----------------------------------------------------------------------------- video

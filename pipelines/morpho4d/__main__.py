@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     say.add_argument("--llm", action="store_true", help="parse with the hub preset's local LLM (grammar fallback)")
     say.add_argument("--preset", default="tiny", help="models of the frames and the depth (default: tiny)")
     say.add_argument("--steps", type=int, default=None, help="fitting steps of GEN (default: GenConfig's)")
+    say.add_argument("--teacher", default="auto", help="features of GEN: auto / detector / attention / clip "
+                     "(clip: learned from the tiny pack's CLIP, eq. 11.12)")
     args = parser.parse_args(argv)
     set_torch_threads()
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         from .generation import GenConfig
         from .runner import Morpho4DRunner, write_scene_file
 
-        config = GenConfig()
+        config = GenConfig(teacher=args.teacher)
         if args.steps is not None:
             config.fit = replace(config.fit, steps=args.steps)
         runner = Morpho4DRunner(ModelManager(args.preset), config=config)

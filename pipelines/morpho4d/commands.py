@@ -6,18 +6,28 @@ Two back ends behind one interface (:class:`CommandParser`: ``parse(text) -> Par
   the normalised words (lower case; punctuation, possessive "'s" and hyphens dropped; "please",
   "now", "can you" ... ignored):
 
-  - **undo / redo**: "undo", "undo that", "take that back", "revert the last edit", "redo" ...
-  - **recolour**: "make|paint|colour|turn|dye|recolour T C", "change (the colour of) T to C",
-    "set|make the colour of T (to) C", "T should be C" (C a colour name or hex code);
-  - **delete**: "delete|remove|erase|get rid of|take away|eliminate T (from the scene)",
+  - **undo / redo**: "undo", "undo that (last) change", "revert the previous edit", "take that back",
+    "go back", "redo the last undone change" ... (any capitalisation and punctuation);
+  - **recolour**: "make|paint|colour|recolour|dye|turn T (to|in|into|as|with) C", "change (the colour of) T
+    to C", "set the colour of T (to) C", "give T a C colour", "T should be C" (C a colour name or hex code;
+    "recolor the red ball to orange" targets "red ball");
+  - **delete**: "delete|remove|erase|hide|get rid of|take away|eliminate T (from the scene)",
     "make T disappear|vanish";
-  - **extract**: "extract|isolate|keep only|only keep|show only|keep just T", "keep T only",
-    "delete|remove everything but|except T";
+  - **extract**: "extract|isolate T", "keep|show|display|leave (me) only|just|nothing but T", "just|only
+    show|keep T", "show|keep T only|alone", "delete|remove everything but|except T";
   - **motion**: "make|have|let T <verb> M", "move|send T M", "T should <verb> M", "speed up T",
     "slow down T", "make T faster|slower", "reverse (the direction of) T", where M is direction
     and/or speed words (a direction gives change_direction, speed alone change_speed);
-  - **GEN**: anything else of the form "(generate|create|show|make a ...) NP <motion verb> M (scene
-    words) (while NP stays still)", e.g. "a small red ball bounces quickly from right to left".
+  - **GEN**: anything else that describes a scene ("(generate|create|show|give me|there is ...) ..."), cut
+    into clauses at "while", "and", "as", "whereas", commas or sentence ends where a new noun phrase and
+    its verb begin (:func:`split_clauses`). Each clause is "NP <motion verb> M" (M before or after the
+    verb, in any order: "quickly, a red ball rolls left", "from the top, a ball falls"), "NP stays still |
+    sits | does not move", or "NP1 and NP2 <verb> M" (both move so). Verbs that say their direction
+    ("falls", "drops", "sinks", "rises", "climbs") give it when M does not; "from the top" is downward,
+    "from the left" left to right; a later mover may go "the other way" or "the same way" as the first.
+    E.g. "a red circle moves left to right while a blue square moves right to left".
+    Nouns are read as ShapesWorld shapes ("ball", "disc", "sphere" -> circle; "box", "block", "cube" ->
+    square; "pyramid", "wedge" -> triangle), a few colour names as ShapesWorld colours ("crimson" -> red).
 
   Targets T are one or several noun phrases ("the fish and the seaweed", "the ball, the box and the
   triangle"), articles dropped; "it" / "them" refer back (resolved when applied, :mod:`.language`).
@@ -43,7 +53,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import InvalidInputError
-from ..shapesworld.vocab import DIRECTIONS, SHAPES
+from ..shapesworld.vocab import SHAPES
 from .editing import NAMED_COLOURS
 from .plan import PLAN_SCHEMA, GenObject, Plan, PlanError
 
@@ -83,28 +93,51 @@ _COLOUR = r"(?:#[0-9a-f]{6}|#[0-9a-f]{3}|" + "|".join(sorted(COLOUR_WORDS, key=l
 # Nouns the offline world can draw, and the ShapesWorld shape each one is drawn as.
 NOUN_SHAPES: dict[str, str] = {
     **{shape: shape for shape in SHAPES},
-    **dict.fromkeys(("ball", "disc", "disk", "dot", "sphere", "orb", "coin", "bubble"), "circle"),
-    **dict.fromkeys(("box", "block", "cube", "crate", "tile", "brick"), "square"),
+    **dict.fromkeys(("ball", "disc", "disk", "dot", "sphere", "orb", "coin", "bubble", "marble"), "circle"),
+    **dict.fromkeys(("box", "block", "cube", "crate", "tile", "brick", "rectangle"), "square"),
     **dict.fromkeys(("pyramid", "wedge", "cone"), "triangle"),
+}
+# Colour words read as the ShapesWorld colour they name (applied by :func:`normalise`).
+COLOUR_SYNONYMS = {"crimson": "red", "scarlet": "red", "violet": "purple", "lilac": "purple", "navy": "blue",
+                   "azure": "blue", "emerald": "green", "lime": "green", "golden": "yellow", "amber": "orange",
 }
 SIZE_WORDS = {"small": "small", "tiny": "small", "little": "small", "big": "large", "large": "large",
               "huge": "large", "giant": "large"}
 # Motion verbs (any form) of a GEN sentence or a motion edit; the arc ones bounce.
 _VERB_STEMS = ("move", "go", "slide", "bounce", "roll", "glide", "swim", "drive", "travel", "fly", "run", "crawl",
-               "float", "drift", "walk", "hop", "jump", "sail", "race", "zoom", "head", "ride", "skate")
+               "float", "drift", "walk", "hop", "jump", "sail", "race", "zoom", "head", "ride", "skate", "shift",
+               "dash", "speed", "cruise", "wander", "pass", "cross", "coast", "scoot", "hurry", "tumble",
+               "fall", "drop", "sink", "descend", "plummet", "rise", "climb", "ascend", "soar", "lift")
 ARC_STEMS = frozenset({"bounce", "hop", "jump"})
+# Verbs that say the direction themselves ("a ball falls"), used when the sentence names none.
+VERB_DIRECTIONS = {**dict.fromkeys(("fall", "drop", "sink", "descend", "plummet", "tumble"), "downward"),
+                   **dict.fromkeys(("rise", "climb", "ascend", "soar", "lift"), "upward")}
+# Verbs of an object that stays where it is ("a blue square stays still", "... sits in the corner").
+STILL_VERBS = frozenset({"stay", "stays", "staying", "stayed", "remain", "remains", "remaining", "remained", "sit",
+                         "sits", "sitting", "sat", "stand", "stands", "standing", "stood", "rest", "rests", "resting",
+                         "wait", "waits", "waiting", "is", "are", "keeps", "keep", "lies", "lie", "lying", "hovers",
+                         "hover", "hovering"})
+STILL_WORDS = ("still", "put", "motionless", "in place", "where it is", "where they are", "static", "stationary",
+               "at rest", "unmoving", "fixed", "not moving", "perfectly still", "completely still", "idle",
+               "in the middle", "in the centre", "in the center", "in the corner", "nearby", "there")
+_NOT_MOVING = re.compile(r"\b(?:does not|doesnt|doesn t|do not|dont|don t|never|not) (?:move|moves|moving)\b")
 
 
 def _verb_forms(stem: str) -> set[str]:
-    irregular = {"go": {"go", "goes", "going", "went"}, "fly": {"fly", "flies", "flying"},
-                 "run": {"run", "runs", "running"}, "swim": {"swim", "swims", "swimming"},
-                 "hop": {"hop", "hops", "hopping"}, "ride": {"ride", "rides", "riding"},
-                 "travel": {"travel", "travels", "traveling", "travelling"}}
+    """Present, third person, -ing and past forms of a motion verb ("drop" -> drops, dropping, dropped)."""
+    irregular = {"go": {"go", "goes", "going", "went", "gone"}, "fly": {"fly", "flies", "flying", "flew"},
+                 "run": {"run", "runs", "running", "ran"}, "swim": {"swim", "swims", "swimming", "swam"},
+                 "ride": {"ride", "rides", "riding", "rode"}, "slide": {"slide", "slides", "sliding", "slid"},
+                 "travel": {"travel", "travels", "traveling", "travelling", "traveled", "travelled"},
+                 "fall": {"fall", "falls", "falling", "fell"}, "sink": {"sink", "sinks", "sinking", "sank"},
+                 "rise": {"rise", "rises", "rising", "rose", "risen"},
+                 "hurry": {"hurry", "hurries", "hurrying", "hurried"}, "speed": {"speeds", "speeding", "sped"},
+                 "pass": {"passes", "passing", "passed"}, "cross": {"crosses", "crossing", "crossed"}}
     if stem in irregular:
         return irregular[stem]
-    base = stem[:-1] if stem.endswith("e") else stem
+    base = stem[:-1] if stem.endswith("e") else stem + (stem[-1] if stem in ("hop", "drop") else "")
     plural = stem + ("es" if stem.endswith(("s", "sh", "ch", "x", "z")) else "s")
-    return {stem, plural, base + "ing"}
+    return {stem, plural, base + "ing", base + ("d" if stem.endswith("e") else "ed")}
 
 
 VERB_STEM_OF = {form: stem for stem in _VERB_STEMS for form in _verb_forms(stem)}
@@ -112,13 +145,20 @@ VERB_STEM_OF = {form: stem for stem in _VERB_STEMS for form in _verb_forms(stem)
 # Direction phrases (word tuples) -> ShapesWorld direction; matched longest first.
 _DIRECTION_PHRASES: dict[str, tuple[str, ...]] = {
     "from left to right": ("from left to right", "from the left to the right", "left to right", "to the right",
-                           "towards the right", "toward the right", "rightward", "rightwards", "right"),
+                           "towards the right", "toward the right", "rightward", "rightwards", "right",
+                           "from the left", "from left", "from the left side", "from the left edge",
+                           "to the right side", "to the right edge", "left to the right"),
     "from right to left": ("from right to left", "from the right to the left", "right to left", "to the left",
-                           "towards the left", "toward the left", "leftward", "leftwards", "left"),
+                           "towards the left", "toward the left", "leftward", "leftwards", "left",
+                           "from the right", "from right", "from the right side", "from the right edge",
+                           "to the left side", "to the left edge", "right to the left"),
     "upward": ("upward", "upwards", "up", "from bottom to top", "from the bottom to the top", "to the top",
-               "towards the top", "toward the top", "bottom to top"),
+               "towards the top", "toward the top", "bottom to top", "from the bottom", "from bottom",
+               "from the bottom edge", "from below", "to the top edge", "skyward", "skywards"),
     "downward": ("downward", "downwards", "down", "from top to bottom", "from the top to the bottom",
-                 "to the bottom", "towards the bottom", "toward the bottom", "top to bottom"),
+                 "to the bottom", "towards the bottom", "toward the bottom", "top to bottom", "from the top",
+                 "from top", "from the top edge", "from above", "to the bottom edge", "to the ground",
+                 "to the floor"),
 }
 for _vertical, _v in (("top", "up"), ("bottom", "down")):
     for _side in ("right", "left"):
@@ -127,20 +167,31 @@ for _vertical, _v in (("top", "up"), ("bottom", "down")):
         ) + tuple(f"{prefix} {'upper' if _vertical == 'top' else 'lower'} {_side}"
                   for prefix in ("toward the", "towards the", "to the")) + (f"{_v} and to the {_side}", f"{_v} and {_side}")
 SPEED_PHRASES: dict[str, tuple[str, ...]] = {
-    "quickly": ("quickly", "fast", "rapidly", "swiftly", "speedily", "quick", "at high speed", "at full speed"),
-    "slowly": ("slowly", "slow", "gently", "leisurely", "lazily", "at a slow pace", "unhurriedly"),
+    "quickly": ("quickly", "fast", "rapidly", "swiftly", "speedily", "quick", "at high speed", "at full speed",
+                "briskly", "at a fast pace", "at a quick pace", "in a hurry", "hurriedly"),
+    "slowly": ("slowly", "slow", "gently", "leisurely", "lazily", "at a slow pace", "unhurriedly",
+               "at a leisurely pace", "in slow motion", "at a snail pace", "sluggishly"),
     "steadily": ("steadily", "steady", "at a steady pace", "at a constant speed", "at a normal speed",
                  "at a moderate pace", "moderately"),
     "faster": ("faster", "quicker", "more quickly", "more rapidly"),
     "slower": ("slower", "more slowly"),
 }
 REVERSE_PHRASES = ("the other way", "the opposite way", "in the opposite direction", "in the other direction",
-                   "backwards", "backward", "in reverse")
+                   "backwards", "backward", "in reverse", "the opposite direction", "the other direction")
+# Phrases of a second mover that repeat the first one's direction ("... and a blue box does the same").
+SAME_PHRASES = ("the same way", "in the same direction", "the same direction", "likewise", "alongside")
+OPPOSITE = {"from left to right": "from right to left", "from right to left": "from left to right",
+            "upward": "downward", "downward": "upward", "toward the top right": "toward the bottom left",
+            "toward the bottom left": "toward the top right", "toward the top left": "toward the bottom right",
+            "toward the bottom right": "toward the top left"}
+# Intensifiers, read as nothing ("very quickly" = "quickly").
+INTENSIFIERS = frozenset({"very", "really", "super", "extremely", "quite", "pretty", "rather", "fairly", "so",
+                          "too", "all", "way", "straight", "directly", "just"})
 # Words of a motion phrase that carry no meaning.
 MOTION_FILLER = frozenset({",", "now", "instead", "again", "please", "too", "and", "then", "across", "the", "screen",
                            "frame", "scene", "smoothly", "gracefully", "effortlessly", "along"})
 MANNER_WORDS = frozenset({"smoothly", "gracefully", "effortlessly", "elegantly", "calmly", "happily", "playfully",
-                          "freely", "merrily"})
+                          "freely", "merrily", "diagonally", "evenly", "continuously"})
 STOP_WORDS = frozenset({"a", "an", "the", "is", "are", "was", "its", "it", "their", "of", "in", "on", "at", "to",
                         "from", "through", "across", "over", "under", "into", "onto", "with", "and", "along", "by",
                         "for", "towards", "toward", "around", "past", "while", "that", "which", "this", "some",
@@ -161,6 +212,8 @@ for _value, _phrases in SPEED_PHRASES.items():
         _LONG_MATCH[tuple(_phrase.split())] = ("speed", _value)
 for _phrase in REVERSE_PHRASES:
     _LONG_MATCH[tuple(_phrase.split())] = ("direction", "reverse")
+for _phrase in SAME_PHRASES:
+    _LONG_MATCH[tuple(_phrase.split())] = ("direction", "same")
 _LONGEST = max(len(key) for key in _LONG_MATCH)
 
 # ----- guards
@@ -224,12 +277,15 @@ def check_command(text) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower case, possessives and punctuation dropped (hex colours kept), polite prefixes removed."""
+    """Lower case, possessives and punctuation dropped (hex colours kept; a sentence end inside the text becomes
+    a comma), colour synonyms read as ShapesWorld colours, polite prefixes removed."""
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"'s\b", "", text)
+    text = re.sub(r"[.!?]+(?=\s+[a-z])", " , ", text)  # "a ball moves left. a box moves right." is one scene
     text = re.sub(r"(#[0-9a-f]{3,6})\b|(,)|[^a-z0-9#,]+", lambda m: m.group(1) or (" , " if m.group(2) else " "), text)
     text = re.sub(r"#(?![0-9a-f]{3,6}\b)", " ", text)
     text = " ".join(text.split())
+    text = " ".join(COLOUR_SYNONYMS.get(word, word) for word in text.split())
     text = _POLITE.sub("", text + " ").strip()
     return re.sub(r"\b(please|thanks|thank you)$", "", text).strip()
 
@@ -244,22 +300,23 @@ def parse_motion(words: list[str]) -> dict | None:
             token = _LONG_MATCH.get(tuple(words[i : i + length]))
             if token is not None:
                 kind, value = token
-                if kind in found and found[kind] != value:
+                if kind in found and found[kind] != value or value == "same":
                     return None
                 found[kind] = value
                 i += length
                 break
         else:
-            if words[i] in MOTION_FILLER or words[i] in MANNER_WORDS:
+            if words[i] in MOTION_FILLER or words[i] in MANNER_WORDS or words[i] in INTENSIFIERS:
                 i += 1
                 continue
             return None
     return found or None
 
 
-def _scan_motion(words: list[str]) -> tuple[dict, list[bool]]:
-    """Direction and speed phrases anywhere in ``words`` (the words after a GEN sentence's verb), and
-    which words they used."""
+def _scan_motion(words: list[str], bare: bool = True) -> tuple[dict, list[bool]]:
+    """Direction and speed phrases anywhere in ``words`` (a GEN clause's words after its verb, or with
+    ``bare=False`` those before it), and which words they used. A direction may also be "reverse" or
+    "same" (relative to the sentence's first mover, resolved by the caller)."""
     found: dict[str, str] = {}
     used = [False] * len(words)
     i = 0
@@ -269,13 +326,14 @@ def _scan_motion(words: list[str]) -> tuple[dict, list[bool]]:
             token = _LONG_MATCH.get(key)
             # Bare "left" / "right" / "up" / "down" count only right after a verb or another motion word.
             if token is not None and length == 1 and key[0] in ("left", "right", "up", "down"):
-                if not (i == 0 or words[i - 1] in VERB_STEM_OF or used[i - 1]):
+                after_motion = i > 0 and (words[i - 1] in VERB_STEM_OF or used[i - 1] or words[i - 1] in INTENSIFIERS)
+                if not (bare and (i == 0 or after_motion)):
                     token = None
-            if token is not None and token[1] not in ("reverse", "faster", "slower"):
+            if token is not None and token[1] not in ("faster", "slower"):
                 kind, value = token
                 if kind in found and found[kind] != value:
                     raise UnparsedCommandError(
-                        f"The command gives two {kind}s ({found[kind]!r} and {value!r}); give one."
+                        f"The command gives two {kind}s ({found[kind]!r} and {value!r}) for one object; give one."
                     )
                 found[kind] = value
                 used[i : i + length] = [True] * length
@@ -284,6 +342,118 @@ def _scan_motion(words: list[str]) -> tuple[dict, list[bool]]:
         else:
             i += 1
     return found, used
+
+
+# ----- GEN clauses
+# Words that may join two clauses of a GEN sentence, and linkers skipped after them.
+CLAUSE_JOINERS = frozenset({"while", "whilst", "as", "whereas", "and", "but", ",", "meanwhile", "when", "with"})
+_LINKERS = (("at", "the", "same", "time"), ("in", "the", "meantime"), ("meanwhile",), ("also",), ("then",),
+            ("simultaneously",), ("while",), ("and",), (",",), ("as",), ("just",))
+_NP_STARTS = (DETERMINERS | {"one", "another"} | COLOUR_WORDS | set(SIZE_WORDS) | set(NOUN_SHAPES))
+_SUBJECT_TAIL = frozenset({"is", "are", "was", "were", "that", "which", "who", "keeps", "starts", "begins", "then",
+                           "also", "now", ","})
+
+
+def _negated_motion_at(words: list[str]) -> int | None:
+    found = _NOT_MOVING.search(" ".join(words))
+    return None if found is None else " ".join(words)[: found.start()].count(" ")
+
+
+def _still_index(words: list[str]) -> int | None:
+    """Where a clause says its object stays put ("stays still", "sits in the corner", "does not move"), or None."""
+    at = _negated_motion_at(words)
+    for i in range(1, len(words)):
+        if at is not None and i >= at:
+            break
+        if words[i] not in STILL_VERBS:
+            continue
+        rest = " ".join(words[i + 1 :])
+        if words[i] not in ("is", "are", "keeps", "keep") or any(rest == w or rest.startswith(w + " ")
+                                                                 for w in STILL_WORDS):
+            return i
+    return at if at else None
+
+
+def _verb_index(words: list[str]) -> int | None:
+    return next((i for i, word in enumerate(words) if word in VERB_STEM_OF and i > 0), None)
+
+
+def _starts_clause(words: list[str]) -> bool:
+    """Whether ``words`` open a clause of their own: a noun phrase, then a motion or stay verb."""
+    if not words or words[0] not in _NP_STARTS:
+        return False
+    for i, word in enumerate(words[1:8], start=1):
+        if word in CLAUSE_JOINERS:
+            return False
+        if word in VERB_STEM_OF or word in STILL_VERBS or _negated_motion_at(words[i:i + 3]) == 0:
+            return True
+    return False
+
+
+def split_clauses(words: list[str]) -> list[list[str]]:
+    """A GEN sentence's clauses: cut at a joiner ("while", "and", ",", "as" ...; linkers such as "at the same
+    time" skipped) where a new noun phrase and its verb begin; a piece with no verb (a leading "from left to
+    right," or the first of "a ball and a box move ...") joins the clause after it."""
+    pieces: list[tuple[list[str], list[str]]] = [([], [])]  # (the joiner words that opened it, its words)
+    i = 0
+    while i < len(words):
+        if words[i] in CLAUSE_JOINERS and pieces[-1][1]:
+            j = i + 1
+            while j < len(words):
+                linker = next((lk for lk in _LINKERS if tuple(words[j : j + len(lk)]) == lk), None)
+                if linker is None:
+                    break
+                j += len(linker)
+            if _starts_clause(words[j:]):
+                pieces.append((words[i:j], []))
+                i = j
+                continue
+        pieces[-1][1].append(words[i])
+        i += 1
+    clauses: list[list[str]] = []
+    carry: list[str] = []
+    for opener, body in pieces:
+        body = carry + (opener if carry else []) + body
+        has_verb = _verb_index(body) is not None or _still_index(body) is not None
+        carry = [] if has_verb else body
+        if has_verb:
+            clauses.append(body)
+    if carry:
+        if not clauses:
+            return [carry]
+        clauses[-1] += [","] + carry
+    return clauses
+
+
+def _subject(words: list[str]) -> tuple[list[str], dict]:
+    """The noun phrase words before a clause's verb, and the motion words among them ("quickly, a ball ...")."""
+    motion, used = _scan_motion(words, bare=False)
+    words = [word for word, taken in zip(words, used) if not taken and word not in INTENSIFIERS]
+    if words[:2] in (["there", "is"], ["there", "are"], ["we", "see"], ["i", "see"]):
+        words = words[2:]
+    while words and words[-1] in _SUBJECT_TAIL:
+        words = words[:-1]
+    while words and words[0] in (",", "and"):
+        words = words[1:]
+    return words, motion
+
+
+def _noun_phrases(words: list[str]) -> list[list[str]]:
+    """One subject's noun phrases: "a red ball and a blue box" -> [[a, red, ball], [a, blue, box]]; a comma
+    separates phrases only before an article ("a small, red ball" is one)."""
+    phrases, current = [], []
+    for i, word in enumerate(words):
+        if word == "and" or word == "," and words[i + 1 : i + 2] and words[i + 1] in DETERMINERS | {"one", "another"}:
+            if current:
+                phrases.append(current)
+            current = []
+        elif word != ",":
+            current.append(word)
+    if current:
+        phrases.append(current)
+    if not phrases:
+        raise UnparsedCommandError(f"Could not find the object in the sentence; e.g. {EXAMPLES[0]}.")
+    return phrases
 
 
 # ----- targets
@@ -317,6 +487,11 @@ def _edit(operation: str, targets=(), **parameters) -> Plan:
 def _recolour(target_text: str, colour: str) -> Plan:
     targets = parse_targets(target_text)
     for target in targets:
+        if set(target.split()) & {"to", "into", "as", "with", "in", "using"}:
+            raise UnparsedCommandError(
+                f"Could not read the colour in {target_text!r}: name one colour ({', '.join(sorted(COLOUR_WORDS))}) "
+                "or a hex code such as '#2a5ae1'."
+            )
         if target.split()[-1] in COLOUR_WORDS:
             raise UnparsedCommandError(
                 f"Could not tell the object from the colour in {target!r}; give one colour per command, "
@@ -344,10 +519,21 @@ def _split_target_motion(words: list[str]) -> Plan | None:
 
 
 _VERB_ALTERNATION = "|".join(sorted(VERB_STEM_OF, key=len, reverse=True))
+# Words of "undo that last change" / "redo the previous edit".
+_REFERENT = "that|it|this|the|my|your|our|what i did|what you did|one"
+_LAST = "very last|last|previous|latest|most recent|recent|prior|final"
+_CHANGE = r"(?:edit|change|command|step|action|operation|modification|thing|one|move|instruction|recolou?r|" \
+          r"deletion|extraction)s?"
 _EDIT_RULES: list[tuple[re.Pattern, object]] = [
-    (re.compile(r"^(undo|undo that|undo it|undo the last (edit|change|command|step)|revert|revert that|"
-                r"revert the last (edit|change)|go back|take that back|step back)$"), lambda m: _edit("undo")),
-    (re.compile(r"^(redo|redo that|redo it|redo the last (edit|change)|do that again)$"), lambda m: _edit("redo")),
+    (re.compile(r"^(?:undo|revert|cancel|roll back|rollback|take back|scratch)"
+                rf"(?: (?:{_REFERENT}))*(?: (?:{_LAST}))?(?: (?:{_CHANGE}))?(?: back| please)?$"
+                rf"|^reverse(?: (?:{_REFERENT}))*(?: (?:{_LAST}))? (?:{_CHANGE})$"
+                r"|^(?:undo|revert|cancel|roll back|rollback|take back|scratch)(?: (?:that|it|this))?(?: back)?$"
+                r"|^(?:go|step|move) back(?: one step| a step| once)?$|^(?:take|roll) (?:that|it) back$"
+                r"|^(?:never mind|nevermind|oops|oops undo|whoops)$"), lambda m: _edit("undo")),
+    (re.compile(r"^(?:redo|re do|redo that|do that again|repeat that|undo (?:the|that|my) undo)"
+                rf"(?: (?:{_REFERENT}))*(?: (?:{_LAST}|undone))*(?: (?:{_CHANGE}))?(?: again| please)?$"),
+     lambda m: _edit("redo")),
     # recolour
     (re.compile(rf"^(?:set|make|change|turn) the colou?r of (?P<t>.+?) (?:to |into )?(?P<c>{_COLOUR})$"),
      lambda m: _recolour(m["t"], m["c"])),
@@ -355,17 +541,26 @@ _EDIT_RULES: list[tuple[re.Pattern, object]] = [
      lambda m: _recolour(m["t"], m["c"])),
     (re.compile(rf"^(?:change|turn|switch) (?P<t>.+?) (?:to|into) (?P<c>{_COLOUR})(?: colou?r)?$"),
      lambda m: _recolour(m["t"], m["c"])),
-    (re.compile(rf"^(?:make|paint|colou?r|turn|dye|recolou?r|tint) (?P<t>.+?) (?:in |into )?(?P<c>{_COLOUR})"
-                r"(?: colou?r| colou?red| instead)?$"), lambda m: _recolour(m["t"], m["c"])),
+    (re.compile(rf"^(?:paint|colou?r|dye|recolou?r|repaint|tint|shade|fill) (?P<t>.+?) "
+                rf"(?:in |into |to |as |with |using |so it is |so they are )?(?:the colou?r |a |the )?(?P<c>{_COLOUR})"
+                r"(?: colou?r| colou?red| paint| instead| now)?$"), lambda m: _recolour(m["t"], m["c"])),
+    (re.compile(rf"^(?:make|turn|render) (?P<t>.+?) (?:in |into )?(?P<c>{_COLOUR})"
+                r"(?: colou?r| colou?red| instead| now)?$"), lambda m: _recolour(m["t"], m["c"])),
+    (re.compile(rf"^give (?P<t>.+?) (?:a |the )?(?P<c>{_COLOUR}) (?:colou?r|paint|paint job|look)$"),
+     lambda m: _recolour(m["t"], m["c"])),
     (re.compile(rf"^(?P<t>.+?) should (?:be|become|turn) (?P<c>{_COLOUR})$"), lambda m: _recolour(m["t"], m["c"])),
     # extract (before delete: "remove everything but")
     (re.compile(r"^(?:delete|remove|erase|hide) everything (?:but|except|apart from|other than) (?P<t>.+)$"),
      lambda m: _edit("extract", parse_targets(m["t"]))),
-    (re.compile(r"^(?:extract|isolate|keep only|only keep|show only|only show|keep just|just keep|leave only|"
-                r"cut out|pull out|single out) (?P<t>.+)$"), lambda m: _edit("extract", parse_targets(m["t"]))),
-    (re.compile(r"^keep (?P<t>.+?) only$"), lambda m: _edit("extract", parse_targets(m["t"]))),
+    (re.compile(r"^(?:extract|isolate|(?:keep|show|display|leave|render|show me|give me) (?:only|just|nothing but|"
+                r"nothing except|solely)|(?:only|just) (?:keep|show|display|leave|render|show me|give me)|"
+                r"cut out|pull out|single out|focus on|zoom in on) (?P<t>.+?)(?: alone| only| by itself| on its own)?$"),
+     lambda m: _edit("extract", parse_targets(m["t"]))),
+    (re.compile(r"^(?:keep|show|display|leave) (?P<t>.+?) (?:only|alone|by itself|on its own)$"),
+     lambda m: _edit("extract", parse_targets(m["t"]))),
     # delete
-    (re.compile(r"^(?:delete|remove|erase|get rid of|take away|take out|eliminate|drop|discard|clear) (?P<t>.+)$"),
+    (re.compile(r"^(?:delete|remove|erase|get rid of|take away|take out|eliminate|drop|discard|clear|hide|wipe out|"
+                r"throw away|destroy) (?P<t>.+)$"),
      lambda m: _edit("delete", parse_targets(m["t"]))),
     (re.compile(r"^make (?P<t>.+?) (?:disappear|vanish|go away)$"), lambda m: _edit("delete", parse_targets(m["t"]))),
     # motion
@@ -389,12 +584,15 @@ _EDIT_RULES: list[tuple[re.Pattern, object]] = [
 ]
 # First words that make a sentence an edit (imperatives on the current scene).
 EDIT_STARTS = re.compile(
-    r"^(undo|redo|revert|go back|take|step back|set|make|change|turn|switch|paint|colou?r|dye|recolou?r|tint|delete|"
-    r"remove|erase|hide|extract|isolate|keep|only|show only|just|leave|cut|pull|single|get rid|get|eliminate|drop|"
-    r"discard|clear|speed|slow|accelerate|decelerate|reverse|flip|invert|have|let|send|move|do that)\b"
+    r"^(undo|redo|re do|revert|cancel|roll back|rollback|scratch|never ?mind|oops|whoops|go back|move back|take|step back|"
+    r"repeat that|set|make|change|turn|switch|paint|repaint|colou?r|dye|recolou?r|tint|shade|fill|give(?! me)|render (?:it|them|"
+    r"the|only|just)|delete|remove|erase|hide|extract|isolate|keep|only|(?:show|display)(?: me)? (?:only|just|nothing)|"
+    r"just|leave|cut|pull|single|focus|zoom in on|get rid|get|eliminate|drop|discard|clear|wipe|throw|destroy|"
+    r"accelerate|decelerate|reverse|flip|invert|have|let|send|move|do that)\b|^(?:speed|slow)\b(?! ,)"
 )
 GEN_STARTS = re.compile(
-    r"^(?:(?:generate|create|render|build|produce|simulate|animate|show|draw|make)(?: me)?"
+    r"^(?:(?:generate|create|render|build|produce|simulate|animate|show|draw|make|give|imagine|picture|i want|"
+    r"i would like|id like|there is|there are|we see|i see|see|watch)(?: me| to see)?"
     r"(?: (?:a|an|the|one) (?:new )?(?:4d )?(?:scene|video|clip|animation|world|movie))?"
     r"(?: (?:of|where|in which|with|showing|that shows|in that))? )(?=(?:a|an|one|some|the|\w+)\b)"
 )
@@ -442,58 +640,91 @@ class GrammarParser:
         gen = GEN_STARTS.match(text)
         if gen and re.match(r"(a|an|one|some)\b", text[gen.end():]) or re.match(r"^(a|an|one|some)\b", text):
             return self._gen(text[gen.end():] if gen else text)
-        if gen and not EDIT_STARTS.match(text):
-            return self._gen(text[gen.end():])
         if EDIT_STARTS.match(text) or re.search(r"\bshould\b", text):
-            for pattern, build in _EDIT_RULES:
-                match = pattern.match(text)
-                if match:
-                    plan = build(match)
-                    if plan is not None:
-                        return plan
-            raise UnparsedCommandError(
-                f"Could not read the edit {text!r}. Edits look like " + ", ".join(EXAMPLES[1:]) + "."
-            )
-        return self._gen(text)
+            plan = self._edit_rules(text)
+            if plan is None:
+                raise UnparsedCommandError(
+                    f"Could not read the edit {text!r}. Edits look like " + ", ".join(EXAMPLES[1:]) + "."
+                )
+            return plan
+        try:
+            return self._gen(text[gen.end():] if gen else text)
+        except UnparsedCommandError:
+            plan = self._edit_rules(text)  # "show the ball only": a GEN opening, an edit's form
+            if plan is None:
+                raise
+            return plan
+
+    @staticmethod
+    def _edit_rules(text: str) -> Plan | None:
+        """The plan of the first edit rule ``text`` fits, or None."""
+        for pattern, build in _EDIT_RULES:
+            match = pattern.match(text)
+            if match:
+                plan = build(match)
+                if plan is not None:
+                    return plan
+        return None
 
     # ----- GEN
     def _gen(self, text: str) -> Plan:
-        text = " ".join(text.replace(",", " ").split())
-        words = text.split()
-        still_objects: list[GenObject] = []
-        still = re.search(r"\b(?:while|as|and) (?P<np>(?:a|an|the|one) [a-z ]+?) (?:stays|remains|sits|is|stands|"
-                          r"rests|waits) (?:still|put|motionless|in place|where it is)\b", text)
-        if still:
-            still_objects.append(self._noun_phrase(still["np"].split(), None, still=True))
-            words = (text[: still.start()] + " " + text[still.end():]).split()
-        verb_at = next((i for i, word in enumerate(words) if word in VERB_STEM_OF and i > 0), None)
-        if verb_at is None:
-            raise UnparsedCommandError(
-                f"Could not read {text!r} as a scene or an edit. A scene names an object and how it moves, e.g. "
-                f"{EXAMPLES[0]}; edits look like {', '.join(EXAMPLES[1:4])}."
-            )
-        subject = words[:verb_at]
-        if subject and subject[-1] in ("is", "are"):
-            subject = subject[:-1]
-        stem = VERB_STEM_OF[words[verb_at]]
-        tail = words[verb_at + 1 :]
-        motion, used = _scan_motion(tail)
-        if "direction" not in motion:
-            raise UnparsedCommandError(
-                f"Say which way the {' '.join(subject[-1:]) or 'object'} moves, e.g. 'from left to right', "
-                f"'from right to left', 'upward', 'downward' or 'toward the top right'."
-            )
-        mover = self._noun_phrase(subject, (motion["direction"], motion.get("speed", "steadily"),
-                                            "arc" if stem in ARC_STEMS else "straight"))
-        scene_words = [word for word, taken in zip(tail, used) if not taken and word not in STOP_WORDS
-                       and word not in MANNER_WORDS and word not in VERB_STEM_OF]
+        """A GEN plan: the sentence cut into clauses (:func:`split_clauses`), each an object (or several
+        joined by "and") that moves ("NP <motion verb> M") or stays where it is ("NP stays still"); the
+        movers first, at most three objects."""
+        words = [w for w in text.split()]
+        movers: list[tuple[list[str], str, dict]] = []  # (noun phrase words, verb stem, motion)
+        still_phrases: list[list[str]] = []
+        scene_words: list[str] = []
+        for clause in split_clauses(words):
+            still_at, verb_at = _still_index(clause), _verb_index(clause)
+            if still_at is not None and (verb_at is None or still_at < verb_at):
+                subject, _ = _subject(clause[:still_at])
+                still_phrases += _noun_phrases(subject)
+                continue
+            if verb_at is None:
+                raise UnparsedCommandError(
+                    f"Could not read {' '.join(clause)!r} as a scene or an edit. A scene names an object and how it "
+                    f"moves, e.g. {EXAMPLES[0]}; edits look like {', '.join(EXAMPLES[1:4])}."
+                )
+            subject, before = _subject(clause[:verb_at])
+            stem = VERB_STEM_OF[clause[verb_at]]
+            tail = clause[verb_at + 1 :]
+            motion, used = _scan_motion(tail)
+            for kind, value in before.items():
+                if motion.setdefault(kind, value) != value:
+                    raise UnparsedCommandError(f"The command gives two {kind}s ({motion[kind]!r} and {value!r}) "
+                                               "for one object; give one.")
+            if "direction" not in motion and stem in VERB_DIRECTIONS:
+                motion["direction"] = VERB_DIRECTIONS[stem]
+            if "direction" not in motion:
+                raise UnparsedCommandError(
+                    f"Say which way the {' '.join(subject[-1:]) or 'object'} moves, e.g. 'from left to right', "
+                    f"'from right to left', 'upward', 'downward' or 'toward the top right'."
+                )
+            movers += [(phrase, stem, motion) for phrase in _noun_phrases(subject)]
+            scene_words += [word for word, taken in zip(tail, used) if not taken and word not in STOP_WORDS
+                            and word not in MANNER_WORDS and word not in VERB_STEM_OF and word not in INTENSIFIERS
+                            and word != ","]
+        if not movers:
+            raise UnparsedCommandError(f"Nothing in {text!r} moves; say how one object moves, e.g. {EXAMPLES[0]}.")
+        if len(movers) + len(still_phrases) > 3:
+            raise UnparsedCommandError("A scene has at most three objects; describe fewer.")
+        first = movers[0][2]["direction"]
+        if first in ("reverse", "same"):
+            raise UnparsedCommandError("Say which way the first object moves before 'the other way' or 'the same way'.")
+        objects = []
+        for phrase, stem, motion in movers:
+            direction = {"reverse": OPPOSITE[first], "same": first}.get(motion["direction"], motion["direction"])
+            objects.append(self._noun_phrase(phrase, (direction, motion.get("speed", "steadily"),
+                                                      "arc" if stem in ARC_STEMS else "straight")))
+        objects += [self._noun_phrase(phrase, None, still=True) for phrase in still_phrases]
         for word in scene_words:
             if not re.fullmatch(r"[a-z]+", word):
                 raise UnparsedCommandError(f"Could not read {word!r} in {text!r}.")
-        return Plan("GEN", objects=(mover, *still_objects), scene_words=tuple(dict.fromkeys(scene_words))[:8])
+        return Plan("GEN", objects=tuple(objects), scene_words=tuple(dict.fromkeys(scene_words))[:8])
 
     def _noun_phrase(self, words: list[str], motion, still: bool = False) -> GenObject:
-        words = [w for w in words if w not in DETERMINERS and w != "one"]
+        words = [w for w in words if w not in DETERMINERS and w not in ("one", "another")]
         size = next((SIZE_WORDS[w] for w in words if w in SIZE_WORDS), "medium")
         words = [w for w in words if w not in SIZE_WORDS]
         if not words or not all(re.fullmatch(r"[a-z]+", w) for w in words) or len(words) > 5:

@@ -4,11 +4,15 @@
    names: an object matches when its name contains every word of the query ("circle" matches every
    circle). The *alternatives* are the names that do not match, "background" included. No match
    raises :class:`NoMatchError` naming the objects that exist; the scene is left unchanged.
-2. **Probabilities (eq. 11.13-11.14).** With ``s_tau = cos(f_j, q(tau))`` for the query and each
-   alternative, ``p(query | j) = exp(s_q / temp) / sum_tau exp(s_tau / temp)``. The thesis writes the
-   softmax of raw cosines (temp = 1); since cosines lie in [-1, 1], that caps p near
+2. **Probabilities (eq. 11.13-11.14).** With ``s_tau = cos(f_j, q(tau))`` for each matched name and each
+   alternative, ``p(query | j) = sum_matched exp(s_m / temp) / sum_tau exp(s_tau / temp)``: a query is the
+   set of names it matched. ("blue" in a scene of a blue and a purple circle is the softmax mass of "blue
+   circle" against "purple circle" and "background"; the bare word's embedding is about as close to
+   "purple circle" as to "blue circle" in a word-sum space, and selected nothing: best p 0.81.) The
+   thesis writes the softmax of raw cosines (temp = 1); since cosines lie in [-1, 1], that caps p near
    ``e / (e + k e^-1)`` and its own code's thresholds 0.85-0.95 would select nothing, so a
-   temperature (default 0.1) sharpens it; temp = 1 is the literal equation.
+   temperature (default 0.1; a feature space may bring its own, e.g. CLIP's 1 / logit scale) sharpens it;
+   temp = 1 is the literal equation.
 3. **Threshold search.** The thesis renders candidate edits over thresholds and keeps the one that
    best matches the intent (its code scans 0.85-0.95; an LLM judges). Here the judge needs no
    remote model: for every candidate threshold the selection is rendered as an extra channel next to
@@ -111,6 +115,13 @@ class QueryMatch:
     alternatives: tuple[str, ...]
     query_vector: np.ndarray  # [D]
     alternative_vectors: np.ndarray  # [A, D]
+    # [M, D]: the embeddings of the matched names, the query's side of eq. 11.13 (step 2).
+    matched_vectors: np.ndarray | None = None
+
+    @property
+    def positives(self) -> np.ndarray:
+        """The query side of eq. 11.13: the matched names' embeddings (the query's own if none are given)."""
+        return self.query_vector[None] if self.matched_vectors is None else self.matched_vectors
 
 
 def match_query(scene: Scene4D, query: str, encoder: QueryEncoder | None = None) -> QueryMatch:
@@ -135,22 +146,25 @@ def match_query(scene: Scene4D, query: str, encoder: QueryEncoder | None = None)
         query_vector=encoder.encode(" ".join(words)),
         alternative_vectors=np.stack([encoder.encode(name) for name in alternatives]) if alternatives
         else np.zeros((0, dim), np.float32),
+        matched_vectors=np.stack([encoder.encode(name) for name in matched]),
     )
 
 
 def gaussian_probabilities(features, query_vector, alternative_vectors, temperature: float = TEMPERATURE):
-    """p(query | j) of eq. 11.13 from the cosine similarities of eq. 11.14 (any leading shape ``[..., D]``)."""
+    """p(query | j) of eq. 11.13 from the cosine similarities of eq. 11.14 (any leading shape ``[..., D]``).
+    ``query_vector`` is one embedding ``[D]`` or the embeddings of the objects a query names ``[M, D]``; the
+    query's probability is then the softmax mass of those M entries."""
     if temperature <= 0:
         raise InvalidInputError(f"The temperature must be positive, got {temperature!r}.")
     features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-    candidates = torch.as_tensor(np.concatenate([np.asarray(query_vector)[None], np.asarray(alternative_vectors)]),
-                                 dtype=torch.float32)
+    positives = np.asarray(query_vector).reshape(-1, np.shape(query_vector)[-1])
+    candidates = torch.as_tensor(np.concatenate([positives, np.asarray(alternative_vectors)]), dtype=torch.float32)
     if features.shape[-1] != candidates.shape[-1]:
         raise InvalidInputError(
             f"The scene's features have dimension {features.shape[-1]} but the query's has {candidates.shape[-1]}."
         )
     cosine = torch.nn.functional.normalize(features, dim=-1) @ torch.nn.functional.normalize(candidates, dim=-1).T
-    return torch.softmax(cosine / temperature, dim=-1)[..., 0].numpy()
+    return torch.softmax(cosine / temperature, dim=-1)[..., : len(positives)].sum(-1).numpy()
 
 
 @dataclass
@@ -182,7 +196,7 @@ def select(
     *,
     encoder: QueryEncoder | None = None,
     thresholds=DEFAULT_THRESHOLDS,
-    temperature: float = TEMPERATURE,
+    temperature: float | None = None,
     views: list[tuple] | None = None,
 ) -> Selection:
     """Select the Gaussians of ``query`` (module docstring, steps 1-3). Raises :class:`NoMatchError` if
@@ -191,8 +205,11 @@ def select(
     thresholds = sorted({float(t) for t in thresholds}, reverse=True)
     if not thresholds or not all(0.0 < t < 1.0 for t in thresholds):
         raise InvalidInputError(f"Thresholds are probabilities in (0, 1), got {thresholds!r}.")
+    encoder = encoder or encoder_for(scene.feature_space)
+    if temperature is None:  # the feature space's own (CLIP's 1 / logit scale), else TEMPERATURE
+        temperature = float(getattr(encoder, "temperature", TEMPERATURE))
     match = match_query(scene, query, encoder)
-    probabilities = gaussian_probabilities(scene.features, match.query_vector, match.alternative_vectors, temperature)
+    probabilities = gaussian_probabilities(scene.features, match.positives, match.alternative_vectors, temperature)
     candidates = np.stack([probabilities >= t for t in thresholds], axis=1)  # [N, K]
     if not candidates.any():
         raise NoMatchError(
@@ -235,7 +252,7 @@ def _score_thresholds(scene, match, candidates, temperature, views) -> list[floa
     for camera, t in views:
         image = render(scene, camera, t, "features", extra_values=extra).cpu().numpy()
         features, alpha, covered = image[..., :dim], image[..., dim], np.clip(image[..., dim + 1 :], 0.0, 1.0)
-        p = gaussian_probabilities(features, match.query_vector, match.alternative_vectors, temperature)
+        p = gaussian_probabilities(features, match.positives, match.alternative_vectors, temperature)
         relevance = (p * np.clip(alpha, 0.0, 1.0))[..., None]
         intersections += np.minimum(covered, relevance).sum(axis=(0, 1))
         unions += np.maximum(covered, relevance).sum(axis=(0, 1))

@@ -15,7 +15,8 @@ encoder's output) and, optionally, validity masks and instance ids (e.g. from a 
    frames above plus the frame where it is largest, and its Gaussians start hidden
    (``visibility_logits = HIDDEN``) in the frames where it is not seen.
 2. Optimisation (:func:`fit_scene`): Adam on all Gaussian parameters, the motion coefficients and
-   bases, the visibility offsets (if any), per-Gaussian latent features f_j in R^D and a small MLP decoder D^s (eq. 11.11). Each step
+   bases, the visibility offsets (if any), per-Gaussian latent features f_j in R^D and a small MLP decoder D^s (eq. 11.11);
+   with ``latent_dim`` below the targets' size Ds the latents start on the targets' top principal directions. Each step
    renders chosen frames once with values ``[colour | latent feature | camera z]`` (eq. 11.8 and 11.9
    are the same rasterization) and minimises
 
@@ -129,6 +130,10 @@ class FitConfig:
     lr_decoder: float = 1e-3
     # Hidden width of the feature decoder MLP.
     decoder_hidden: int = 32
+    # Per-Gaussian latent feature size D when it is below the targets' Ds (None: D = Ds). The latents start
+    # as the targets' projection on their top-D principal directions and D^s (eq. 11.11) maps them back;
+    # rasterization cost grows with the channels (64-d CLIP features: 68 channels a render, 20 at D = 16).
+    latent_dim: int | None = None
     # Gaussians to initialise (about), and the frames whose points are merged.
     init_gaussians: int = 3000
     init_frames: int = 3
@@ -280,15 +285,19 @@ def init_from_rgbd(frames: FitFrames, n_gaussians: int = 3000, n_init_frames: in
 class _Parameters(torch.nn.Module):
     """The trainable state of a Scene4D (raw 3DGS parameters, latent features, motion, decoder)."""
 
-    def __init__(self, scene: Scene4D, feature_dim: int | None, hidden: int) -> None:
+    def __init__(self, scene: Scene4D, feature_dim: int | None, hidden: int, basis: np.ndarray | None = None) -> None:
         super().__init__()
         p = lambda array: torch.nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32)))  # noqa: E731
         self.means, self.quats, self.log_scales = p(scene.means), p(scene.quats), p(scene.log_scales)
-        self.opacity_logits, self.sh_dc, self.latent = p(scene.opacity_logits), p(scene.sh_dc), p(scene.features)
+        latent = scene.features if basis is None else scene.features @ basis  # [N, D] (D < Ds with a basis)
+        self.opacity_logits, self.sh_dc, self.latent = p(scene.opacity_logits), p(scene.sh_dc), p(latent)
         self.motion_coeffs, self.motion_bases = p(scene.motion_coeffs), p(scene.motion_bases)
         self.visibility = p(scene.visibility_logits)
         out_dim = feature_dim or scene.feature_dim
-        self.decoder = FeatureDecoder(scene.feature_dim, out_dim, hidden)
+        self.decoder = FeatureDecoder(latent.shape[1], out_dim, hidden)
+        if basis is not None:  # D^s starts as the projection's inverse: latent @ basis.T
+            with torch.no_grad():
+                self.decoder.skip.weight.copy_(torch.from_numpy(np.ascontiguousarray(basis, dtype=np.float32)))
 
     def render(self, t: int, camera: Camera, background: torch.Tensor):
         """Rendered RGB [H, W, 3], decoded features [H, W, Ds], depth [H, W], alpha [H, W] at frame t."""
@@ -368,7 +377,14 @@ def fit_scene(
     generator = seed_everything(config.seed)
     init = init or init_from_rgbd(frames, config.init_gaussians, config.init_frames)
     out_dim = frames.features.shape[-1] if frames.features is not None else None
-    params = _Parameters(init, out_dim, config.decoder_hidden)
+    basis = None
+    if config.latent_dim is not None and out_dim is not None and config.latent_dim < min(out_dim, init.feature_dim):
+        if config.latent_dim < 1:
+            raise InvalidInputError(f"latent_dim must be at least 1, got {config.latent_dim}.")
+        sample = frames.features.reshape(-1, out_dim)
+        sample = sample[np.random.default_rng(config.seed).choice(len(sample), min(len(sample), 20000), replace=False)]
+        basis = np.linalg.svd(sample.astype(np.float64), full_matrices=False)[2][: config.latent_dim].T  # [Ds, D]
+    params = _Parameters(init, out_dim, config.decoder_hidden, basis)
     params.background_rgb = init.background
     background = torch.tensor(init.background, dtype=torch.float32)
     groups = [

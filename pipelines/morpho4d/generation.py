@@ -32,6 +32,9 @@
      Gaussians around a recoloured ball were selected too and the edit bled into the background (the
      browser test measured a mean change of 3.0 away from the ball, bar 1.0); the detector's masks are
      also what the benchmark checks edits against.
+   * ``"clip"`` (learned features, eq. 11.12): the tiny pack's CLIP image encoder's window embeddings per
+     pixel (:mod:`.clip_features`), queries by its text encoder; the detector teaches nothing (its
+     instance masks still give each object its motion basis and track).
    * ``"attention"`` (on request, sources with maps): the generator's cross-attention map of each
      object's phrase, upsampled and normalised per frame to [0, 1], projected into the embedding
      space: ``F(u) = sum_k A_k(u) e_k + (1 - sum_k A_k(u)) e_background``, ``e`` the phrases'
@@ -61,6 +64,10 @@ from .queries import BACKGROUND, QueryEncoder, default_encoder
 from .scene import Scene4D
 from .shapes4d import home_camera
 
+# Latent size of the Gaussians' features under the CLIP teacher (64-d targets; FitConfig.latent_dim).
+CLIP_LATENT_DIM = 16
+# Feature teachers of GenConfig.teacher (module docstring, step 5).
+TEACHERS = ("auto", "attention", "detector", "clip")
 STAND_IN_LABEL = "ShapesWorld renderer (stand-in, NOT generated: no text-to-video model is available)"
 # Intensity level (Mojito's MIM, 1-10) per speed word: the middle of ShapesWorld's bins.
 SPEED_INTENSITY = {"slowly": 2, "steadily": 5, "quickly": 9}
@@ -245,7 +252,7 @@ class GenConfig:
     n_frames: int = 8
     size: int = 64
     # Feature teacher: "auto" (= "detector"; on Mojito's frames its attention maps made edits bleed into the
-    # background, docs/notes/morpho4d_language.md), "attention", "detector".
+    # background, docs/notes/morpho4d_language.md), "attention", "detector", "clip" (learned, eq. 11.12).
     teacher: str = "auto"
     # Fitting (eq. 11.8-11.12).
     # (160 steps of 2 frames at 2000 Gaussians: ~16 s on one idle CPU thread. Against 80 steps it sharpens
@@ -382,8 +389,8 @@ def generate_scene(
     if not isinstance(plan, Plan) or plan.mode != "GEN":
         raise InvalidInputError(f"generate_scene needs a GEN plan, got {getattr(plan, 'mode', plan)!r}.")
     config = config or GenConfig()
-    if config.teacher not in ("auto", "attention", "detector"):
-        raise InvalidInputError(f"teacher must be 'auto', 'attention' or 'detector', got {config.teacher!r}.")
+    if config.teacher not in TEACHERS:
+        raise InvalidInputError(f"teacher must be one of {', '.join(TEACHERS)}, got {config.teacher!r}.")
     check_drawable(plan.objects)
     source = source or ShapesWorldStandIn()
     encoder = encoder or default_encoder()
@@ -425,7 +432,13 @@ def generate_scene(
     use_attention = config.teacher == "attention"
     if use_attention and not video.attention:
         raise InvalidInputError("The attention teacher needs a frame source that returns cross-attention maps.")
-    features, teacher = pixel_features(ids, names, encoder, video.attention if use_attention else None)
+    if config.teacher == "clip":  # learned features (eq. 11.12); the detector teaches nothing
+        from .clip_features import clip_encoder
+
+        encoder = clip_encoder(background=np.median(video.frames[0].reshape(-1, 3), axis=0) / 255.0)
+        features, teacher = encoder.pixel_features(video.frames), "clip"
+    else:
+        features, teacher = pixel_features(ids, names, encoder, video.attention if use_attention else None)
     lap("features")
 
     # 4. Fit (eq. 11.8-11.12).
@@ -438,7 +451,10 @@ def generate_scene(
         report("fitting the 4D scene", 0.4 + 0.6 * (step + 1) / steps)
         return False
 
-    fit = fit_scene(frames, config.fit, callback=on_step)
+    fit_config = config.fit
+    if teacher == "clip" and fit_config.latent_dim is None:
+        fit_config = replace(fit_config, latent_dim=CLIP_LATENT_DIM)
+    fit = fit_scene(frames, fit_config, callback=on_step)
     lap("fit")
     scene = fit.scene
     scene.meta.update({

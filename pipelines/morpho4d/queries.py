@@ -115,6 +115,11 @@ def encoder_for(space: str) -> QueryEncoder:
     match = re.fullmatch(r"shapesworld-words:d(\d+):s(\d+)", space or "")
     if match:
         return register_encoder(WordQueryEncoder(int(match.group(1)), int(match.group(2))))
+    from .clip_features import encoder_for_space  # a learned (CLIP) feature space
+
+    clip = encoder_for_space(space)
+    if clip is not None:
+        return clip
     raise InvalidInputError(
         "This scene's Gaussians carry no features in a known query space "
         f"({space!r}), so it cannot be edited by a text query."
