@@ -21,25 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, machine  # noqa: E402
+from studio.serving import served_studio  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = "load"
 CHEAP_KINDS = ("match_heatmaps", "mojito_preset", "morpho4d_view")
 HEAVY_KINDS = ("match_score",)
@@ -211,48 +206,6 @@ def report(summary: dict) -> list[dict]:
     return records
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def served_studio(timeout: float = 180.0):
-    """The studio served by ``app.py`` in a subprocess on a free loopback port; yields its URL."""
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="worldstudio-load-server-")
-    env = dict(os.environ, GRADIO_TEMP_DIR=str(Path(folder) / "gradio"), GRADIO_ANALYTICS_ENABLED="False",
-               HF_HUB_OFFLINE="1")
-    env.setdefault("WORLDSTUDIO_THREADS", "1")
-    log = open(Path(folder) / "studio.log", "w")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"studio exited early: {(Path(folder) / 'studio.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"studio did not answer at {url} within {timeout} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -266,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         summary = run_load(args.url, args.clients, args.requests, cheap)
     else:
-        with served_studio() as url:
+        with served_studio(Path(tempfile.mkdtemp(prefix="worldstudio-load-server-")), timeout=180.0) as url:
             summary = run_load(url, args.clients, args.requests, cheap)
     records += report(summary)
     if args.out:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from studio.serving import served_studio
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -19,45 +13,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
 def running_studio(tmp_path: Path, timeout: float = 120.0):
-    """Yield the URL of a studio served by ``app.py`` from a fresh process."""
-    port = free_port()
-    env = dict(os.environ, WORLDSTUDIO_THREADS="1", GRADIO_TEMP_DIR=str(tmp_path / "gradio"),
-               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    log = open(tmp_path / "studio.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"studio exited early: {(tmp_path / 'studio.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"studio did not answer at {url} within {timeout} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    """Yield the URL of a studio served by ``app.py`` from a fresh process (one torch thread)."""
+    return served_studio(tmp_path, timeout, threads="1")
 
 
 @contextmanager
