@@ -95,6 +95,15 @@ def train_loop(accelerator: Accelerator, schedule: TrainSchedule, seed: int, num
     log.seconds = time.perf_counter() - start
 
 
+def autocast(accelerator: Accelerator, enabled: bool):
+    """bfloat16 autocast on the accelerator's device when ``enabled`` (weights, optimiser and losses stay float32).
+
+    accelerate's ``mixed_precision="bf16"`` does not autocast on a CPU, so stages enter this around their forward
+    passes; on a CPU with AVX-512 BF16 the tiny UNet's training step runs about 1.4x faster (docs/notes/tiny_pack.md).
+    """
+    return torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def make_optimizer(parameters, schedule: TrainSchedule):
     """AdamW (weight decay 1e-4) with linear warm-up over a tenth of the steps (at most 100), then cosine decay."""
     optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=1e-4)

@@ -100,6 +100,39 @@ def test_supervised_pretraining_adds_the_attention_term_only_on_low_noise_sample
     assert run(1000.0, -1) == pytest.approx(plain, rel=1e-2)
 
 
+def test_bf16_autocast_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights(tmp_path, monkeypatch):
+    """With --bf16 the UNet's convolutions compute in bfloat16 (seen by a hook during training), the losses stay
+    finite and close to the float32 run's, and the saved weights are float32 (the UNet's float16 copy aside)."""
+    seen = set()
+    original = build_unet
+
+    def hooked_unet(sizes):
+        unet = original(sizes)
+        unet.conv_in.register_forward_hook(lambda module, args, output: seen.add(output.dtype))
+        return unet
+
+    monkeypatch.setattr("pipelines.tinypack.train.build_unet", hooked_unet)
+    reports = {flag: main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path / (flag or "fp32"))] + ([flag] if flag else []))
+               for flag in ("", "--bf16")}
+    assert seen == {torch.float32, torch.bfloat16}
+    plain, mixed = (reports[f]["stages"]["text-to-image"]["final_loss"] for f in ("", "--bf16"))
+    assert np.isfinite(mixed) and mixed == pytest.approx(plain, rel=0.1)
+    vae_weights = load_file(str(tmp_path / "--bf16" / "shapes-sd" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in vae_weights.values()} == {torch.float32}
+
+
+def test_autocast_switches_matmuls_to_bfloat16_only_when_enabled():
+    from accelerate import Accelerator
+    from pipelines.training import autocast
+
+    layer, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    accelerator = Accelerator(cpu=True)
+    with autocast(accelerator, True):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast(accelerator, False):
+        assert layer(x).dtype == torch.float32
+
+
 def test_wider_heads_build_fewer_heads_per_layer():
     sizes = ComponentSizes(head_width=48)
     assert unet_heads(sizes) == (1, 2, 2)

@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write resumable text-to-image checkpoints (step-NNNNN) into this folder")
     parser.add_argument("--checkpoint-every", type=int, default=300)
     parser.add_argument("--resume", type=Path, default=None, help="continue text-to-image from a checkpoint folder")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights)")
     parser.add_argument("--head-width", type=int, default=None, help="UNet channels per attention head (0: 16 heads, v1)")
     args = parser.parse_args(argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
         config.object_count_weights = tuple(args.object_mix)
     if args.uniform_objects:
         config.object_count_weights = None
+    if args.bf16:
+        config.bf16 = True
     if args.head_width is not None:
         config.sizes.head_width = args.head_width or None
     seed_everything(config.seed)

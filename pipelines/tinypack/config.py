@@ -62,6 +62,8 @@ class TinyPackConfig:
     # 0 turns it off. Applied only to samples noised to at most ``supervision_max_timestep``.
     attention_supervision: float = 0.0
     supervision_max_timestep: int = 400
+    # bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights and optimiser).
+    bf16: bool = False
     # Captions replaced by the empty caption, for classifier-free guidance.
     caption_dropout: float = 0.1
     # Min-SNR loss weighting gamma (Hang et al. 2023); None for plain MSE.

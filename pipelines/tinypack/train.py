@@ -31,6 +31,7 @@ from ..training import (
     StageLog,
     build_train_scheduler,
     encode_latents,
+    autocast,
     make_optimizer,
     min_snr_weights,
     tokenize,
@@ -79,7 +80,9 @@ def train_vae(config: TinyPackConfig, scenes: SceneArrays, accelerator: Accelera
 
     def step(indices: np.ndarray) -> float:
         pixels = scenes.pixel_batch(indices).to(accelerator.device)
-        reconstruction, kl = model(pixels)
+        with autocast(accelerator, config.bf16):
+            reconstruction, kl = model(pixels)
+        reconstruction, kl = reconstruction.float(), kl.float()
         error = (reconstruction - pixels).square() + 0.5 * (reconstruction - pixels).abs()  # [B, 3, H, W]
         weights = colourful_pixel_weights(pixels, config.vae_object_weight)  # [B, 1, H, W]
         loss = (error * weights).mean() / weights.mean() + config.vae_kl_weight * kl
@@ -201,14 +204,15 @@ def train_text_to_image(
         control = (CrossAttentionControl(accelerator.unwrap_model(model).unet, differentiable=True, keep_steps="last")
                    if supervise else nullcontext())
         with control:  # backward inside: the recorded maps keep their graph
-            prediction = model(noisy, timesteps, ids)
+            with autocast(accelerator, config.bf16):
+                prediction = model(noisy, timesteps, ids)
             per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
             loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
             if supervise:
                 kept = (~dropped).to(timesteps.device) & (timesteps <= config.supervision_max_timestep)
                 valid = token_valid[index].to(accelerator.device) & kept[:, None]
                 if valid.any():
-                    maps = [control.store.maps_for(name) for name in control.layers]
+                    maps = [control.store.maps_for(name).float() for name in control.layers]
                     l_ca = cross_attention_loss(maps, token_sets[index].to(accelerator.device),
                                                 object_masks[index].to(accelerator.device).float() / 255.0, valid)
                     loss = loss + config.attention_supervision * l_ca
