@@ -44,6 +44,7 @@ from ..tinypack.data import MAX_OBJECTS
 from ..tinypack.report import write_report
 from ..training import (
     SceneArrays,
+    autocast,
     StageLog,
     TrainSchedule,
     build_train_scheduler,
@@ -101,6 +102,8 @@ class VideoTrainConfig:
     # to at most ``supervision_max_timestep``; 0 turns it off.
     attention_supervision: float = 0.0
     supervision_max_timestep: int = 400
+    # bfloat16 autocast in the forward pass (float32 weights and optimiser; pipelines.training.autocast).
+    bf16: bool = False
     seed: int = 0
 
     @classmethod
@@ -232,7 +235,8 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
         control = (CrossAttentionControl(accelerator.unwrap_model(model).unet, differentiable=True, keep_steps="last")
                    if supervise else nullcontext())
         with control:  # backward inside: the recorded maps keep their graph
-            prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
+            with autocast(accelerator, config.bf16):
+                prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
             per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
             loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
             if supervise:
@@ -266,7 +270,7 @@ def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.T
     per_frame_valid = (valid.to(device) & keep[:, None]).repeat_interleave(frames, dim=0)  # [B*T, J]
     if not per_frame_valid.any():
         return torch.zeros((), device=device)
-    maps = [control.store.maps_for(name).flatten(0, 1) for name in control.layers]
+    maps = [control.store.maps_for(name).flatten(0, 1).float() for name in control.layers]
     return cross_attention_loss(maps, token_sets.to(device).repeat_interleave(frames, dim=0),
                                 masks.to(device).flatten(0, 1).float() / 255.0, per_frame_valid)
 
@@ -368,6 +372,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attention-supervision", type=float, default=None,
                         help="weight of eq. 9.4's L_ca on every frame (0: off)")
     parser.add_argument("--supervision-max-timestep", type=int, default=None)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (float32 weights)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
     parser.add_argument("--from-checkpoint", type=Path, default=None,
@@ -399,6 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.frame_positions = args.frame_positions
     config.temporal_text = args.temporal_text
     config.mim_tokens = args.mim_tokens
+    config.bf16 = args.bf16
     for name in ("speed_word_dropout", "attention_supervision", "supervision_max_timestep"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
@@ -439,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
             "resumed_from": str(args.resume) if args.resume is not None else None,
             "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
-            "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout,
+            "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout, "bf16": config.bf16,
             "attention_supervision": config.attention_supervision,
             "supervision_max_timestep": config.supervision_max_timestep,
         })
