@@ -19,6 +19,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
+from .errors import InvalidInputError
+
 # Shared noise schedule (Stable Diffusion's), epsilon prediction as the thesis' methods assume.
 NOISE_SCHEDULE = dict(
     num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
@@ -35,12 +37,34 @@ class TrainSchedule:
     learning_rate: float
 
 
-def build_train_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**NOISE_SCHEDULE)
+def build_train_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
+    """The training noise schedule; ``zero_terminal_snr`` rescales the betas so that t = 999 is pure noise
+    (Lin et al. 2023: Stable Diffusion's schedule leaves 0.07 of the image there, so a model can copy the
+    layout from that leak instead of choosing it from the caption; needs ``prediction_type="v_prediction"``)."""
+    return DDPMScheduler(**noise_schedule(prediction_type, zero_terminal_snr))
 
 
-def build_inference_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**NOISE_SCHEDULE, set_alpha_to_one=False, steps_offset=1)
+def build_inference_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDIMScheduler:
+    """DDIM over the same schedule; with a zero terminal SNR it starts sampling at t = 999 ("trailing" spacing)."""
+    spacing = dict(timestep_spacing="trailing") if zero_terminal_snr else dict(steps_offset=1)
+    return DDIMScheduler(**noise_schedule(prediction_type, zero_terminal_snr), set_alpha_to_one=False, **spacing)
+
+
+def noise_schedule(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> dict:
+    """NOISE_SCHEDULE with the model's prediction type (``epsilon`` or ``v_prediction``) and terminal SNR."""
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise InvalidInputError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}.")
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise InvalidInputError("A zero terminal SNR needs v-prediction: epsilon is not learnable from pure noise.")
+    return {**NOISE_SCHEDULE, "prediction_type": prediction_type, "rescale_betas_zero_snr": zero_terminal_snr}
+
+
+def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
+                    timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to output: the noise, or the velocity ``sqrt(a) eps - sqrt(1 - a) x_0`` (v-prediction)."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    return noise
 
 
 def tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
@@ -138,10 +162,13 @@ def encode_latents(vae: AutoencoderKL, scenes: SceneArrays, device, batch_size: 
     return mean.cpu(), std.cpu()
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
-    """Min-SNR-gamma loss weights for epsilon prediction: min(SNR, gamma) / SNR (1 when gamma is None)."""
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float | None,
+                    prediction_type: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023): ``min(SNR, gamma) / SNR`` for epsilon prediction and
+    ``min(SNR, gamma) / (SNR + 1)`` for v-prediction, both an x_0-space weight of ``min(SNR, gamma)``
+    (1 everywhere when gamma is None)."""
     if gamma is None:
         return torch.ones_like(timesteps, dtype=torch.float32)
     alpha_bar = alphas_cumprod[timesteps]
     snr = alpha_bar / (1.0 - alpha_bar)
-    return torch.clamp(snr, max=gamma) / snr
+    return torch.clamp(snr, max=gamma) / (snr + 1.0 if prediction_type == "v_prediction" else snr)

@@ -133,6 +133,40 @@ def test_autocast_switches_matmuls_to_bfloat16_only_when_enabled():
         assert layer(x).dtype == torch.float32
 
 
+def test_velocity_target_and_zero_terminal_snr_schedule_match_hand_computation():
+    from pipelines.training import build_train_scheduler, training_target
+
+    scheduler = build_train_scheduler("v_prediction", zero_terminal_snr=True)
+    assert float(scheduler.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-9)  # t = 999 is pure noise
+    assert float(build_train_scheduler().alphas_cumprod[-1]) > 0.004  # Stable Diffusion's leak
+    latents, noise, t = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2), torch.tensor([10, 999])
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert torch.allclose(training_target(scheduler, latents, noise, t), a.sqrt() * noise - (1 - a).sqrt() * latents,
+                          atol=1e-6)
+    assert torch.allclose(training_target(scheduler, latents, noise, t)[1], -latents[1], atol=1e-6)
+    assert training_target(build_train_scheduler(), latents, noise, t) is noise
+    # Min-SNR for v: min(SNR, gamma) / (SNR + 1); at SNR 0 the weight is 0, so v-runs over zero SNR use gamma None.
+    snr = a.flatten() / (1 - a.flatten())
+    weights = min_snr_weights(scheduler.alphas_cumprod, t, 5.0, "v_prediction")
+    assert torch.allclose(weights, torch.clamp(snr, max=5.0) / (snr + 1))
+    with pytest.raises(InvalidInputError):
+        build_train_scheduler("epsilon", zero_terminal_snr=True)
+
+
+def test_v_prediction_pack_saves_a_trailing_zero_snr_scheduler_that_diffusers_samples_from(tmp_path):
+    report = main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path), "--v-prediction", "--snr-gamma", "0"])
+    assert np.isfinite(report["stages"]["text-to-image"]["final_loss"])
+    assert report["config"]["prediction_type"] == "v_prediction" and report["config"]["snr_gamma"] is None
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "shapes-sd", local_files_only=True, safety_checker=None)
+    config = pipe.scheduler.config
+    assert (config.prediction_type, config.rescale_betas_zero_snr, config.timestep_spacing) == (
+        "v_prediction", True, "trailing")
+    pipe.scheduler.set_timesteps(4)
+    assert int(pipe.scheduler.timesteps[0]) == 999
+    image = pipe("a red circle", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+
+
 def test_wider_heads_build_fewer_heads_per_layer():
     sizes = ComponentSizes(head_width=48)
     assert unet_heads(sizes) == (1, 2, 2)

@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write resumable text-to-image checkpoints (step-NNNNN) into this folder")
     parser.add_argument("--checkpoint-every", type=int, default=300)
     parser.add_argument("--resume", type=Path, default=None, help="continue text-to-image from a checkpoint folder")
+    parser.add_argument("--v-prediction", action="store_true",
+                        help="the UNet predicts velocity over a zero-terminal-SNR schedule (Lin et al. 2023)")
+    parser.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR gamma (0: plain MSE)")
     parser.add_argument("--bf16", action="store_true",
                         help="bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights)")
     parser.add_argument("--head-width", type=int, default=None, help="UNet channels per attention head (0: 16 heads, v1)")
@@ -98,6 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
         config.object_count_weights = None
     if args.bf16:
         config.bf16 = True
+    if args.v_prediction:
+        config.prediction_type, config.zero_terminal_snr = "v_prediction", True
+    if args.snr_gamma is not None:
+        config.snr_gamma = args.snr_gamma or None
     if args.head_width is not None:
         config.sizes.head_width = args.head_width or None
     seed_everything(config.seed)
@@ -126,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
         if accelerator.is_main_process:
             pipeline = StableDiffusionPipeline(
                 vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                scheduler=build_inference_scheduler(), safety_checker=None, feature_extractor=None,
+                scheduler=build_inference_scheduler(config.prediction_type, config.zero_terminal_snr),
+                safety_checker=None, feature_extractor=None,
                 image_encoder=None, requires_safety_checker=False,
             )
             pipeline.save_pretrained(sd_dir, safe_serialization=True)

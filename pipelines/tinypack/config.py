@@ -68,6 +68,10 @@ class TinyPackConfig:
     caption_dropout: float = 0.1
     # Min-SNR loss weighting gamma (Hang et al. 2023); None for plain MSE.
     snr_gamma: float | None = 5.0
+    # What the UNet predicts ("epsilon" or "v_prediction") and whether t = 999 is pure noise
+    # (pipelines.training.build_train_scheduler); the saved pipeline's scheduler says the same.
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
     ema_decay: float = 0.999
     # Tiny CLIP, contrastive.
     clip: TrainSchedule = field(default_factory=lambda: TrainSchedule(steps=1200, batch_size=128, learning_rate=2e-3))

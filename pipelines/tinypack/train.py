@@ -36,6 +36,7 @@ from ..training import (
     min_snr_weights,
     tokenize,
     train_loop,
+    training_target,
 )
 from .config import TinyPackConfig, build_clip, build_text_encoder, build_unet, build_vae
 from .data import MAX_OBJECTS
@@ -154,7 +155,7 @@ def train_text_to_image(
     config: TinyPackConfig, scenes: SceneArrays, vae: AutoencoderKL, tokenizer, accelerator: Accelerator,
     checkpoint_dir: Path | None = None, checkpoint_every: int = 300, resume: Path | None = None,
 ) -> tuple[UNet2DConditionModel, nn.Module, StageLog]:
-    """UNet + bidirectional text encoder on cached latents: epsilon MSE, caption dropout, EMA.
+    """UNet + bidirectional text encoder on cached latents: epsilon (or velocity) MSE, caption dropout, EMA.
 
     With ``config.attention_supervision`` > 0 the loss adds eq. 9.4's ``L_ca`` (each object's words' cross-attention,
     all layers, toward its mask) for samples with a kept caption and ``t <= config.supervision_max_timestep``;
@@ -170,7 +171,7 @@ def train_text_to_image(
     scaling = vae.config.scaling_factor
     input_ids = tokenize(tokenizer, scenes.captions, sizes.max_tokens)
     empty_ids = tokenize(tokenizer, [""], sizes.max_tokens)[0]
-    noise_scheduler = build_train_scheduler()
+    noise_scheduler = build_train_scheduler(config.prediction_type, config.zero_terminal_snr)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
 
     supervise = config.attention_supervision > 0
@@ -206,8 +207,10 @@ def train_text_to_image(
         with control:  # backward inside: the recorded maps keep their graph
             with autocast(accelerator, config.bf16):
                 prediction = model(noisy, timesteps, ids)
-            per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
-            loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
+            target = training_target(noise_scheduler, latents, noise, timesteps)
+            per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            weights = min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma, config.prediction_type)
+            loss = (per_sample * weights).mean()
             if supervise:
                 kept = (~dropped).to(timesteps.device) & (timesteps <= config.supervision_max_timestep)
                 valid = token_valid[index].to(accelerator.device) & kept[:, None]
