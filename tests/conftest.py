@@ -22,3 +22,39 @@ def artifacts_dir() -> Path:
     """Folder for files a test keeps for people to look at (screenshots, samples)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def use_hub_cache(monkeypatch, cache: Path) -> None:
+    """Point huggingface_hub at ``cache``, offline: the variables for child processes and the constant that
+    the library read at import (every download function looks it up at call time)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def hub_shaped_cache(tmp_path_factory) -> Path:
+    """A Hugging Face cache with a tiny random stand-in of every hub preset checkpoint (built once)."""
+    from pipelines.models.hub_shaped import write_hub_shaped_cache
+
+    cache = tmp_path_factory.mktemp("huggingface") / "hub"
+    write_hub_shaped_cache(cache)
+    return cache
+
+
+_HUB_MANAGERS: dict = {}
+
+
+@pytest.fixture
+def hub_models(hub_shaped_cache, monkeypatch):
+    """The hub preset's ModelManager (CPU, fp32) over the hub-shaped cache, offline; one per session, so each
+    checkpoint loads once, always while the cache is patched in."""
+    from pipelines.models import ModelManager, choose_placement
+
+    use_hub_cache(monkeypatch, hub_shaped_cache)
+    if "hub" not in _HUB_MANAGERS:
+        _HUB_MANAGERS["hub"] = ModelManager("hub", choose_placement("cpu", "float32"))
+    return _HUB_MANAGERS["hub"]
