@@ -5,8 +5,9 @@ no sensible picture: these tests check that each runner loads the hub preset's m
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -162,3 +163,16 @@ def test_morpho4d_generates_with_the_hub_models_and_reads_commands_with_its_llm(
     assert hub_models.get("depth").config.is_hybrid  # DPT-hybrid, not the tiny GLPN
     parsed = Morpho4DRunner(hub_models, parser="llm").parser().parse("make the ball blue")
     assert parsed.plan.mode == "EDIT" and "language" in hub_models.loaded()
+
+
+def test_the_studio_says_what_the_hub_preset_cannot_do_and_how_to_fix_it(monkeypatch):
+    from studio.flexecontrol import weights_notice
+    from studio.morpho4d import source_notice
+
+    monkeypatch.delenv("WORLDSTUDIO_FLEXECONTROL_WEIGHTS", raising=False)
+    notice = weights_notice("hub")
+    assert notice.startswith("**Generation is not available with preset 'hub'.**")
+    assert "--base stable-diffusion-v1-5/stable-diffusion-v1-5" in notice
+    assert weights_notice("tiny") == ""  # the tiny pack ships its weights
+    runner = SimpleNamespace(resolved_frames=lambda: "mojito", manager=SimpleNamespace(preset="hub"))
+    assert "preset 'hub'" in source_notice(runner) and "preset's CLIP features" in source_notice(runner)
