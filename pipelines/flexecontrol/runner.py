@@ -25,6 +25,7 @@ from ..models.presets import method_weights
 from ..recipes import Recipe, decode_image, digest, encode_image, model_hashes
 from ..shapesworld.detector import detect
 from ..utils import to_rgb_array
+from ..zerogpu import gpu
 from .conditions import Condition, from_drawing, from_upload, prepare_conditions
 from .metrics import drawn_objects, edge_ssim, placement_of_drawn, segmentation_miou
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, FlexEControlPipeline
@@ -143,6 +144,7 @@ class FlexEControlRunner:
         wants_depth = any(c.type == "depth" and c.source == "upload" for c in inputs)
         return read_conditions(inputs, self.pipe.image_size, self.depth_model() if wants_depth else None)
 
+    @gpu("flexecontrol")
     def run(self, request: FlexEControlRequest, progress: bool = True) -> FlexEControlReport:
         # 1. Check inputs and read the maps (once).
         if not isinstance(request.prompt, str):

@@ -21,6 +21,7 @@ from ..errors import InvalidInputError
 from ..vocabulary import check_text, notes_for
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
+from ..zerogpu import gpu
 from .evaluate import (
     TrackMetrics,
     detected_centres,
@@ -169,6 +170,7 @@ class MojitoRunner:
         return owlvit_detections(frames, phrase, self.manager.get("detector"),
                                  self.manager.derived("owlvit-processor", processor))
 
+    @gpu("mojito")
     def run(self, request: MojitoRequest, progress=None) -> MojitoReport:
         # 1. Check inputs (once, before any model loads).
         trajectories, guidance = self.check(request)
