@@ -46,15 +46,19 @@ def hub_shaped_cache(tmp_path_factory) -> Path:
 
 
 _HUB_MANAGERS: dict = {}
+# Tests over models run on the CPU in fp32 everywhere, and again in fp16 on CUDA where a GPU exists (marked gpu).
+PLACEMENTS = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
 
 
-@pytest.fixture
-def hub_models(hub_shaped_cache, monkeypatch):
-    """The hub preset's ModelManager (CPU, fp32) over the hub-shaped cache, offline; one per session, so each
-    checkpoint loads once, always while the cache is patched in."""
+@pytest.fixture(params=PLACEMENTS)
+def hub_models(request, hub_shaped_cache, monkeypatch):
+    """The hub preset's ModelManager over the hub-shaped cache, offline: CPU fp32, or CUDA fp16. One per
+    placement and session, so each checkpoint loads once, always while the cache is patched in."""
     from pipelines.models import ModelManager, choose_placement
 
     use_hub_cache(monkeypatch, hub_shaped_cache)
-    if "hub" not in _HUB_MANAGERS:
-        _HUB_MANAGERS["hub"] = ModelManager("hub", choose_placement("cpu", "float32"))
-    return _HUB_MANAGERS["hub"]
+    device = request.param
+    if device not in _HUB_MANAGERS:
+        _HUB_MANAGERS[device] = ModelManager("hub", choose_placement(device, "float32" if device == "cpu" else "float16"))
+    return _HUB_MANAGERS[device]
