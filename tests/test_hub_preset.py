@@ -92,13 +92,18 @@ def test_match_ranks_captions_and_generates_on_the_hub_preset(hub_models):
     assert sorted(report.results) == ["clip", "comclip", "dc-uniform", "discffusion"]
     for result in report.results.values():
         assert len(result.scores) == 2 and np.isfinite(result.scores).all()
+    # ComCLIP's subimages come from OWL-ViT's boxes for the captions' phrases, so it differs from CLIP.
+    assert not np.allclose(report.results["comclip"].scores, report.results["clip"].scores)
+    boxes = runner.matchers.scorer("comclip").__self__.boxes_for(image, captions)
+    # (one box per phrase, duplicates merged; random weights may give the same, even empty, box for each)
+    assert 1 <= len(boxes) <= 3 and all(-1e-3 <= b[0] <= b[2] <= 80 and -1e-3 <= b[1] <= b[3] <= 96 for b in boxes)
     heatmaps = runner.heatmaps(report, captions[1], size=32)
     assert {"photo", "cat"} <= set(heatmaps)
     assert all(m.shape[0] == 32 > m.shape[1] for m in heatmaps.values())  # long side 32, the image is tall
     generated = runner.generate(ImageRequest("a photo of a cat", seed=3))
     assert generated.image.shape == (64, 64, 3) and generated.recipe.preset == "hub"  # sample_size 8 x VAE factor 8
     assert generated.captions == ["a photo of a cat"] and not generated.laid_out
-    assert hub_models.loaded() == ["clip", "text-to-image"]
+    assert hub_models.loaded() == ["clip", "detector", "text-to-image"]
     unet = hub_models.get("text-to-image").unet
     assert unet.config.use_linear_projection and unet.config.cross_attention_dim == 32  # the SD 2.1 stand-in
 

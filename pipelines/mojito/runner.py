@@ -27,6 +27,7 @@ from .evaluate import (
     detected_centres,
     motion_alignment,
     owlvit_detections,
+    owlvit_from_manager,
     phrase_object,
     shapes_detections,
     track_metrics,
@@ -161,14 +162,7 @@ class MojitoRunner:
         """The ShapesWorld detector for ShapesWorld phrases; the preset's OWL-ViT otherwise."""
         if phrase_object(phrase) != (None, None):
             return shapes_detections(frames, phrase)
-
-        def processor():
-            from transformers import OwlViTProcessor
-
-            return OwlViTProcessor.from_pretrained(self.manager.source_location("detector"))
-
-        return owlvit_detections(frames, phrase, self.manager.get("detector"),
-                                 self.manager.derived("owlvit-processor", processor))
+        return owlvit_detections(frames, phrase, *owlvit_from_manager(self.manager))
 
     @gpu("mojito")
     def run(self, request: MojitoRequest, progress=None) -> MojitoReport:
