@@ -190,7 +190,8 @@ def method_weights(preset: str, method: str) -> Path:
         raise ModelNotFoundError(
             f"Preset {preset!r} has no {method} weights: none are published for its base model "
             f"{get_source(preset, TRAINED_OVER[method]).location}. Train them (a GPU is advised) with `{command}` "
-            f"(several GPUs or machines: `accelerate launch -m pipelines.{method} ...`), then set {variable}={out}.")
+            f"(your own pictures: add `--data FOLDER`; several GPUs or machines: `accelerate launch -m "
+            f"pipelines.{method} ...`), then set {variable}={out}.")
     path = Path(folder) if Path(folder).is_absolute() else REPO_ROOT / folder
     if not path.is_dir():
         raise ModelNotFoundError(f"Preset {preset!r} needs its {method} weights at {folder}, which is missing; "
