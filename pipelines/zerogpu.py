@@ -6,7 +6,8 @@ process runs on a Space (``SPACE_ID`` is set) and ``spaces`` imports; on a lapto
 it returns the function as it is. It decides once, when the runner modules are imported.
 
 A decorated call runs in a process of its own on ZeroGPU and only its return value comes back, so it is put
-on calls that return a report (Match, FlexEControl, Mojito), not on ones that change an object in place.
+on calls that return a report (Match, FlexEControl, Mojito), not on ones that change an object in place; and
+``app.py`` loads the preset's models at start-up there (:func:`on_zero_gpu`), as ZeroGPU expects.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ DURATIONS: dict[str, int] = {
 def on_space() -> bool:
     """Whether this process runs on a Hugging Face Space."""
     return bool(os.environ.get("SPACE_ID"))
+
+
+def on_zero_gpu() -> bool:
+    """Whether this Space lends GPUs per call (ZeroGPU sets ``SPACES_ZERO_GPU``): models must then be loaded
+    at start-up, outside the decorated calls, or each call would load them again in its own process."""
+    return on_space() and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 
 
 def gpu(kind: str) -> Callable[[Function], Function]:

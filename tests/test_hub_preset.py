@@ -181,3 +181,14 @@ def test_the_studio_says_what_the_hub_preset_cannot_do_and_how_to_fix_it(monkeyp
     assert weights_notice("tiny") == ""  # the tiny pack ships its weights
     runner = SimpleNamespace(resolved_frames=lambda: "mojito", manager=SimpleNamespace(preset="hub"))
     assert "preset 'hub'" in source_notice(runner) and "preset's CLIP features" in source_notice(runner)
+
+
+def test_preload_loads_every_model_of_the_preset_for_zero_gpu(hub_models, monkeypatch):
+    from pipelines.zerogpu import on_zero_gpu
+
+    assert hub_models.preload() == sorted(get_preset("hub").sources)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert not on_zero_gpu()  # only on a Space
+    monkeypatch.setenv("SPACE_ID", "user/worldstudio")
+    assert on_zero_gpu()
