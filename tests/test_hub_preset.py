@@ -192,3 +192,30 @@ def test_preload_loads_every_model_of_the_preset_for_zero_gpu(hub_models, monkey
     assert not on_zero_gpu()  # only on a Space
     monkeypatch.setenv("SPACE_ID", "user/worldstudio")
     assert on_zero_gpu()
+
+
+def test_a_real_photo_goes_through_the_hub_models_not_the_shapesworld_fallbacks(hub_models):
+    """A photo that ships with a dependency (matplotlib's sample data): ComCLIP's boxes come from OWL-ViT and
+    FlexEControl's depth map from the preset's DPT, with no FlexEControl weights needed to extract maps."""
+    import cv2
+    import matplotlib.cbook
+    from PIL import Image
+
+    from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRunner
+    from pipelines.matching.runner import MatchRunner
+    from pipelines.shapesworld.detector import detect
+
+    photo = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    assert photo.shape == (600, 512, 3)
+    comclip = MatchRunner(hub_models).matchers.scorer("comclip").__self__
+    boxes = comclip.boxes_for(photo, ["a woman in a uniform", "a photo of a cat"])
+    assert boxes and set(boxes) != {tuple(float(v) for v in d.box) for d in detect(photo)}
+    runner = FlexEControlRunner(hub_models)
+    maps = {}
+    for kind in ("canny", "sketch", "depth", "segmentation"):
+        (condition,), notes = runner.conditions([ConditionInput(kind, photo, "upload")])
+        maps[kind] = condition.image
+        assert condition.image.shape[:2] == (64, 64) and "512x600 upload was resized to 64x64" in notes[0]
+    grey = cv2.cvtColor(cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    assert not np.array_equal(maps["depth"], grey) and "depth" in hub_models.loaded()  # DPT, not the grey fallback
+    assert (maps["canny"] > 0).mean() > 0.05 and (maps["sketch"] > 0).mean() > 0.05
