@@ -55,6 +55,10 @@ def test_an_incomplete_folder_is_refused_with_what_is_missing(folder, tmp_path):
     (folder / "p2.txt").unlink()
     with pytest.raises(InvalidInputError, match="without a caption file.*p2.png"):
         folder_control_scenes(folder, 64, dummy_tokenizer(), 16)
+    (folder / "p2.txt").write_text("a photo")
+    (folder / "p1.depth.png").write_bytes(b"not a png")
+    with pytest.raises(InvalidInputError, match="p1.depth.png is not a picture"):
+        folder_control_scenes(folder, 64, dummy_tokenizer(), 16)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError, match="has no pictures"):
         folder_control_scenes(tmp_path / "empty", 64, dummy_tokenizer(), 16)

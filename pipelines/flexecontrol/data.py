@@ -139,6 +139,14 @@ FOLDER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EXTRACTED_TYPES = ("canny", "sketch")
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    """A picture file as uint8 RGB; :class:`InvalidInputError` naming it when it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InvalidInputError(f"{path} is not a picture that can be read.")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def folder_control_scenes(folder: str | Path, size: int, tokenizer, max_tokens: int) -> ControlScenes:
     """Training scenes from a plain folder: ``NAME.png`` (or ``.jpg``) with its caption in ``NAME.txt`` and
     optional maps ``NAME.<type>.png`` (canny, sketch, segmentation, depth), all at ``size x size``.
@@ -146,7 +154,7 @@ def folder_control_scenes(folder: str | Path, size: int, tokenizer, max_tokens: 
     Canny and sketch maps missing for a picture are extracted from it; depth and segmentation are used when
     every picture has its map. A folder has no object masks or words, so the scenes have no objects (training
     then uses whole maps only, without L_ca). Raises :class:`InvalidInputError` for a missing folder, no
-    pictures, or a picture without its caption.
+    pictures, a picture without its caption, or a file that is no readable picture.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -165,8 +173,7 @@ def folder_control_scenes(folder: str | Path, size: int, tokenizer, max_tokens: 
     types = [t for t in CONDITION_TYPES if t in EXTRACTED_TYPES or all(given(p, t) for p in pictures)]
     images, captions, maps = [], [], {t: [] for t in types}
     for picture in tqdm(pictures, desc="folder pictures"):
-        rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(picture), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), (size, size),
-                         interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(_read_rgb(picture), (size, size), interpolation=cv2.INTER_AREA)
         images.append(rgb)
         captions.append(picture.with_suffix(".txt").read_text().strip())
         for kind in types:
@@ -174,7 +181,7 @@ def folder_control_scenes(folder: str | Path, size: int, tokenizer, max_tokens: 
             if path is None:
                 image = from_upload(rgb, kind, size)
             else:
-                image = map_at_size(cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), kind, size)
+                image = map_at_size(_read_rgb(path), kind, size)
             maps[kind].append((map_tensor(image) * 255).round().byte())
     count = len(pictures)
     return ControlScenes(

@@ -109,8 +109,8 @@ class ComClipMatcher:
     For each caption: subject and object words are matched to the detected
     boxes (``boxes`` given by the user; else ``locate(image, phrases)``, an
     open-vocabulary detector's box per entity phrase of the captions; else the
-    ShapesWorld detector's objects) by CLIP similarity; counterfactual subimages keep only the subject, only the
-    object, or both (the predicate). ``S_k = cos(F(subimage_k), G(words_k))``
+    ShapesWorld detector's objects) by CLIP similarity; counterfactual
+    subimages keep only the subject, only the object, or both (the predicate). ``S_k = cos(F(subimage_k), G(words_k))``
     (eq. 4.4), weights ``softmax(S / temperature)``, ``V = F(X) + sum_k w_k
     F(subimage_k)`` (eq. 4.5), score ``cos(G(Y), V)``.
     """

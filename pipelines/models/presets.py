@@ -10,6 +10,7 @@ both kinds load through the same ``from_pretrained`` classes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -159,7 +160,7 @@ def get_source(preset: str, role: str) -> ModelSource:
 
 # Environment variable naming a folder of a method's weights, over whichever preset is in use.
 METHOD_WEIGHTS_ENV = "WORLDSTUDIO_{method}_WEIGHTS"
-# Base role each trained method sits on, and where its training command writes by default.
+# The base role each trained method's weights sit on.
 TRAINED_OVER: Mapping[str, str] = MappingProxyType({"flexecontrol": "control-base"})
 
 
@@ -177,8 +178,6 @@ def method_weights(preset: str, method: str) -> Path:
     Raises :class:`ModelNotFoundError` when there are none, naming the command that trains them over the
     preset's base model and the variable that points the studio at the result.
     """
-    import os
-
     from ..errors import ModelNotFoundError
 
     variable = METHOD_WEIGHTS_ENV.format(method=method.upper())
