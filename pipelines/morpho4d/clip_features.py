@@ -160,7 +160,8 @@ class ClipFeatureEncoder:
         return (dense / np.maximum(np.linalg.norm(dense, axis=-1, keepdims=True), 1e-8)).astype(np.float32)
 
 
-_CLIPS: dict[str, object] = {}
+# (preset, placement) -> its CLIP matcher, loaded once per process (a CPU and a CUDA manager keep their own).
+_CLIPS: dict[tuple, object] = {}
 
 
 def clip_encoder(manager=None, background: Sequence[float] = (0.5, 0.5, 0.5)) -> ClipFeatureEncoder:
@@ -170,10 +171,10 @@ def clip_encoder(manager=None, background: Sequence[float] = (0.5, 0.5, 0.5)) ->
     from ..models import ModelManager
 
     manager = manager or ModelManager("tiny")
-    key = manager.preset
+    key = (manager.preset, manager.placement)
     if key not in _CLIPS:
         _CLIPS[key] = clip_from_manager(manager)
-    name = "shapes-clip" if key == "tiny" else f"{key}-clip"
+    name = "shapes-clip" if manager.preset == "tiny" else f"{manager.preset}-clip"
     return register_encoder(ClipFeatureEncoder(_CLIPS[key], name, background))
 
 
