@@ -10,19 +10,20 @@ TEST_THREADS ?= 1
 
 .PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-reward tiny-depth tiny-t2v system-deps browser-deps clean
 
-# Debian packages: libusb for open3d, ffmpeg for H.264 video export.
+# Debian packages (packages.txt, which a Space and the Dockerfile read too): libusb, libGL and libEGL for open3d,
+# ffmpeg for H.264 video export.
 system-deps:
-	@bash scripts/apt_install.sh libusb-1.0-0 ffmpeg
+	@bash scripts/apt_install.sh $$(cat packages.txt)
 
 # Debian chromium for the browser tests (Playwright drives it; it downloads no browser).
 browser-deps:
 	@bash scripts/apt_install.sh chromium
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt packages.txt
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,6 +8,7 @@ import sys
 
 from pipelines.errors import exits_on_error
 from pipelines.utils import set_torch_threads
+from pipelines.zerogpu import on_zero_gpu
 from studio import StudioContext, build_studio
 
 
@@ -20,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: automatic)")
     args = parser.parse_args(argv)
     set_torch_threads()
-    studio = build_studio(StudioContext(preset=args.preset, device=args.device))
+    context = StudioContext(preset=args.preset, device=args.device)
+    if on_zero_gpu():  # ZeroGPU: models placed at start-up, outside the calls that borrow a GPU
+        context.manager.preload()
+    studio = build_studio(context)
     studio.launch(server_name=args.host, server_port=args.port, show_error=True)
     return 0
 

@@ -37,6 +37,11 @@ Prints JSON lines:
 5. ``seconds_per_iteration`` with ``config: sd15``: the full copy, FlexEControl and the embedding-only floor
    on Stable Diffusion 1.5's UNet config with random weights (timing only), 64x64 images, batch 1, L_ldm:
    the regime of the thesis' table 9.1, where parameters rather than activations set the cost.
+6. ``training_step`` (part ``sd15_scale``, what ``scripts/gpu_check.sh`` runs): the full copy and FlexEControl one
+   after the other on ``--sd15-device`` in ``--sd15-dtype`` (fp16: the frozen weights in fp16, the trained ones in
+   fp32 under autocast) at ``--sd15-side`` pixels: median seconds per step and, on CUDA, the peak of allocated
+   memory and its part above the frozen UNet. ``--sd15-config small`` is SD 1.5's layout at toy widths (the
+   script's CPU dry run).
 
 Run: ``WORLDSTUDIO_THREADS=1 .venv/bin/python bench/flexecontrol.py > bench/results/flexecontrol.jsonl``
 (``--parts`` and ``--models`` run a subset; the machine line records the load average, since every
@@ -78,6 +83,12 @@ SD15_UNET = dict(
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
 )
+
+
+# SD 1.5's block layout at toy widths: the CPU dry run of the scale measurement (timing of the code path only).
+SMALL_UNET = {**SD15_UNET, "block_out_channels": (32, 64, 64, 64), "layers_per_block": 1, "cross_attention_dim": 32,
+              "norm_num_groups": 8}
+UNET_CONFIGS = {"sd15": SD15_UNET, "small": SMALL_UNET}
 
 
 def parameter_counts() -> None:
@@ -197,12 +208,10 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
     The regime the thesis measured, where parameters, not activations, set the cost."""
     from diffusers import UNet2DConditionModel
 
-    from pipelines.flexecontrol.pipeline import fuse_residuals
     from pipelines.training import TrainSchedule, make_optimizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).requires_grad_(False)
-    latent = image_side // 8
     encoders = {}
     for method in ("full", "flexecontrol", EMBEDDING_ONLY):
         encoder = build_copied_encoder(unet, 8, EncoderConfig(method="full" if method == EMBEDDING_ONLY else method))
@@ -212,19 +221,10 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {m: [] for m in encoders}
     for round_ in range(steps + warmup):
-        sample = torch.randn(batch, 4, latent, latent, generator=generator)
-        text = torch.randn(batch, 77, SD15_UNET["cross_attention_dim"], generator=generator)
-        maps = torch.rand(batch, 3, image_side, image_side, generator=generator)
-        timestep = torch.randint(0, 1000, (batch,), generator=generator)
+        inputs = _sd15_inputs(generator, batch, image_side, SD15_UNET["cross_attention_dim"], torch.device("cpu"))
         for method, (encoder, optimizer) in encoders.items():
             start = time.perf_counter()
-            with encoder.condition_types(["canny"]):
-                down, mid = fuse_residuals(encoder(sample, timestep, text, [("canny", maps)]), [1.0])
-                prediction = unet(sample, timestep, encoder_hidden_states=text, down_block_additional_residuals=down,
-                                  mid_block_additional_residual=mid).sample
-                torch.nn.functional.mse_loss(prediction, sample).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _sd15_step(unet, encoder, optimizer, inputs, torch.float32)
             if round_ >= warmup:
                 times[method].append(time.perf_counter() - start)
     speed = {m: statistics.median(t) for m, t in times.items()}
@@ -236,7 +236,84 @@ def sd15_speed(steps: int, warmup: int, image_side: int, batch: int) -> None:
          "is on the tiny config; this is the thesis' config)", ratio=round(speed["flexecontrol"] / speed["full"], 3))
 
 
-PARTS = ("parameters", "efficiency", "studio", "controllability", "sd15_speed")
+def _sd15_inputs(generator, batch: int, side: int, text_width: int, device: torch.device) -> tuple:
+    """Random latents, text embeddings, condition maps and timesteps of one step (timing does not read them)."""
+    return tuple(t.to(device) for t in (
+        torch.randn(batch, 4, side // 8, side // 8, generator=generator),
+        torch.randn(batch, 77, text_width, generator=generator),
+        torch.rand(batch, 3, side, side, generator=generator),
+        torch.randint(0, 1000, (batch,), generator=generator)))
+
+
+def _sd15_step(unet, encoder, optimizer, inputs: tuple, dtype: torch.dtype) -> None:
+    """One training step with L_ldm only: the copy's residuals into the frozen UNet, backward, AdamW. Below
+    fp32 the forward runs under autocast (the trained weights stay fp32)."""
+    from contextlib import nullcontext
+
+    from pipelines.flexecontrol.pipeline import fuse_residuals
+
+    sample, text, maps, timestep = inputs
+    device = sample.device
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    with autocast, encoder.condition_types(["canny"]):
+        down, mid = fuse_residuals(encoder(sample, timestep, text, [("canny", maps)]), [1.0])
+        prediction = unet(sample, timestep, encoder_hidden_states=text, down_block_additional_residuals=down,
+                          mid_block_additional_residual=mid).sample
+        # Backward with the condition types still active (as in training: checkpointing re-runs adapted layers).
+        torch.nn.functional.mse_loss(prediction.float(), sample.float()).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def sd15_scale(device: str, dtype: str, image_side: int, steps: int, warmup: int, config: str) -> None:
+    """The full copy and FlexEControl one after the other on ``device`` (module docstring, part 6)."""
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.models import choose_placement
+    from pipelines.training import TrainSchedule, make_optimizer
+
+    placement = choose_placement(device, dtype)
+    cuda = placement.device.type == "cuda"
+    unet_config = UNET_CONFIGS[config]
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**unet_config).requires_grad_(False).to(placement.device, placement.dtype)
+    seconds = {}
+    for method in ("full", "flexecontrol"):
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(placement.device)
+        base = torch.cuda.memory_allocated(placement.device) if cuda else 0
+        encoder = build_copied_encoder(unet, 8, EncoderConfig(method=method)).to(placement.device).train()
+        trained = {id(p) for p in encoder.trainable_parameters()}
+        for parameter in encoder.parameters():
+            if id(parameter) not in trained:  # frozen: stored like the UNet
+                parameter.data = parameter.data.to(placement.dtype)
+        optimizer = make_optimizer(encoder.trainable_parameters(), TrainSchedule(steps, 1, 1e-5))[0]
+        generator = torch.Generator().manual_seed(0)
+        times = []
+        for round_ in range(steps + warmup):
+            inputs = _sd15_inputs(generator, 1, image_side, unet_config["cross_attention_dim"], placement.device)
+            if cuda:
+                torch.cuda.synchronize(placement.device)
+            start = time.perf_counter()
+            _sd15_step(unet, encoder, optimizer, inputs, placement.dtype)
+            if cuda:
+                torch.cuda.synchronize(placement.device)
+            if round_ >= warmup:
+                times.append(time.perf_counter() - start)
+        seconds[method] = statistics.median(times)
+        peak = torch.cuda.max_memory_allocated(placement.device) if cuda else None
+        emit(BENCH, "training_step", round(seconds[method], 4), method=method, config=config, device=placement.describe(),
+             image_side=image_side, batch=1, steps=steps, trainable=encoder.num_trainable(),
+             peak_memory_mb=None if peak is None else round(peak / 2**20, 1),
+             memory_above_unet_mb=None if peak is None else round((peak - base) / 2**20, 1),
+             weights="random (timing and memory only)")
+        del encoder, optimizer
+    emit(BENCH, "training_step_ratio", round(seconds["flexecontrol"] / seconds["full"], 3), config=config,
+         device=placement.describe(), image_side=image_side, bar="flexecontrol <= 0.5x full (thesis table 9.1)")
+
+
+PARTS = ("parameters", "efficiency", "studio", "controllability", "sd15_speed", "sd15_scale")
 # Settings of the controllability comparison (pipelines.flexecontrol.evaluate.SETTINGS) and the variants that
 # run each source: the ablations only on extracted maps, to keep the bench inside its time.
 CONTROL_SETTINGS = ("single_canny", "single_segmentation", "two_canny", "canny_segmentation")
@@ -424,6 +501,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sd15-steps", type=int, default=3, help="timed steps per method on the SD 1.5 config")
     parser.add_argument("--sd15-side", type=int, default=64, help="image side for the SD 1.5 timing")
+    parser.add_argument("--sd15-device", default="cpu", help="device of part sd15_scale (cuda on a GPU machine)")
+    parser.add_argument("--sd15-dtype", default="float32", help="dtype of part sd15_scale (float16 on a GPU)")
+    parser.add_argument("--sd15-config", default="sd15", choices=list(UNET_CONFIGS),
+                        help="UNet config of part sd15_scale (small: SD 1.5's layout at toy widths)")
     args = parser.parse_args(argv)
     set_torch_threads()
     started = time.perf_counter()
@@ -438,6 +519,8 @@ def main(argv: list[str] | None = None) -> None:
         controllability(args.scenes, args.sample_steps, args.models, args.workers)
     if "sd15_speed" in args.parts:
         sd15_speed(args.sd15_steps, 1, args.sd15_side, 1)
+    if "sd15_scale" in args.parts:
+        sd15_scale(args.sd15_device, args.sd15_dtype, args.sd15_side, args.sd15_steps, 1, args.sd15_config)
     emit(BENCH, "total_seconds", round(time.perf_counter() - started, 1), bar="< 1200 s")
 
 

@@ -19,11 +19,11 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from pipelines.errors import InvalidInputError
+from pipelines.errors import InvalidInputError, ModelNotFoundError
 from pipelines.flexecontrol import MAX_CONDITIONS, WEIGHT_RANGE, Condition
 from pipelines.flexecontrol.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRequest, FlexEControlRunner
-from pipelines.models.presets import REPO_ROOT
+from pipelines.models.presets import REPO_ROOT, method_weights
 from pipelines.recipes import write_png
 from pipelines.shapesworld.conditions import CONDITION_TYPES, SEGMENTATION_PALETTE
 from pipelines.utils import to_rgb_array
@@ -64,7 +64,21 @@ the thesis' method: under classifier-free guidance the layers steer only the tex
 ControlNet's guess mode does), and **tie each object word to its drawing** adds a bias to the image model's
 cross-attention so that "red circle" is read where the circle was drawn (DenseDiffusion-style regional attention; the
 drawn shapes are read from the maps, nothing else).
+
+An uploaded picture's **segmentation** comes from ShapesWorld's colour detector (circles, squares and triangles in
+flat colours): in a photo it finds little or nothing, so paint the regions instead; canny, sketch and depth (the
+preset's depth model) work on any picture.
 """
+
+
+def weights_notice(preset: str) -> str:
+    """What the tab cannot do with ``preset``: no FlexEControl weights for its base model (with the command that
+    trains them), or "" when they are there."""
+    try:
+        method_weights(preset, "flexecontrol")
+    except ModelNotFoundError as error:
+        return f"**Generation is not available with preset {preset!r}.** {error}"
+    return ""
 
 
 @dataclass
@@ -278,6 +292,7 @@ def create_tab(context: StudioContext) -> dict:
     black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
     with gr.Tab(TITLE, id="flexecontrol"):
         gr.Markdown(INTRO)
+        gr.Markdown(weights_notice(context.preset), elem_id="flexecontrol-weights")
         with gr.Accordion("How it works", open=False):
             gr.Markdown(HOW_IT_WORKS + measured_markdown())
         result = session_state()  # (image, conditions, rows) of this user's last generation

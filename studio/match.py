@@ -63,7 +63,9 @@ show where each caption word sends attention (pick a layer and a noise level). *
 ranks by how well each caption helps denoise the image (eq. 5.9); *hierarchical* keeps the best C/b of C
 captions after a 4-timestep warm-up (b = 2), shrinks the beam by b after every further timestep and stops
 once one caption has led for 4 timesteps (section 5.5). **CLIP** compares global embeddings; **ComCLIP** adds subimages of the detected objects
-(eq. 4.4-4.5).
+(eq. 4.4-4.5). ComCLIP's objects come from the preset's open-vocabulary detector (OWL-ViT in the hub preset, one box
+per subject or object phrase), else from ShapesWorld's colour detector, which finds none in a photo: ComCLIP then
+scores as CLIP.
 """
 
 FINDING = """\

@@ -110,7 +110,8 @@ def source_notice(runner: Morpho4DRunner) -> str:
                 "come from the detector's masks. With Mojito's model (`shapes-t2v`) the frames are generated.")
     return ("**Frames:** Mojito's guided text-to-video model (the Mojito tab's, preset "
             f"{runner.manager.preset!r}; generated); features: ShapesWorld's detector masks of the generated "
-            "frames (the generator's coarse cross-attention maps made edits bleed into the background).")
+            "frames where it finds the command's objects (the generator's coarse cross-attention maps made edits "
+            "bleed into the background), else the preset's CLIP features, as for a real video model's objects.")
 
 
 def example_labels() -> dict[str, int]:

@@ -12,7 +12,8 @@ from PIL import Image
 from pipelines.attention import AttentionOffsets
 from pipelines.matching import ClassifierConfig, Matchers, caption_entities
 from pipelines.matching.__main__ import main
-from pipelines.models import TINY_PACK_DIR, ModelManager
+from conftest import PLACEMENTS
+from pipelines.models import TINY_PACK_DIR, ModelManager, choose_placement
 from pipelines.shapesworld.benchmark import compositional_groups
 
 PACK = Path(TINY_PACK_DIR)
@@ -20,9 +21,11 @@ pytestmark = pytest.mark.skipif(not (PACK / "shapes-sd").is_dir() or not (PACK /
                                 reason="the tiny pack (assets/models/tiny) is not on disk")
 
 
-@pytest.fixture(scope="module")
-def matchers() -> Matchers:
-    return Matchers(ModelManager("tiny"), classifier=ClassifierConfig(num_timesteps=8, warmup=3))
+@pytest.fixture(scope="module", params=PLACEMENTS)
+def matchers(request) -> Matchers:
+    """The tiny pack's matchers on the CPU (fp32), and on CUDA in fp16 where a GPU exists."""
+    placement = choose_placement(request.param, "float32" if request.param == "cpu" else "float16")
+    return Matchers(ModelManager("tiny", placement), classifier=ClassifierConfig(num_timesteps=8, warmup=3))
 
 
 @pytest.fixture(scope="module")

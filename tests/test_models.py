@@ -61,9 +61,10 @@ def test_missing_local_folder_says_how_to_get_it():
 
 
 def test_hub_model_absent_offline_names_preset_and_download_command(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from conftest import use_hub_cache
+
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    use_hub_cache(monkeypatch, tmp_path / "hub")  # an empty cache, whatever other tests patched in before
     manager = ModelManager("hub", choose_placement("cpu"))
     with pytest.raises(ModelNotFoundError) as caught:
         manager.get("clip")

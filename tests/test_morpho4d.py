@@ -166,6 +166,7 @@ def test_gradients_reach_means_colours_and_features_and_match_the_reference():
     assert grads["cpu"][3][:, :3].abs().sum() > 0 and grads["cpu"][3][:, 3:].abs().sum() > 0  # colours, features
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat needs CUDA; none on this machine")
 def test_gsplat_matches_cpu_renderer():  # pragma: no cover - runs where CUDA exists
     width, height = 64, 48

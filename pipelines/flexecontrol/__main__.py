@@ -1,4 +1,5 @@
-"""Train FlexEControl (or a baseline) on ShapesWorld: ``python -m pipelines.flexecontrol --out DIR``;
+"""Train FlexEControl (or a baseline) on ShapesWorld or a folder of pictures (``--data``):
+``python -m pipelines.flexecontrol --out DIR`` (several GPUs or machines: ``accelerate launch -m pipelines.flexecontrol``);
 remake a generated PNG from its recipe: ``python -m pipelines.flexecontrol rerun FILE [--out OUT]``."""
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--scenes", type=int, default=2000)
+    parser.add_argument("--data", default="", help="a folder of pictures (NAME.png + NAME.txt caption + optional "
+                        "NAME.<type>.png maps) to train on instead of ShapesWorld scenes")
     parser.add_argument("--lambda-ca", type=float, default=0.01)
     parser.add_argument("--lambda-mask", type=float, default=0.01)
     parser.add_argument("--drawn-probability", type=float, default=0.0,
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda_mask=args.lambda_mask, num_scenes=args.scenes, seed=args.seed,
         drawn_probability=args.drawn_probability, embedding_lr_multiplier=args.embedding_lr_multiplier,
         cycle_weight=args.cycle_weight, cycle_max_timestep=args.cycle_max_timestep,
-        reward_model=args.reward_model or (str(TINY_PACK_DIR / "shapes-seg") if args.cycle_weight else ""),
+        data=args.data, reward_model=args.reward_model or (str(TINY_PACK_DIR / "shapes-seg") if args.cycle_weight else ""),
     )
     report = train_flexecontrol(base, args.out, config, resume=args.resume, checkpoint_dir=args.checkpoints,
                                 checkpoint_every=args.checkpoint_every)

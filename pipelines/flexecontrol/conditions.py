@@ -152,6 +152,13 @@ def _as_map(image, kind: str) -> np.ndarray:
     return array if array.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(array[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
+def map_at_size(image, condition_type: str, size: int) -> np.ndarray:
+    """A condition map as given (a file's pixels) brought to ``size x size`` the way the pipeline reads it."""
+    kind = canonical_type(condition_type)
+    array = _as_map(image, kind)
+    return array if array.shape[:2] == (size, size) else _resize_map(array, kind, size)
+
+
 def prepare_conditions(conditions: Sequence[Condition], size: int) -> tuple[list[Condition], list[str]]:
     """Check condition layers and bring their maps to ``size x size``; return them and notes for people.
 

@@ -6,6 +6,10 @@ their masks) is exact here: object ``j``'s mask is ``M_j`` of eq. 9.4 and its
 colour and shape tokens are ``T_j`` of eq. 9.3. A parser for free text is a
 hook (``object_phrases``) for the hub path.
 
+A plain folder of pictures (:func:`folder_control_scenes`: each ``NAME.png``/``.jpg`` with its caption in
+``NAME.txt`` and optional maps ``NAME.<type>.png``) trains at a real model's scale: no object masks or words
+there, so only whole maps, without eq. 9.3's L_ca.
+
 Several conditions of one training step come from one scene: a single map, or
 the scene split by object (object ``a``'s map in one condition, the other
 objects' in the other), which gives the homogeneous (two canny) and
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,7 +31,8 @@ from ..attention.supervision import phrase_token_sets
 from ..shapesworld import sample_scene
 from ..shapesworld.conditions import CONDITION_TYPES, condition_maps
 from ..shapesworld.scene import ObjectTruth, Scene
-from .conditions import from_drawing, map_tensor
+from ..errors import InvalidInputError
+from .conditions import from_drawing, from_upload, map_at_size, map_tensor
 from .strokes import draw_objects
 
 MAX_OBJECTS = 3
@@ -124,4 +130,63 @@ def build_control_scenes(num_scenes: int, size: int, tokenizer, max_tokens: int,
     return ControlScenes(
         images=np.stack(images), captions=captions, maps={k: torch.stack(v) for k, v in maps.items()},
         masks=torch.stack(masks), token_sets=torch.stack(sets), valid=torch.stack(valid), objects=objects,
+    )
+
+
+# Picture suffixes of a folder dataset, and the condition types extracted from a picture when it has no map of
+# its own (depth and segmentation need a model or the truth: only maps given for every picture are used).
+FOLDER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+EXTRACTED_TYPES = ("canny", "sketch")
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """A picture file as uint8 RGB; :class:`InvalidInputError` naming it when it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InvalidInputError(f"{path} is not a picture that can be read.")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def folder_control_scenes(folder: str | Path, size: int, tokenizer, max_tokens: int) -> ControlScenes:
+    """Training scenes from a plain folder: ``NAME.png`` (or ``.jpg``) with its caption in ``NAME.txt`` and
+    optional maps ``NAME.<type>.png`` (canny, sketch, segmentation, depth), all at ``size x size``.
+
+    Canny and sketch maps missing for a picture are extracted from it; depth and segmentation are used when
+    every picture has its map. A folder has no object masks or words, so the scenes have no objects (training
+    then uses whole maps only, without L_ca). Raises :class:`InvalidInputError` for a missing folder, no
+    pictures, a picture without its caption, or a file that is no readable picture.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInputError(f"The training folder {folder} does not exist.")
+    pictures = sorted(p for p in folder.iterdir() if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and "." not in p.stem)
+    if not pictures:
+        raise InvalidInputError(f"{folder} has no pictures ({', '.join(FOLDER_IMAGE_SUFFIXES)} beside a .txt caption).")
+    missing = [p.name for p in pictures if not p.with_suffix(".txt").is_file()]
+    if missing:
+        raise InvalidInputError(f"Pictures without a caption file (NAME.txt): {', '.join(missing[:5])}.")
+
+    def given(picture: Path, kind: str) -> Path | None:
+        found = [picture.with_name(f"{picture.stem}.{kind}{suffix}") for suffix in FOLDER_IMAGE_SUFFIXES]
+        return next((p for p in found if p.is_file()), None)
+
+    types = [t for t in CONDITION_TYPES if t in EXTRACTED_TYPES or all(given(p, t) for p in pictures)]
+    images, captions, maps = [], [], {t: [] for t in types}
+    for picture in tqdm(pictures, desc="folder pictures"):
+        rgb = cv2.resize(_read_rgb(picture), (size, size), interpolation=cv2.INTER_AREA)
+        images.append(rgb)
+        captions.append(picture.with_suffix(".txt").read_text().strip())
+        for kind in types:
+            path = given(picture, kind)
+            if path is None:
+                image = from_upload(rgb, kind, size)
+            else:
+                image = map_at_size(_read_rgb(path), kind, size)
+            maps[kind].append((map_tensor(image) * 255).round().byte())
+    count = len(pictures)
+    return ControlScenes(
+        images=np.stack(images), captions=captions, maps={k: torch.stack(v) for k, v in maps.items()},
+        masks=torch.zeros(count, MAX_OBJECTS, size, size, dtype=torch.bool),
+        token_sets=torch.zeros(count, MAX_OBJECTS, max_tokens), valid=torch.zeros(count, MAX_OBJECTS, dtype=torch.bool),
+        objects=[[] for _ in pictures],
     )

@@ -25,6 +25,7 @@ from ..models.presets import method_weights
 from ..recipes import Recipe, decode_image, digest, encode_image, model_hashes
 from ..shapesworld.detector import detect
 from ..utils import to_rgb_array
+from ..zerogpu import gpu
 from .conditions import Condition, from_drawing, from_upload, prepare_conditions
 from .metrics import drawn_objects, edge_ssim, placement_of_drawn, segmentation_miou
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, FlexEControlPipeline
@@ -132,6 +133,13 @@ class FlexEControlRunner:
 
         return self.manager.derived("flexecontrol-pipeline", build)
 
+    @property
+    def image_size(self) -> int:
+        """Side of the images (and maps) of the preset's control-base model; needs no FlexEControl weights, so
+        maps can be extracted before any are trained."""
+        base = self.manager.get("control-base")
+        return int(base.unet.config.sample_size) * int(base.vae_scale_factor)
+
     def depth_model(self):
         """The preset's depth estimator, or None (uploads are then read as grey-level depth)."""
         if not self.manager.is_available("depth"):
@@ -141,8 +149,9 @@ class FlexEControlRunner:
     def conditions(self, inputs: list[ConditionInput]) -> tuple[list[Condition], list[str]]:
         """The maps the inputs become (what "Extract maps" shows)."""
         wants_depth = any(c.type == "depth" and c.source == "upload" for c in inputs)
-        return read_conditions(inputs, self.pipe.image_size, self.depth_model() if wants_depth else None)
+        return read_conditions(inputs, self.image_size, self.depth_model() if wants_depth else None)
 
+    @gpu("flexecontrol")
     def run(self, request: FlexEControlRequest, progress: bool = True) -> FlexEControlReport:
         # 1. Check inputs and read the maps (once).
         if not isinstance(request.prompt, str):

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from ..attention import CrossAttentionControl
 from ..attention.supervision import cross_attention_loss
 from ..shapesworld.conditions import CONDITION_TYPES
 from ..training import StageLog, TrainSchedule, build_train_scheduler, encode_latents, make_optimizer, tokenize, train_loop
-from .data import ControlScenes, build_control_scenes
+from .data import ControlScenes, build_control_scenes, folder_control_scenes
 from ..errors import InvalidInputError, ModelNotFoundError
 from .encoder import CopiedEncoder, EncoderConfig, build_copied_encoder
 from .losses import condition_mask, masked_diffusion_loss, total_loss
@@ -63,6 +64,9 @@ class FlexTrainConfig:
     cycle_max_timestep: int = 200
     reward_model: str = ""
     num_scenes: int = 2000
+    # A plain folder of pictures, captions and optional maps to train on (data.folder_control_scenes) instead
+    # of ShapesWorld scenes; it has no object masks or words, so L_ca, split pairs and hand-drawn maps are off.
+    data: str = ""
     # Recompute activations in the backward pass (diffusers' per-block checkpointing in the copy and the
     # frozen UNet): less memory, more time. Off for the shipped weights.
     gradient_checkpointing: bool = False
@@ -94,10 +98,11 @@ def prepare_base(pipe, scenes: ControlScenes, device) -> FrozenBase:
                       pipe.vae)
 
 
-def draw_composition(generator: torch.Generator, pair_probability: float) -> list[tuple[str, str]]:
-    """``[(type, part)]`` with part ``"all"``, or ``"chosen"`` and ``"rest"`` for a split pair."""
+def draw_composition(generator: torch.Generator, pair_probability: float,
+                     types: Sequence[str] = CONDITION_TYPES) -> list[tuple[str, str]]:
+    """``[(type, part)]`` of ``types`` with part ``"all"``, or ``"chosen"`` and ``"rest"`` for a split pair."""
     def kind() -> str:
-        return CONDITION_TYPES[int(torch.randint(len(CONDITION_TYPES), (1,), generator=generator))]
+        return types[int(torch.randint(len(types), (1,), generator=generator))]
 
     if float(torch.rand(1, generator=generator)) < pair_probability:
         return [(kind(), "chosen"), (kind(), "rest")]
@@ -167,7 +172,7 @@ class FlexTrainer:
         latents = latents * base.scaling_factor
         noise = torch.randn(latents.shape, generator=g)
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(indices),), generator=g)
-        conditions = composition_maps(self.scenes, indices, draw_composition(g, cfg.pair_probability), g,
+        conditions = composition_maps(self.scenes, indices, draw_composition(g, cfg.pair_probability, list(self.scenes.maps)), g,
                                       cfg.drawn_probability)
         latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -257,14 +262,22 @@ def _repository_relative(path: str | Path) -> str:
 def train_flexecontrol(base_path: str | Path, out: str | Path, config: FlexTrainConfig,
                        resume: str | Path | None = None, checkpoint_dir: str | Path | None = None,
                        checkpoint_every: int = 500) -> dict:
-    """Train on ShapesWorld and save the encoder's trained tensors and a report to ``out``.
+    """Train on ShapesWorld (or ``config.data``'s folder) and save the encoder's trained tensors and a report
+    to ``out``.
 
     ``resume``: start from a saved encoder (a checkpoint or earlier weights) and train ``config``'s steps more.
     """
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     pipe = load_base_pipeline(base_path, accelerator.device)
-    scenes = build_control_scenes(config.num_scenes, pipe.vae.config.sample_size, pipe.tokenizer,
-                                  pipe.tokenizer.model_max_length)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if config.data:
+        if config.drawn_probability or config.cycle_weight:
+            raise InvalidInputError("A folder dataset has no objects to draw by hand or segment: train it with "
+                                    "--drawn-probability 0 and --cycle-weight 0.")
+        config = replace(config, lambda_ca=0.0, pair_probability=0.0)
+        scenes = folder_control_scenes(config.data, size, pipe.tokenizer, pipe.tokenizer.model_max_length)
+    else:
+        scenes = build_control_scenes(config.num_scenes, size, pipe.tokenizer, pipe.tokenizer.model_max_length)
     base = prepare_base(pipe, scenes, accelerator.device)
     config.encoder.base = _repository_relative(base_path)
     trainer = FlexTrainer(config, base, scenes, accelerator)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +77,14 @@ def caption_entities(caption: str) -> Entities:
     return Entities(first, second, predicate)
 
 
+def _entities(caption: str) -> Entities:
+    """:func:`caption_entities`, or the whole caption as the subject outside the ShapesWorld grammar."""
+    try:
+        return caption_entities(caption)
+    except InvalidInputError:
+        return Entities(caption)
+
+
 def counterfactual(image: np.ndarray, boxes: Sequence[Box], pad: float = 2.0) -> np.ndarray:
     """The image with only ``boxes`` kept; the rest is filled with the median (background) colour.
 
@@ -99,27 +107,35 @@ class ComClipMatcher:
     """ComCLIP (thesis eq. 4.4-4.5): entity subimages re-weighted into the global image embedding.
 
     For each caption: subject and object words are matched to the detected
-    boxes (``boxes`` given by the user, or the ShapesWorld detector) by CLIP
-    similarity; counterfactual subimages keep only the subject, only the
-    object, or both (the predicate). ``S_k = cos(F(subimage_k), G(words_k))``
+    boxes (``boxes`` given by the user; else ``locate(image, phrases)``, an
+    open-vocabulary detector's box per entity phrase of the captions; else the
+    ShapesWorld detector's objects) by CLIP similarity; counterfactual
+    subimages keep only the subject, only the object, or both (the predicate). ``S_k = cos(F(subimage_k), G(words_k))``
     (eq. 4.4), weights ``softmax(S / temperature)``, ``V = F(X) + sum_k w_k
     F(subimage_k)`` (eq. 4.5), score ``cos(G(Y), V)``.
     """
 
-    def __init__(self, clip: ClipMatcher, temperature: float = 0.1) -> None:
+    def __init__(self, clip: ClipMatcher, temperature: float = 0.1,
+                 locate: Callable[[np.ndarray, list[str]], list[Box]] | None = None) -> None:
         if temperature <= 0:
             raise InvalidInputError(f"temperature must be positive, got {temperature}.")
         self.clip = clip
         self.temperature = temperature
+        self.locate = locate
 
-    def boxes_for(self, image: np.ndarray) -> list[Box]:
-        return [tuple(float(v) for v in d.box) for d in detect(image)]
+    def boxes_for(self, image: np.ndarray, captions: Sequence[str]) -> list[Box]:
+        """Candidate entity boxes: ``locate``'s for the captions' subject and object phrases, or the
+        ShapesWorld detector's objects."""
+        if self.locate is None:
+            return [tuple(float(v) for v in d.box) for d in detect(image)]
+        phrases = list(dict.fromkeys(w for c in captions for w in (_entities(c).subject, _entities(c).object) if w))
+        return list(dict.fromkeys(tuple(float(v) for v in box) for box in self.locate(image, phrases)))
 
     def score(self, image, captions: str | Sequence[str], boxes: Sequence[Box] | None = None) -> MatchResult:
         started = time.perf_counter()
         array = check_image(image)
         captions = check_captions(captions, self.clip.tokenizer)
-        boxes = list(boxes) if boxes is not None else self.boxes_for(array)
+        boxes = list(boxes) if boxes is not None else self.boxes_for(array, captions)
         global_image = self.clip.image_embeddings([array])[0]
         global_text = self.clip.text_embeddings(captions)
         if not boxes:  # nothing to disentangle: ComCLIP is CLIP
@@ -129,10 +145,7 @@ class ComClipMatcher:
         singles = self.clip.image_embeddings([counterfactual(array, [box]) for box in boxes])  # [K, d]
         scores = []
         for caption, text in zip(captions, global_text):
-            try:
-                entities = caption_entities(caption)
-            except InvalidInputError:
-                entities = Entities(caption)
+            entities = _entities(caption)
             words = [w for w in (entities.subject, entities.object) if w]
             word_embeddings = self.clip.text_embeddings(words)  # [E, d]
             chosen = (word_embeddings @ singles.T).argmax(dim=1).tolist()  # best box per entity

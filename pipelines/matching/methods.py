@@ -7,9 +7,11 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from ..attention import AttentionOffsets
 from ..errors import InvalidInputError
-from ..models import ModelManager
+from ..models import ModelManager, get_preset
 from .backbone import DiffusionBackbone
 from .classifier import ClassifierConfig, DiffusionClassifier
 from .clip import ClipMatcher, ComClipMatcher
@@ -87,6 +89,20 @@ class Matchers:
             self._clip = clip_from_manager(self._manager)
         return self._clip
 
+    def locate_phrases(self) -> Callable[[np.ndarray, list[str]], list[tuple]] | None:
+        """ComCLIP's entity boxes from the preset's open-vocabulary ``detector`` (OWL-ViT): its best box per
+        phrase; None when the preset has none (then the ShapesWorld detector finds the objects)."""
+        if self._manager is None or "detector" not in get_preset(self._manager.preset).sources:
+            return None
+        from ..mojito.evaluate import owlvit_detections, owlvit_from_manager
+
+        model, processor = owlvit_from_manager(self._manager)
+
+        def locate(image: np.ndarray, phrases: list[str]) -> list[tuple]:
+            return [found.box for phrase in phrases for found in owlvit_detections(image[None], phrase, model, processor)]
+
+        return locate
+
     def discffusion(self, head_weighting: HeadWeighting | None = None, **changes) -> DiscffusionScorer:
         config = self.discffusion_config
         if head_weighting is not None:
@@ -117,7 +133,7 @@ class Matchers:
         if method == "clip":
             return self.clip.score
         if method == "comclip":
-            return ComClipMatcher(self.clip).score
+            return ComClipMatcher(self.clip, locate=self.locate_phrases()).score
         if method in ("dc-uniform", "dc-hierarchical"):
             return self.classifier(method.removeprefix("dc-")).score
         raise InvalidInputError(f"Unknown method {method!r}; choose from {list(METHODS)}.")

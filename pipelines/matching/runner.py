@@ -24,6 +24,7 @@ from ..attention import AttentionOffsets
 from ..errors import InvalidInputError
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
+from ..zerogpu import gpu
 from .benchmark import SWAP_TYPES, collect, shapesworld_groups, summarise
 from .discffusion import HEAD_WEIGHTINGS, DiscffusionFeatures, DiscffusionScorer, HeadWeighting
 from .inputs import check_captions, check_image
@@ -162,6 +163,7 @@ class MatchRunner:
             raise InvalidInputError("Tick at least one method.")
         return chosen
 
+    @gpu("match")
     def run(self, request: MatchRequest) -> MatchReport:
         """Rank the captions with every asked method; Discffusion also keeps its maps for heatmaps."""
         # 1. Check inputs (once).
@@ -195,6 +197,7 @@ class MatchRunner:
         return scorer.heatmaps(features, index, layer=layer if layer in features.layers else None, level=level,
                                size=size)
 
+    @gpu("match")
     def generate(self, request: ImageRequest) -> ImageReport:
         """An image for ``request.prompt``; its captions are the prompt and its swaps."""
         from ..tinypack.evaluate import generate_images
@@ -216,6 +219,7 @@ class MatchRunner:
         summary = summarise("discffusion", next(iter(outcomes.values())))
         return {"overall": summary.overall["text"], **{k: v["text"] for k, v in summary.per_swap.items()}}
 
+    @gpu("match-batch")
     def learn(self, request: LearnRequest, progress=None) -> LearnReport:
         """Prompt learning (eq. 5.5-5.6); text accuracy before and after on held-out groups."""
         request.check()
@@ -229,6 +233,7 @@ class MatchRunner:
         after = self._accuracy(evaluation, request.head_weighting, offsets)
         return LearnReport(offsets, list(log.losses), before, after)
 
+    @gpu("match-batch")
     def benchmark(self, groups: int, methods, head_weighting: HeadWeighting = "none",
                   offsets: AttentionOffsets | None = None) -> list[list]:
         """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""

@@ -151,6 +151,14 @@ class ModelManager:
                 self._derived[key] = factory()
             return self._derived[key]
 
+    def preload(self) -> list[str]:
+        """Load every role of the preset whose weights are there now (what a ZeroGPU Space needs: models placed
+        at start-up, outside the calls that borrow a GPU); returns the roles loaded."""
+        for role in get_preset(self.preset).sources:
+            if self.is_available(role):
+                self.get(role)
+        return self.loaded()
+
     def is_available(self, role: str) -> bool:
         """Whether ``role``'s weights are on disk (local) or named (hub; not checked online)."""
         source = get_source(self.preset, role)

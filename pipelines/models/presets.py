@@ -10,6 +10,7 @@ both kinds load through the same ``from_pretrained`` classes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -157,17 +158,42 @@ def get_source(preset: str, role: str) -> ModelSource:
         raise UnknownPresetError(f"Preset {preset!r} has no {role!r} model; it has: {roles}.") from None
 
 
+# Environment variable naming a folder of a method's weights, over whichever preset is in use.
+METHOD_WEIGHTS_ENV = "WORLDSTUDIO_{method}_WEIGHTS"
+# The base role each trained method's weights sit on.
+TRAINED_OVER: Mapping[str, str] = MappingProxyType({"flexecontrol": "control-base"})
+
+
+def training_command(preset: str, method: str) -> str:
+    """The command that trains ``method``'s weights over ``preset``'s base model (several GPUs or machines:
+    the same module under ``accelerate launch -m``)."""
+    base = get_source(preset, TRAINED_OVER[method])
+    out = f"runs/{method}-{preset}"
+    return f"python -m pipelines.{method} --base {base.location} --out {out}"
+
+
 def method_weights(preset: str, method: str) -> Path:
-    """The folder of ``method``'s own weights in ``preset``; :class:`ModelNotFoundError` when it has none."""
+    """The folder of ``method``'s own weights: ``WORLDSTUDIO_<METHOD>_WEIGHTS`` when set, else the preset's.
+
+    Raises :class:`ModelNotFoundError` when there are none, naming the command that trains them over the
+    preset's base model and the variable that points the studio at the result.
+    """
     from ..errors import ModelNotFoundError
 
+    variable = METHOD_WEIGHTS_ENV.format(method=method.upper())
     chosen = get_preset(preset)
-    folder = chosen.method_weights.get(method)
+    folder = os.environ.get(variable) or chosen.method_weights.get(method)
     if folder is None:
-        raise ModelNotFoundError(f"Preset {preset!r} has no {method} weights; train them over its base model with "
-                                 f"`python -m pipelines.{method} --out DIR` and add DIR to the preset.")
-    path = REPO_ROOT / folder
+        command = training_command(preset, method)
+        out = command.rsplit(" ", 1)[-1]
+        raise ModelNotFoundError(
+            f"Preset {preset!r} has no {method} weights: none are published for its base model "
+            f"{get_source(preset, TRAINED_OVER[method]).location}. Train them (a GPU is advised) with `{command}` "
+            f"(your own pictures: add `--data FOLDER`; several GPUs or machines: `accelerate launch -m "
+            f"pipelines.{method} ...`), then set {variable}={out}.")
+    path = Path(folder) if Path(folder).is_absolute() else REPO_ROOT / folder
     if not path.is_dir():
         raise ModelNotFoundError(f"Preset {preset!r} needs its {method} weights at {folder}, which is missing; "
-                                 f"run `make tiny-{method}`.")
+                                 f"run `make tiny-{method}`" + (f" or fix {variable}." if os.environ.get(variable)
+                                                                else "."))
     return path

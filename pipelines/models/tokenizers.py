@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import re
 import warnings
 from collections import Counter
@@ -27,29 +28,59 @@ def _merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]
     return tuple(merged)
 
 
+def byte_pair_merges(words: Iterable[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges learnt over ``words`` until every word is one symbol (CLIP-style ``</w>`` ends).
+
+    Each word counts once; the most frequent pair is merged first, ties broken by the pair's spelling, so
+    the same words always give the same merges. Pair counts are updated only in the words a merge touches
+    (a heap with stale entries skipped), which keeps a few thousand words to a second or two.
+    """
+    corpus = [tuple(word[:-1]) + (word[-1] + "</w>",) for word in sorted({w.lower() for w in words if w})]
+    counts: Counter = Counter()
+    holders: dict[tuple[str, str], set[int]] = {}
+    for index, word in enumerate(corpus):
+        for pair in zip(word, word[1:]):
+            counts[pair] += 1
+            holders.setdefault(pair, set()).add(index)
+    heap = [(-count, pair) for pair, count in counts.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while heap:
+        negative, best = heapq.heappop(heap)
+        if counts.get(best, 0) != -negative or negative == 0:
+            continue  # a stale entry: the pair's count changed after it was pushed
+        merges.append(best)
+        changed: set[tuple[str, str]] = set()
+        for index in holders.pop(best, set()):
+            word = corpus[index]
+            for pair in zip(word, word[1:]):
+                counts[pair] -= 1
+                changed.add(pair)
+            word = corpus[index] = _merge_pair(word, best)
+            for pair in zip(word, word[1:]):
+                counts[pair] += 1
+                changed.add(pair)
+                holders.setdefault(pair, set()).add(index)
+        for pair in changed:
+            if counts[pair] > 0:
+                heapq.heappush(heap, (-counts[pair], pair))
+            else:
+                del counts[pair]
+    return merges
+
+
 def closed_vocabulary_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-pair vocab and merges under which every word of ``words`` is one token.
 
-    The merges are learnt by byte-pair encoding over the words themselves (each
-    word counted once, the most frequent pair merged first, ties broken by the
-    pair's spelling, until every word is one symbol), so applying them in rank
-    order rebuilds each word whole, and the same words always give the same
-    token ids (``tokenizers``' trainer breaks ties by hash order, which changed
-    the ids from run to run). Hand-written left-to-right chains do not rebuild
-    words: ``r i`` from "right" outranks ``t r`` from "triangle" and strands it
-    in pieces. Single letters (and letter + ``</w>``) stay in the vocabulary, so
-    an unknown word is spelt out letter by letter instead of vanishing.
+    The merges come from :func:`byte_pair_merges` over the words themselves, so applying them in rank
+    order rebuilds each word whole, and the same words always give the same token ids (``tokenizers``'
+    trainer breaks ties by hash order, which changed the ids from run to run). Hand-written left-to-right
+    chains do not rebuild words: ``r i`` from "right" outranks ``t r`` from "triangle" and strands it in
+    pieces. Single letters (and letter + ``</w>``) stay in the vocabulary, so an unknown word is spelt out
+    letter by letter instead of vanishing.
     """
     alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789,.'-")
-    corpus = [tuple(word[:-1]) + (word[-1] + "</w>",) for word in sorted({w.lower() for w in words if w})]
-    merges: list[tuple[str, str]] = []
-    while True:
-        counts = Counter(pair for word in corpus for pair in zip(word, word[1:]))
-        if not counts:
-            break
-        best = min(counts, key=lambda pair: (-counts[pair], pair))
-        merges.append(best)
-        corpus = [_merge_pair(word, best) for word in corpus]
+    merges = byte_pair_merges(words)
     symbols = [BOS, EOS, *alphabet, *(letter + "</w>" for letter in alphabet)]
     symbols += [left + right for left, right in merges]
     vocab: dict[str, int] = {}

@@ -86,6 +86,17 @@ def shapes_detections(frames: np.ndarray, phrase: str) -> list[FrameDetection]:
     return out
 
 
+def owlvit_from_manager(manager) -> tuple:
+    """The preset's ``detector`` (OWL-ViT) and its processor, each loaded once per model manager."""
+
+    def processor():
+        from transformers import OwlViTProcessor
+
+        return OwlViTProcessor.from_pretrained(manager.source_location("detector"))
+
+    return manager.get("detector"), manager.derived("owlvit-processor", processor)
+
+
 def owlvit_detections(frames: np.ndarray, phrase: str, model, processor) -> list[FrameDetection]:
     """Per frame, OWL-ViT's best box for the text query ``phrase`` (zero-shot object detection)."""
     import torch

@@ -21,11 +21,13 @@ from ..errors import InvalidInputError
 from ..vocabulary import check_text, notes_for
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
+from ..zerogpu import gpu
 from .evaluate import (
     TrackMetrics,
     detected_centres,
     motion_alignment,
     owlvit_detections,
+    owlvit_from_manager,
     phrase_object,
     shapes_detections,
     track_metrics,
@@ -160,15 +162,9 @@ class MojitoRunner:
         """The ShapesWorld detector for ShapesWorld phrases; the preset's OWL-ViT otherwise."""
         if phrase_object(phrase) != (None, None):
             return shapes_detections(frames, phrase)
+        return owlvit_detections(frames, phrase, *owlvit_from_manager(self.manager))
 
-        def processor():
-            from transformers import OwlViTProcessor
-
-            return OwlViTProcessor.from_pretrained(self.manager.source_location("detector"))
-
-        return owlvit_detections(frames, phrase, self.manager.get("detector"),
-                                 self.manager.derived("owlvit-processor", processor))
-
+    @gpu("mojito")
     def run(self, request: MojitoRequest, progress=None) -> MojitoReport:
         # 1. Check inputs (once, before any model loads).
         trajectories, guidance = self.check(request)

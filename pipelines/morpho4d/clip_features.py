@@ -160,7 +160,8 @@ class ClipFeatureEncoder:
         return (dense / np.maximum(np.linalg.norm(dense, axis=-1, keepdims=True), 1e-8)).astype(np.float32)
 
 
-_CLIPS: dict[str, object] = {}
+# (preset, placement) -> its CLIP matcher, loaded once per process (a CPU and a CUDA manager keep their own).
+_CLIPS: dict[tuple, object] = {}
 
 
 def clip_encoder(manager=None, background: Sequence[float] = (0.5, 0.5, 0.5)) -> ClipFeatureEncoder:
@@ -170,20 +171,24 @@ def clip_encoder(manager=None, background: Sequence[float] = (0.5, 0.5, 0.5)) ->
     from ..models import ModelManager
 
     manager = manager or ModelManager("tiny")
-    key = manager.preset
+    key = (manager.preset, manager.placement)
     if key not in _CLIPS:
         _CLIPS[key] = clip_from_manager(manager)
-    name = "shapes-clip" if key == "tiny" else f"{key}-clip"
+    name = "shapes-clip" if manager.preset == "tiny" else f"{manager.preset}-clip"
     return register_encoder(ClipFeatureEncoder(_CLIPS[key], name, background))
 
 
 def encoder_for_space(space: str) -> ClipFeatureEncoder | None:
-    """The CLIP feature encoder a ``clip-windows:...`` space names (tiny pack's model), or None."""
+    """The CLIP feature encoder a ``clip-windows:...`` space names (``shapes-clip``: the tiny pack's model,
+    ``<preset>-clip``: that preset's), or None."""
+    from ..models import PRESETS, ModelManager
+
     match = SPACE_PATTERN.fullmatch(space or "")
-    if match is None or match["model"] != "shapes-clip":
+    preset = None if match is None else "tiny" if match["model"] == "shapes-clip" else match["model"].removesuffix("-clip")
+    if preset not in PRESETS:
         return None
     background = tuple(int(match["bg"][i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-    encoder = clip_encoder(background=background)
+    encoder = clip_encoder(ModelManager(preset), background=background)
     if (encoder.window, encoder.stride) != (int(match["w"]), int(match["s"])):
         encoder = register_encoder(ClipFeatureEncoder(encoder.clip, encoder.model_name, background,
                                                       int(match["w"]), int(match["s"])))

@@ -26,13 +26,14 @@
 5. **Per-pixel features** F^s (eq. 11.12) in the query space of :mod:`.queries`, so that "the ball"
    compares with each Gaussian:
 
-   * ``"detector"`` (the default, also for Mojito): ``F(u) = e_k`` inside object k's detector mask,
-     ``e_background`` elsewhere. Another teacher, as the issue allows, and why: on Mojito's frames the
+   * ``"detector"`` (what ``"auto"`` picks when the detector finds the plan's objects, also on Mojito's
+     frames; where it finds none, as on a real text-to-video model's, ``"auto"`` picks ``"clip"``):
+     ``F(u) = e_k`` inside object k's detector mask, ``e_background`` elsewhere. Another teacher, as the issue allows, and why: on Mojito's frames the
      attention maps (16x16 and 8x8 latents) spread each object's phrase over its neighbourhood, so the
      Gaussians around a recoloured ball were selected too and the edit bled into the background (the
      browser test measured a mean change of 3.0 away from the ball, bar 1.0); the detector's masks are
      also what the benchmark checks edits against.
-   * ``"clip"`` (learned features, eq. 11.12): the tiny pack's CLIP image encoder's window embeddings per
+   * ``"clip"`` (learned features, eq. 11.12): the preset's CLIP image encoder's window embeddings per
      pixel (:mod:`.clip_features`), queries by its text encoder; the detector teaches nothing (its
      instance masks still give each object its motion basis and track).
    * ``"attention"`` (on request, sources with maps): the generator's cross-attention map of each
@@ -251,8 +252,10 @@ class GenConfig:
     # Frames and frame side (pixels) of the video.
     n_frames: int = 8
     size: int = 64
-    # Feature teacher: "auto" (= "detector"; on Mojito's frames its attention maps made edits bleed into the
-    # background, docs/notes/morpho4d_language.md), "attention", "detector", "clip" (learned, eq. 11.12).
+    # Feature teacher: "auto" ("detector" where the detector finds the plan's objects in the frames; on Mojito's
+    # frames attention maps made edits bleed into the background, docs/notes/morpho4d_language.md; "clip", the
+    # preset's CLIP, where it finds none of them: a real text-to-video model's objects are no ShapesWorld
+    # shapes), "attention", "detector", "clip" (learned, eq. 11.12).
     teacher: str = "auto"
     # Fitting (eq. 11.8-11.12).
     # (160 steps of 2 frames at 2000 Gaussians: ~16 s on one idle CPU thread. Against 80 steps it sharpens
@@ -380,11 +383,13 @@ def generate_scene(
     config: GenConfig | None = None,
     progress: Progress | None = None,
     boxes: dict[str, np.ndarray] | None = None,
+    manager=None,
 ) -> GenResult:
     """Build a Scene4D for a GEN ``plan`` (module docstring, steps 1-6). ``source`` defaults to
     :class:`ShapesWorldStandIn`, ``depth_model`` to the tiny pack's :class:`~.depth.DepthEstimator`;
     ``progress(stage, fraction)`` reports each stage. ``boxes`` (object name -> ``[n_frames, 4]`` fractions)
-    replace the plan's trajectories: the path a video was made along (a Mojito video lifted to 4D)."""
+    replace the plan's trajectories: the path a video was made along (a Mojito video lifted to 4D). ``manager``
+    is the model manager whose preset's CLIP the "clip" teacher uses (default: the tiny pack's)."""
     # 1. Check inputs.
     if not isinstance(plan, Plan) or plan.mode != "GEN":
         raise InvalidInputError(f"generate_scene needs a GEN plan, got {getattr(plan, 'mode', plan)!r}.")
@@ -429,16 +434,18 @@ def generate_scene(
     report("features", 0.35)
     names = (BACKGROUND, *(object_name(obj) for obj in plan.objects))
     ids = instance_masks(video.frames, plan.objects, boxes, box_fallback=not video.generated)
-    use_attention = config.teacher == "attention"
-    if use_attention and not video.attention:
+    teacher = config.teacher
+    if teacher == "auto":
+        teacher = "detector" if (ids > 0).any() else "clip"
+    if teacher == "attention" and not video.attention:
         raise InvalidInputError("The attention teacher needs a frame source that returns cross-attention maps.")
-    if config.teacher == "clip":  # learned features (eq. 11.12); the detector teaches nothing
+    if teacher == "clip":  # learned features (eq. 11.12); the detector teaches nothing
         from .clip_features import clip_encoder
 
-        encoder = clip_encoder(background=np.median(video.frames[0].reshape(-1, 3), axis=0) / 255.0)
-        features, teacher = encoder.pixel_features(video.frames), "clip"
+        encoder = clip_encoder(manager, background=np.median(video.frames[0].reshape(-1, 3), axis=0) / 255.0)
+        features = encoder.pixel_features(video.frames)
     else:
-        features, teacher = pixel_features(ids, names, encoder, video.attention if use_attention else None)
+        features, teacher = pixel_features(ids, names, encoder, video.attention if teacher == "attention" else None)
     lap("features")
 
     # 4. Fit (eq. 11.8-11.12).

@@ -122,7 +122,7 @@ class Morpho4DRunner:
         """An empty session; models load when its first GEN runs."""
         frames = self.resolved_frames(frames)
         session = CommandSession(self.parser(), _LazySource(self, frames), _LazyDepth(self),
-                                 config or self.config)
+                                 config or self.config, manager=self.manager)
         session.frames = frames
         return session
 
@@ -156,7 +156,7 @@ class Morpho4DRunner:
         source = GivenVideo(SourceVideo(frames, f"Mojito video ({request.prompt!r}, seed {request.seed})", True,
                                         request.prompt))
         gen = generate_scene(plan, source, self.depth_model(), config=config, progress=progress,
-                             boxes=video.boxes)
+                             boxes=video.boxes, manager=self.manager)
         session.load(gen.scene, {"mojito": request.to_json()}, gen)
         scene = gen.scene
         session.history.append(CommandRecord(
