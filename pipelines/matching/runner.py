@@ -10,13 +10,16 @@
   out by cross-attention box guidance, eq. 10.5/10.7), with its recipe;
 * :meth:`MatchRunner.learn` - prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups, accuracy before
   and after on held-out ones;
-* :meth:`MatchRunner.benchmark` - Winoground accuracy on held-out ShapesWorld groups.
+* :meth:`MatchRunner.evaluate` - Winoground text/image/group accuracy per group and overall, on held-out
+  ShapesWorld groups or a person's own Winoground-format upload (:mod:`.uploads`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -24,13 +27,15 @@ from ..attention import AttentionOffsets
 from ..errors import InvalidInputError
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
-from .benchmark import SWAP_TYPES, collect, shapesworld_groups, summarise
+from ..shapesworld.benchmark import Group, winoground_scores
+from .benchmark import SWAP_TYPES, GroupOutcome, Summary, collect, shapesworld_groups, summarise
 from .discffusion import HEAD_WEIGHTINGS, DiscffusionFeatures, DiscffusionScorer, HeadWeighting
 from .inputs import check_captions, check_image
 from .methods import Matchers
 from .overlay import swapped_captions
 from .prompt_learning import PromptLearningConfig, train_offsets
 from .results import MatchResult
+from .uploads import MAX_GROUPS, read_upload
 
 # Methods a request may name (head weighting, eq. 5.7, is a setting of Discffusion).
 RUN_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
@@ -115,6 +120,74 @@ class LearnReport:
     after: dict[str, float]
 
 
+@dataclass
+class BatchRequest:
+    """Winoground text/image/group accuracy of each method on a benchmark: held-out ShapesWorld groups, or an
+    upload."""
+
+    # How many held-out ShapesWorld groups (seed 2000) to generate, 5-200; unused when ``upload`` is given.
+    groups: int = 20
+    # A Winoground-format upload: one .zip, or an examples.jsonl / .csv with its image files (:mod:`.uploads`).
+    upload: list[str] | None = None
+    # Names from RUN_METHODS.
+    methods: list[str] = field(default_factory=lambda: ["discffusion", "clip"])
+    # Discffusion's head weighting (eq. 5.7) and prompt-learned offsets (eq. 5.5-5.6), as in MatchRequest.
+    head_weighting: HeadWeighting = "none"
+    offsets: AttentionOffsets | None = None
+
+
+@dataclass
+class BatchReport:
+    """Per group and method the 2x2 scores and Winoground's three verdicts; per method the accuracies."""
+
+    groups: list[Group]
+    # Method label -> summary (accuracy overall and per swap type; cost per decision).
+    summaries: dict[str, Summary]
+    # Method label -> one outcome per group, in the groups' order (``sim[i][j]``: caption i with image j).
+    outcomes: dict[str, list[GroupOutcome]]
+    recipe: Recipe
+    seconds: float
+
+    def table(self) -> list[list]:
+        """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""
+        return [[label, *(round(s.overall[k], 3) for k in ("text", "image", "group")),
+                 *(round(s.per_swap.get(swap, {}).get("text", float("nan")), 3) for swap in SWAP_TYPES),
+                 round(s.unet_evaluations_per_decision, 1), round(s.seconds_per_decision, 3)]
+                for label, s in self.summaries.items()]
+
+    def group_rows(self) -> list[dict]:
+        """One row per group and method: its id (its row number for generated groups), captions, the four scores
+        ``c{caption}_i{image}`` and Winoground's three verdicts (``text``, ``image``, ``group``)."""
+        rows = []
+        for label, outcomes in self.outcomes.items():
+            for number, (group, outcome) in enumerate(zip(self.groups, outcomes), start=1):
+                sim = outcome.sim
+                rows.append({"id": group.name or str(number), "kind": group.kind, "caption_0": group.captions[0],
+                             "caption_1": group.captions[1], "method": label,
+                             "c0_i0": float(sim[0, 0]), "c1_i0": float(sim[1, 0]),
+                             "c0_i1": float(sim[0, 1]), "c1_i1": float(sim[1, 1]), **winoground_scores(sim)})
+        return rows
+
+    @property
+    def command(self) -> str:
+        return eval_command(self.recipe.request)
+
+
+def eval_command(request: dict) -> str:
+    """The command line that evaluates a batch recipe's benchmark again (offsets from the tab's saved file)."""
+    weighting = {"none": "discffusion", "attribution": "discffusion-hw", "scalar": "discffusion-hw-scalar"}
+    methods = ",".join(weighting[request["head_weighting"]] if m == "discffusion" else m for m in request["methods"])
+    source = (f"--benchmark {' '.join(request['upload'])}" if request["upload"]
+              else f"--benchmark shapesworld-comp --seed {HELD_OUT_SEED}")
+    offsets = " --offsets offsets.safetensors" if request["offsets_sha256"] else ""
+    return f"python -m pipelines.matching{offsets} eval {source} --groups {request['groups']} --methods {methods}"
+
+
+def discffusion_label(head_weighting: HeadWeighting, offsets: AttentionOffsets | None) -> str:
+    """Discffusion's name in reports: its head weighting and whether it is prompt-learned."""
+    return "discffusion" + HEAD_LABELS[head_weighting] + (" (prompt-learned)" if offsets is not None else "")
+
+
 def captions_for(prompt: str) -> list[str]:
     """The captions to score an image of ``prompt`` with: the prompt and its minimal swaps (colour, shape,
     relation) when it is a ShapesWorld caption, else the prompt alone."""
@@ -176,9 +249,7 @@ class MatchRunner:
                 scorer = self.scorer(request.head_weighting, request.offsets)
                 features = scorer.features(image, captions, keep_maps=True)
                 result = scorer.combine(features)
-                result.method = "discffusion" + HEAD_LABELS[request.head_weighting]
-                if request.offsets is not None:
-                    result.method += " (prompt-learned)"
+                result.method = discffusion_label(request.head_weighting, request.offsets)
             else:
                 result = self.matchers.scorer(method)(image, captions)
             results[result.method] = result
@@ -229,22 +300,62 @@ class MatchRunner:
         after = self._accuracy(evaluation, request.head_weighting, offsets)
         return LearnReport(offsets, list(log.losses), before, after)
 
-    def benchmark(self, groups: int, methods, head_weighting: HeadWeighting = "none",
-                  offsets: AttentionOffsets | None = None) -> list[list]:
-        """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""
-        count = int(groups)
-        if not 5 <= count <= 200:
-            raise InvalidInputError(f"Batch evaluation runs 5 to 200 groups, got {count}.")
-        benchmark = shapesworld_groups(count, seed=HELD_OUT_SEED)
-        rows = []
-        for method in self.check_methods(methods):
-            function = self.scorer(head_weighting, offsets).score if method == "discffusion" \
-                else self.matchers.scorer(method)
-            summary = summarise(method, next(iter(collect(benchmark, function, desc=method).values())))
-            rows.append([method, *(round(summary.overall[k], 3) for k in ("text", "image", "group")),
-                         *(round(summary.per_swap.get(s, {}).get("text", float("nan")), 3) for s in SWAP_TYPES),
-                         round(summary.unet_evaluations_per_decision, 1), round(summary.seconds_per_decision, 3)])
-        return rows
+    def load_offsets(self, path) -> AttentionOffsets:
+        """Prompt-learned offsets saved earlier (``AttentionOffsets.save``) for Discffusion's layers; a file for
+        another model or other layers is refused naming the mismatch. The shared matchers are left alone."""
+        offsets = AttentionOffsets.from_unet(self.matchers.backbone.unet, layers=self.scorer("none").layers)
+        offsets.load(path)
+        return offsets
+
+    def evaluate(self, request: BatchRequest, progress=None) -> BatchReport:
+        """Winoground accuracy of each method on the request's groups; ``progress(fraction, desc=...)`` is called
+        after every group (it may raise to stop the run)."""
+        # 1. Check inputs (once): the methods, the benchmark, every caption (the studio-wide vocabulary policy).
+        started = time.perf_counter()
+        methods = self.check_methods(request.methods)
+        if request.upload:
+            groups, upload = read_upload(request.upload), [Path(p).name for p in request.upload]
+            upload_digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in request.upload)).hexdigest()
+        else:
+            count = int(request.groups)
+            if not 5 <= count <= MAX_GROUPS:
+                raise InvalidInputError(f"Batch evaluation runs 5 to {MAX_GROUPS} groups, got {count}.")
+            groups, upload, upload_digest = shapesworld_groups(count, seed=HELD_OUT_SEED), None, None
+        for group in groups:
+            try:
+                check_captions(list(group.captions), self.matchers.backbone.tokenizer)
+            except InvalidInputError as error:
+                raise InvalidInputError(f"Group {group.name}: {error}") from None
+        # 2. Score every group with every method.
+        summaries, outcomes = {}, {}
+        for number, method in enumerate(methods):
+            if method == "discffusion":
+                label, function = (discffusion_label(request.head_weighting, request.offsets),
+                                   self.scorer(request.head_weighting, request.offsets).score)
+            else:
+                label, function = method, self.matchers.scorer(method)
+
+            def advance(done: int, total: int, number=number, label=label) -> None:
+                if progress is not None:
+                    progress((number * total + done) / (len(methods) * total), desc=f"{label}: group {done} of {total}")
+
+            outcomes[label] = next(iter(collect(groups, function, desc=label, on_group=advance).values()))
+            summaries[label] = summarise(label, outcomes[label])
+        # 3. Report, with the recipe.
+        offsets_digest = digest(*(t.detach().cpu().numpy() for t in request.offsets.tensors().values())) \
+            if request.offsets is not None else None
+        recipe = Recipe(self.method, {"kind": "batch", "groups": len(groups), "upload": upload,
+                                      "upload_sha256": upload_digest, "methods": methods,
+                                      "head_weighting": request.head_weighting, "offsets_sha256": offsets_digest},
+                        self.manager.preset, model_hashes(self.manager, self.roles(methods)),
+                        output_sha256=digest(*(o.sim for runs in outcomes.values() for o in runs)))
+        return BatchReport(groups, summaries, outcomes, recipe, time.perf_counter() - started)
+
+    @staticmethod
+    def roles(methods: list[str]) -> list[str]:
+        """The model roles ``methods`` read: the text-to-image model's UNet and/or CLIP."""
+        return [role for role, used in (("text-to-image", any(m not in ("clip", "comclip") for m in methods)),
+                                         ("clip", any(m in ("clip", "comclip") for m in methods))) if used]
 
 
 def rerun(recipe: Recipe, out, manager: ModelManager | None = None) -> str:
@@ -252,6 +363,8 @@ def rerun(recipe: Recipe, out, manager: ModelManager | None = None) -> str:
     from ..recipes import write_png
 
     request = dict(recipe.request)
+    if request.get("kind") == "batch":
+        raise InvalidInputError(f"A batch evaluation is repeated with its command: {eval_command(request)}")
     if request.pop("kind", None) != "image":
         raise InvalidInputError("Only generated images of the Match tab carry a Match recipe.")
     runner = MatchRunner(manager or ModelManager(recipe.preset))
