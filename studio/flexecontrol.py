@@ -50,7 +50,7 @@ INTRO = """\
 ## FlexEControl: draw where things go
 Draw outlines of shapes (or paint regions) on a black canvas, say what the picture shows, and press **Generate**: the
 objects appear where you drew them. Press **Load the example** for a circle drawn on the left, a square on the right
-and "a red circle left of a blue square". Tick **Overlay** after generating to see each drawn object checked: a green
+and "a red circle left of a blue square", or click a ready example (one per kind of map). Tick **Overlay** after generating to see each drawn object checked: a green
 box where the picture has it, a red box where it does not.
 """
 
@@ -178,6 +178,30 @@ def example_canvas() -> dict:
     scene = render_scene([Placement("circle", "red", (0.28, 0.5), 0.3), Placement("square", "blue", (0.72, 0.5), 0.26)])
     drawing = draw_objects(scene.objects, "canny", np.random.default_rng(5), scene.size)
     return {"background": drawing, "layers": [], "composite": drawing}
+
+
+EXAMPLES_DIR = REPO_ROOT / "assets" / "examples" / "flexecontrol"
+# The ready examples: (held-out ShapesWorld scene seed, condition type). Each is the scene's objects drawn by hand
+# from its truth (:func:`example_drawing`), shipped as ``<type>_<seed>.png``, with the scene's caption.
+EXAMPLE_SCENES = ((2, "canny"), (5, "sketch"), (11, "segmentation"), (6, "depth"))
+
+
+def example_drawing(seed: int, kind: str) -> tuple[np.ndarray, str]:
+    """A held-out ShapesWorld scene's objects drawn as a ``kind`` map on the canvas, and the scene's caption (how
+    the shipped example drawings were made)."""
+    from pipelines.flexecontrol.strokes import draw_objects
+    from pipelines.shapesworld import sample_scene
+
+    scene = sample_scene(seed, split="test")
+    return draw_objects(scene.objects, kind, np.random.default_rng(seed), scene.size), scene.caption
+
+
+def example_rows() -> list[list[str]]:
+    """``gr.Examples`` rows [prompt, condition type, source, drawing] for the shipped example drawings."""
+    from pipelines.shapesworld import sample_scene
+
+    return [[sample_scene(seed, split="test").caption, kind, "draw", str(EXAMPLES_DIR / f"{kind}_{seed}.png")]
+            for seed, kind in EXAMPLE_SCENES if (EXAMPLES_DIR / f"{kind}_{seed}.png").is_file()]
 
 
 def measured_markdown() -> str:
@@ -323,6 +347,9 @@ def create_tab(context: StudioContext) -> dict:
                     extract = gr.Button("Extract maps")
                     generate = gr.Button("Generate", variant="primary")
                     stop = gr.Button("Stop", variant="stop", elem_id="flexecontrol-stop")
+                gr.Examples(example_rows(), inputs=[prompt, *widgets[0][:3]], elem_id="flexecontrol-examples",
+                            label="Ready examples: a held-out scene drawn as each kind of map (click one, then "
+                                  "Generate)")
             with gr.Column(scale=2):
                 maps = gr.Gallery(label="Extracted condition maps", columns=4, height="auto", object_fit="contain",
                                   preview=False, elem_id="flexecontrol-previews")
