@@ -32,7 +32,7 @@ from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, session_state
+from .sessions import CHEAP, HEAVY, session_state, stoppable, wire_stop
 
 TITLE = "FlexEControl"
 CANVAS = 256
@@ -248,10 +248,13 @@ def previews(conditions: list[Condition]) -> list[tuple[np.ndarray, str]]:
             for n, c in enumerate(conditions, start=1)]
 
 
-def generate_image(runner: FlexEControlRunner, prompt: str, layers: list[LayerInput], seed, steps, guidance, bind):
-    """Generate; the image is written as a PNG carrying its recipe. Returns (report, PNG path)."""
+def generate_image(runner: FlexEControlRunner, prompt: str, layers: list[LayerInput], seed, steps, guidance, bind,
+                   progress=None):
+    """Generate (``progress(fraction, desc=...)`` after every step); the image is written as a PNG carrying its
+    recipe. Returns (report, PNG path)."""
+    on_step = (lambda step, total: progress((step + 1) / total, desc="generating")) if progress is not None else None
     report = runner.run(FlexEControlRequest(prompt, condition_inputs(layers), int(seed or 0), int(steps),
-                                            float(guidance), bool(bind)))
+                                            float(guidance), bool(bind)), on_step=on_step)
     path = write_png(report.image, scratch_path("flexecontrol-", ".png"), report.recipe)
     return report, path
 
@@ -378,9 +381,9 @@ def create_tab(context: StudioContext) -> dict:
             return previews(conditions), "\n".join(f"- {n}" for n in found)
 
         @shows_errors
-        def on_generate(values, progress=gr.Progress(track_tqdm=True)):
+        def on_generate(values, progress=gr.Progress()):
             report, path = generate_image(runner, values[prompt], layers_from(values), values[seed], values[steps],
-                                          values[guidance], values[bind])
+                                          values[guidance], values[bind], progress)
             for note in report.notes:
                 gr.Warning(note)
             return (shown_image(report.image, report.conditions, report.rows, values[show_overlay]),
@@ -397,11 +400,11 @@ def create_tab(context: StudioContext) -> dict:
         extract.click(on_extract, inputs=layer_components, outputs=[maps, notes], api_name=False, **HEAVY)
         example.click(lambda: (EXAMPLE_PROMPT, "canny", "draw", example_canvas()),
                       outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]], api_name=False, **CHEAP)
-        generating = generate.click(on_generate,
+        generating = generate.click(stoppable(on_generate, "flexecontrol-generate"),
                                     inputs={prompt, seed, steps, guidance, show_overlay, bind, *layer_components},
                                     outputs=[output, numbers, notes, maps, result, download, recipe], api_name=False,
                                     **HEAVY)
-        stop.click(None, cancels=[generating], api_name=False)
+        wire_stop(stop, "flexecontrol-generate", [generating])
         show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output, api_name=False,
                             show_progress="hidden", **CHEAP)
 

@@ -38,7 +38,7 @@ from pipelines.vocabulary import check_text, notes_for
 from . import components
 from .context import StudioContext
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, check_session_size, session_state
+from .sessions import CHEAP, HEAVY, check_session_size, session_state, stoppable, wire_stop
 from .errors import shows_errors
 
 TITLE = "Match"
@@ -248,12 +248,12 @@ def weighting(checked) -> str:
 
 
 def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting,
-          truth: str | None = None):
+          truth: str | None = None, progress=gr.Progress()):
     """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps. With the true
     caption known, each method's pick is marked right or wrong."""
     session = session or MatchSession()
     report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), weighting(head_weighting),
-                                     session.offsets))
+                                     session.offsets), progress)
     session.report = report
     session = check_session_size(session, "your Match session") or MatchSession()
     captions = report.captions
@@ -278,7 +278,7 @@ def refresh_heatmaps(runner: MatchRunner, session: MatchSession | None, caption,
 
 
 def train(runner: MatchRunner, session: MatchSession | None, shots, steps, held_out, head_weighting,
-          progress=gr.Progress(track_tqdm=True)):
+          progress=gr.Progress()):
     """Prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups; text accuracy before/after on held-out ones."""
     session = session or MatchSession()
     report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), weighting(head_weighting)), progress)
@@ -500,11 +500,11 @@ def create_tab(context: StudioContext) -> dict:
         make.click(handler(generate, runner), inputs=[prompt, sample_seed], outputs=[image, captions, recipe, truth],
                    api_name="match_generate", **HEAVY)
         score_outputs = [state, table, plot, heat_caption, heat_layer, heat_level, gallery, status]
-        scoring = go_button.click(handler(score, runner),
+        scoring = go_button.click(stoppable(handler(score, runner), "match-score"),
                                   inputs=[state, image, captions, methods, head_weighting, truth],
                                   outputs=score_outputs,
                                   api_name="match_score", **HEAVY)
-        stop_button.click(None, cancels=[scoring], api_name=False)
+        wire_stop(stop_button, "match-score", [scoring])
         for control in (heat_caption, heat_layer, heat_level):
             control.input(handler(refresh_heatmaps, runner),
                           inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False,
@@ -513,17 +513,17 @@ def create_tab(context: StudioContext) -> dict:
         heat_button = gr.Button("Show heatmaps", visible=False)
         heat_button.click(handler(refresh_heatmaps, runner), inputs=[state, heat_caption, heat_layer, heat_level],
                           outputs=gallery, api_name="match_heatmaps", **CHEAP)
-        training = train_button.click(handler(train, runner),
+        training = train_button.click(stoppable(handler(train, runner), "match-train"),
                                       inputs=[state, shots, steps, held_out, head_weighting],
                                       outputs=[state, train_report, loss_plot, offsets_file], api_name=False, **HEAVY)
-        train_stop.click(None, cancels=[training], api_name=False)
+        wire_stop(train_stop, "match-train", [training])
         offsets_upload.upload(handler(load_offsets, runner), inputs=[state, offsets_upload],
                               outputs=[state, train_report, offsets_file], api_name=False)
         clear_button.click(handler(reset_offsets), inputs=state, outputs=[state, train_report, offsets_file],
                            api_name=False)
-        evaluating = eval_button.click(handler(batch_eval, runner),
+        evaluating = eval_button.click(stoppable(handler(batch_eval, runner), "match-batch"),
                                        inputs=[state, eval_groups, eval_upload, eval_methods, head_weighting],
                                        outputs=[eval_table, eval_plot, eval_groups_table, eval_files, eval_status],
                                        api_name="match_batch", **HEAVY)
-        eval_stop.click(None, cancels=[evaluating], api_name=False)
+        wire_stop(eval_stop, "match-batch", [evaluating])
     return {"image": image, "captions": captions, "truth": truth, "to_flexecontrol": to_flex, "to_mojito": to_mojito}

@@ -271,6 +271,25 @@ def test_ready_examples_are_held_out_scenes_drawn_from_their_truth_and_load_with
             assert truth.box[0] <= centre[0] <= truth.box[2] and truth.box[1] <= centre[1] <= truth.box[3]
 
 
+def test_a_stopped_generation_ends_at_its_next_step_and_leaves_the_model_as_it_was(cache, scene):
+    from pipelines.errors import RunStopped
+    from pipelines.stopping import Stop, stopping
+
+    layers = [layer("canny", canvas(canny(scene)))]
+    before = run_generation(cache, scene.caption, layers, 3, 8, 3.0)[0]
+    stop, steps = Stop(), []
+
+    def progress(fraction, desc=None):
+        steps.append(fraction)
+        if len(steps) == 2:
+            stop.set()  # Stop pressed during the second step
+
+    with pytest.raises(RunStopped):
+        tab.generate_image(cache, scene.caption, layers, 3, 8, 3.0, True, stopping(progress, stop))
+    assert steps == [1 / 8, 2 / 8]  # no third step ran
+    assert np.array_equal(run_generation(cache, scene.caption, layers, 3, 8, 3.0)[0], before)  # hooks all removed
+
+
 def test_bench_reference_reads_the_drawn_rows(tmp_path, monkeypatch):
     import json
 

@@ -235,8 +235,9 @@ class MatchRunner:
             raise InvalidInputError("Tick at least one method.")
         return chosen
 
-    def run(self, request: MatchRequest) -> MatchReport:
-        """Rank the captions with every asked method; Discffusion also keeps its maps for heatmaps."""
+    def run(self, request: MatchRequest, progress=None) -> MatchReport:
+        """Rank the captions with every asked method; Discffusion also keeps its maps for heatmaps.
+        ``progress(fraction, desc=...)`` is called before each method (it may raise to stop the run)."""
         # 1. Check inputs (once).
         started = time.perf_counter()
         image = check_image(request.image)
@@ -244,7 +245,9 @@ class MatchRunner:
         methods = self.check_methods(request.methods)
         # 2. Score.
         results, features = {}, None
-        for method in methods:
+        for number, method in enumerate(methods):
+            if progress is not None:
+                progress(number / len(methods), desc=method)
             if method == "discffusion":
                 scorer = self.scorer(request.head_weighting, request.offsets)
                 features = scorer.features(image, captions, keep_maps=True)
@@ -282,22 +285,28 @@ class MatchRunner:
                         output_sha256=digest(image))
         return ImageReport(image, captions, layout is not None, recipe)
 
-    def _accuracy(self, groups, head_weighting: HeadWeighting, offsets) -> dict[str, float]:
-        outcomes = collect(groups, self.scorer(head_weighting, offsets).score, desc="held-out groups")
+    def _accuracy(self, groups, head_weighting: HeadWeighting, offsets, on_group=None) -> dict[str, float]:
+        outcomes = collect(groups, self.scorer(head_weighting, offsets).score, desc="held-out groups",
+                           on_group=on_group)
         summary = summarise("discffusion", next(iter(outcomes.values())))
         return {"overall": summary.overall["text"], **{k: v["text"] for k, v in summary.per_swap.items()}}
 
     def learn(self, request: LearnRequest, progress=None) -> LearnReport:
-        """Prompt learning (eq. 5.5-5.6); text accuracy before and after on held-out groups."""
+        """Prompt learning (eq. 5.5-5.6); text accuracy before and after on held-out groups.
+        ``progress(fraction, desc=...)`` is called after every group and training step (it may raise to stop)."""
         request.check()
         few_shot = shapesworld_groups(request.shots, seed=FEW_SHOT_SEED)
         evaluation = shapesworld_groups(request.held_out, seed=HELD_OUT_SEED)
-        if progress is not None:
-            progress(0, desc="accuracy before")
-        before = self._accuracy(evaluation, request.head_weighting, None)
+        # The bar: a quarter for each accuracy, half for training.
+        report = progress or (lambda fraction, desc=None: None)
+        before = self._accuracy(evaluation, request.head_weighting, None,
+                                lambda done, total: report(0.25 * done / total, desc="accuracy before"))
         offsets, log = train_offsets(self.scorer(request.head_weighting), few_shot,
-                                     PromptLearningConfig(steps=request.steps))
-        after = self._accuracy(evaluation, request.head_weighting, offsets)
+                                     PromptLearningConfig(steps=request.steps),
+                                     on_step=lambda step, loss: report(0.25 + 0.5 * (step + 1) / request.steps,
+                                                                       desc="prompt learning"))
+        after = self._accuracy(evaluation, request.head_weighting, offsets,
+                               lambda done, total: report(0.75 + 0.25 * done / total, desc="accuracy after"))
         return LearnReport(offsets, list(log.losses), before, after)
 
     def load_offsets(self, path) -> AttentionOffsets:
