@@ -30,7 +30,7 @@ from pipelines.matching.runner import (
     MatchRequest,
     MatchRunner,
 )
-from pipelines.matching.uploads import UPLOAD_SUFFIXES
+from pipelines.matching.uploads import UPLOAD_SUFFIXES, read_upload
 from pipelines.recipes import write_table
 from pipelines.shapesworld import sample_scene
 from pipelines.vocabulary import check_text, notes_for
@@ -365,6 +365,18 @@ def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, upload
     return report.table(), accuracy_chart(report), shown, downloads, status
 
 
+def check_upload(upload) -> str:
+    """An uploaded set read at once (its rows and pictures checked), so a mistake is answered before any run."""
+    files = [upload] if isinstance(upload, str) else [str(f) for f in upload or []]
+    if not files:
+        return ""
+    groups = read_upload(files)
+    kinds = sorted({g.kind for g in groups if g.kind})
+    return (f"Read {len(groups)} groups from {', '.join(Path(f).name for f in files[:3])}"
+            + (f" ({len(files)} files)" if len(files) > 3 else "")
+            + (f", kinds: {', '.join(kinds)}" if kinds else "") + ". Press **Run benchmark** to evaluate them.")
+
+
 def load_offsets(runner: MatchRunner, session: MatchSession | None, path):
     """Prompt-learned offsets saved earlier (the few-shot panel's download) for this person's Discffusion."""
     if not path:
@@ -521,6 +533,8 @@ def create_tab(context: StudioContext) -> dict:
                               outputs=[state, train_report, offsets_file], api_name=False)
         clear_button.click(handler(reset_offsets), inputs=state, outputs=[state, train_report, offsets_file],
                            api_name=False)
+        eval_upload.upload(handler(check_upload), inputs=eval_upload, outputs=eval_status, api_name=False,
+                           concurrency_id="uploads", concurrency_limit=2)
         evaluating = eval_button.click(stoppable(handler(batch_eval, runner), "match-batch"),
                                        inputs=[state, eval_groups, eval_upload, eval_methods, head_weighting],
                                        outputs=[eval_table, eval_plot, eval_groups_table, eval_files, eval_status],

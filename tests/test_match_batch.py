@@ -218,3 +218,48 @@ def test_offsets_saved_earlier_load_into_this_session_only(runner, tmp_path):
     save_file({"down_blocks.9.attn2.to_k": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(InvalidInputError):
         tab.load_offsets(runner, None, str(tmp_path / "other.safetensors"))
+
+
+def test_an_upload_is_read_when_given(tmp_path):
+    known_set(tmp_path / "set")
+    archive = zipped(tmp_path / "set", tmp_path / "set.zip")
+    assert tab.check_upload([str(archive)]) == "Read 3 groups from set.zip. Press **Run benchmark** to evaluate them."
+    assert tab.check_upload(None) == ""
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(InvalidInputError, match="broken.zip is not a zip file"):
+        tab.check_upload([str(broken)])
+
+
+@pytest.mark.browser
+@needs_pack
+def test_browser_uploads_a_zip_evaluates_it_and_offers_the_results(tmp_path, artifacts_dir):
+    from studio_server import CHROMIUM, browser_page, running_studio
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is installed by `make test`")
+    save_winoground(shapesworld_groups(5, seed=HELD_OUT_SEED), tmp_path / "set")
+    archive = zipped(tmp_path / "set", tmp_path / "set.zip")
+    with running_studio(tmp_path) as url, browser_page() as page:
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Match").click()
+        page.get_by_text("Batch evaluation: ShapesWorld groups or your own set").click()
+        page.locator("#match-batch-upload input[type=file]").set_input_files(str(archive))
+        page.get_by_text("Read 5 groups from set.zip").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text("Evaluated 5 groups from your upload (set.zip)").wait_for(timeout=120_000)
+        cells = [line.strip() for line in page.locator("#match-batch-groups").inner_text().splitlines()]
+        assert cells.count("discffusion") == cells.count("clip") == 5  # a row per group and method (the defaults)
+        assert [c for c in cells if c in {"0", "1", "2", "3", "4"}][:5] == ["0", "1", "2", "3", "4"]  # the file's ids
+        status = page.locator("#match-batch-status").inner_text()
+        table = [line.strip() for line in page.locator("#match-eval-table").inner_text().splitlines()]
+        for method in ("discffusion", "clip"):  # the status and the table agree on each text score
+            text = float(status.split(f"{method}: text ")[1].split(",")[0])
+            assert float(table[table.index(method) + 1]) == pytest.approx(text, abs=0.005)
+        bars = page.locator("#match-batch-plot .js-plotly-plot .bars path")
+        bars.first.wait_for(timeout=30_000)
+        assert bars.count() >= 6  # 3 scores x 2 methods
+        links = page.locator("#match-batch-files a")
+        assert sorted(links.nth(i).get_attribute("href").rsplit("/", 1)[-1] for i in range(links.count())) == \
+            ["results.csv", "results.json"]
+        page.screenshot(path=str(artifacts_dir / "match-batch.png"), full_page=True)

@@ -225,7 +225,7 @@ def read_examples(path: Path) -> list[dict]:
         if clean["caption_0"] == clean["caption_1"]:
             raise InvalidInputError(f"{path.name}, line {number}: both captions are {clean['caption_0']!r}; a group "
                                     "needs two different captions.")
-        clean["id"] = str(row.get("id", "") or number)
+        clean["id"] = str(row["id"]) if str(row.get("id", "")).strip() else str(number)
         clean["kind"] = str(row.get("kind", "") or "")
         rows.append(clean)
     if not rows:
