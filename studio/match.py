@@ -358,10 +358,11 @@ def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, upload
                  str(write_table(rows, folder / "results.json", report.recipe, accuracy=summary))]
     upload = report.recipe.request["upload"]
     source = f"your upload ({', '.join(upload)})" if upload else "held-out ShapesWorld groups"
+    command = report.command(Path(session.offsets_file or "offsets.safetensors").name)
     status = (f"Evaluated {len(report.groups)} groups from {source} in {report.seconds:.1f} s.\n\n"
               + "\n".join(f"- **{label}**: text {s.overall['text']:.2f}, image {s.overall['image']:.2f}, "
                            f"group {s.overall['group']:.2f}" for label, s in report.summaries.items())
-              + f"\n\nRepeat it from a terminal:\n```bash\n{report.command}\n```")
+              + f"\n\nRepeat it from a terminal:\n```bash\n{command}\n```")
     return report.table(), accuracy_chart(report), shown, downloads, status
 
 

@@ -263,3 +263,16 @@ def test_browser_uploads_a_zip_evaluates_it_and_offers_the_results(tmp_path, art
         assert sorted(links.nth(i).get_attribute("href").rsplit("/", 1)[-1] for i in range(links.count())) == \
             ["results.csv", "results.json"]
         page.screenshot(path=str(artifacts_dir / "match-batch.png"), full_page=True)
+
+
+def test_the_command_that_repeats_an_evaluation_names_its_benchmark_and_offsets():
+    from pipelines.matching.runner import eval_command
+
+    request = {"upload": ["examples.jsonl", "a.png", "b.png"], "groups": 2, "methods": ["discffusion", "clip"],
+               "head_weighting": "attribution", "offsets_sha256": "ab" * 32}
+    assert eval_command(request, "output.safetensors") == ("python -m pipelines.matching --offsets output.safetensors "
+                                                           "eval --benchmark examples.jsonl --groups 2 "
+                                                           "--methods discffusion-hw,clip")
+    generated = {**request, "upload": None, "groups": 20, "head_weighting": "none", "offsets_sha256": None}
+    assert eval_command(generated) == ("python -m pipelines.matching eval --benchmark shapesworld-comp --seed 2000 "
+                                       "--groups 20 --methods discffusion,clip")

@@ -168,18 +168,19 @@ class BatchReport:
                              "c0_i1": float(sim[0, 1]), "c1_i1": float(sim[1, 1]), **winoground_scores(sim)})
         return rows
 
-    @property
-    def command(self) -> str:
-        return eval_command(self.recipe.request)
+    def command(self, offsets_file: str = "offsets.safetensors") -> str:
+        return eval_command(self.recipe.request, offsets_file)
 
 
-def eval_command(request: dict) -> str:
-    """The command line that evaluates a batch recipe's benchmark again (offsets from the tab's saved file)."""
+def eval_command(request: dict, offsets_file: str = "offsets.safetensors") -> str:
+    """The command line that evaluates a batch recipe's benchmark again: the upload's zip or examples table (its
+    pictures beside it), or the same ShapesWorld groups; prompt-learned offsets from ``offsets_file``."""
     weighting = {"none": "discffusion", "attribution": "discffusion-hw", "scalar": "discffusion-hw-scalar"}
     methods = ",".join(weighting[request["head_weighting"]] if m == "discffusion" else m for m in request["methods"])
-    source = (f"--benchmark {' '.join(request['upload'])}" if request["upload"]
-              else f"--benchmark shapesworld-comp --seed {HELD_OUT_SEED}")
-    offsets = " --offsets offsets.safetensors" if request["offsets_sha256"] else ""
+    upload = request["upload"] or []
+    table = next((name for name in upload if name.lower().endswith((".zip", ".jsonl", ".csv"))), None)
+    source = f"--benchmark {table}" if table else f"--benchmark shapesworld-comp --seed {HELD_OUT_SEED}"
+    offsets = f" --offsets {offsets_file}" if request["offsets_sha256"] else ""
     return f"python -m pipelines.matching{offsets} eval {source} --groups {request['groups']} --methods {methods}"
 
 
@@ -324,17 +325,22 @@ class MatchRunner:
         methods = self.check_methods(request.methods)
         if request.upload:
             groups, upload = read_upload(request.upload), [Path(p).name for p in request.upload]
-            upload_digest = hashlib.sha256(b"".join(Path(p).read_bytes() for p in request.upload)).hexdigest()
+            hasher = hashlib.sha256()
+            for path in request.upload:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        hasher.update(block)
+            upload_digest = hasher.hexdigest()
         else:
             count = int(request.groups)
             if not 5 <= count <= MAX_GROUPS:
                 raise InvalidInputError(f"Batch evaluation runs 5 to {MAX_GROUPS} groups, got {count}.")
             groups, upload, upload_digest = shapesworld_groups(count, seed=HELD_OUT_SEED), None, None
-        for group in groups:
+        for number, group in enumerate(groups, start=1):
             try:
                 check_captions(list(group.captions), self.matchers.backbone.tokenizer)
             except InvalidInputError as error:
-                raise InvalidInputError(f"Group {group.name}: {error}") from None
+                raise InvalidInputError(f"Group {group.name or number}: {error}") from None
         # 2. Score every group with every method.
         summaries, outcomes = {}, {}
         for number, method in enumerate(methods):
