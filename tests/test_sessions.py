@@ -121,3 +121,39 @@ def test_stop_stops_a_running_batch_evaluation_on_the_server(match_runner):
     assert not worker.is_alive() and "Stopped" in outcome.get("stopped", "")
     assert 1 <= len(seen) < 20 and max(seen) < 0.1  # stopped a few groups in, of 200 (a busy CPU may lag)
     assert sessions.STOPS.stop("person-a", "match-batch") == 0  # the run is no longer registered
+
+
+@pytest.mark.browser
+def test_browser_stop_ends_the_servers_run_and_the_studio_answers_at_once(tmp_path):
+    """Through Gradio itself: Run benchmark (200 groups, Discffusion: minutes of work), Stop once it has begun; the
+    server's run ends within a group (its log says so) and the next heavy event, Score, gets the models at once."""
+    from pathlib import Path
+
+    from studio_server import CHROMIUM, browser_page, running_studio
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is installed by `make test`")
+    with running_studio(tmp_path) as url, browser_page() as page:
+        log = tmp_path / "studio.log"
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Match").click()
+        page.get_by_text("Batch evaluation: ShapesWorld groups or your own set").click()
+        groups = page.locator("#match-batch").get_by_label("ShapesWorld groups (5-200)")
+        groups.fill("200")
+        groups.press("Tab")
+        page.locator("#match-batch").get_by_label("CLIP (cosine similarity)").uncheck()
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text("discffusion: group").first.wait_for(timeout=120_000)  # the run has begun
+        page.locator("#match-batch").get_by_role("button", name="Stop").click()
+        deadline = time.monotonic() + 30
+        while "run stopped on request" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "run stopped on request" in log.read_text() and "Traceback" not in log.read_text()
+        assert "Evaluated" not in page.locator("#match-batch-status").inner_text()
+        page.get_by_role("button", name="Load example").click()
+        page.wait_for_function("document.querySelector('#match-captions textarea')?.value.length > 0",
+                               timeout=30_000)
+        started = time.monotonic()
+        page.get_by_role("button", name="Score").click()
+        page.get_by_text("Scored 5 captions").first.wait_for(timeout=60_000)
+        assert time.monotonic() - started < 30  # not queued behind the rest of 200 groups (minutes)
