@@ -248,9 +248,10 @@ def weighting(checked) -> str:
 
 
 def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting,
-          truth: str | None = None, progress=gr.Progress()):
+          truth: str | None = None, progress=None):
     """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps. With the true
-    caption known, each method's pick is marked right or wrong."""
+    caption known, each method's pick is marked right or wrong. ``progress`` is called before each method (no bar
+    for a run of a second or two; the Stop button's check)."""
     session = session or MatchSession()
     report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), weighting(head_weighting),
                                      session.offsets), progress)

@@ -152,16 +152,16 @@ STOPS = StopRegistry()
 
 
 def stoppable(handler, kind: str):
-    """``handler`` (one that takes ``progress=gr.Progress(...)``) as a run its ``kind``'s Stop button stops at the
-    next progress report. Gradio gives the wrapper the person's request (their session) as a last argument."""
+    """``handler`` (one with a ``progress`` parameter: ``gr.Progress()`` for a bar, or None) as a run that its
+    ``kind``'s Stop button stops at the next progress report. Gradio gives the wrapper the person's request (their
+    session) as its first argument; a direct call may pass ``request=`` or nothing."""
     signature = inspect.signature(handler)
-    names = list(signature.parameters)
-    at = names.index("progress")
+    at = list(signature.parameters).index("progress")
 
     def wrapped(*args, **kwargs):
         request = kwargs.pop("request", None)
-        if len(args) > len(names):
-            *args, request = args
+        if args and isinstance(args[0], gr.Request):
+            request, *args = args
         args = list(args)
         with STOPS.running(getattr(request, "session_hash", None), kind) as stop:
             if len(args) > at:
@@ -170,8 +170,8 @@ def stoppable(handler, kind: str):
                 kwargs["progress"] = stopping(kwargs.get("progress", signature.parameters["progress"].default), stop)
             return handler(*args, **kwargs)
 
-    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
-    wrapped.__signature__ = signature.replace(parameters=[*signature.parameters.values(), request])
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    wrapped.__signature__ = signature.replace(parameters=[request, *signature.parameters.values()])
     wrapped.__annotations__ = {"request": gr.Request}  # how Gradio knows to pass the request
     wrapped.__name__ = getattr(handler, "__name__", "handler")
     return wrapped
