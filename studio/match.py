@@ -341,13 +341,17 @@ def accuracy_chart(report) -> go.Figure:
     return figure
 
 
+def upload_paths(upload) -> list[str]:
+    """The files of the batch upload component (one path, several, or none)."""
+    return [upload] if isinstance(upload, str) else [str(f) for f in upload or []]
+
+
 def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, upload, methods, head_weighting,
                progress=gr.Progress()):
     """Winoground text/image/group accuracy of each ticked method, on held-out ShapesWorld groups or on the
     uploaded set; per-group verdicts and the results as CSV and JSON (with the recipe)."""
     session = session or MatchSession()
-    files = [upload] if isinstance(upload, str) else [str(f) for f in upload or []]
-    report = runner.evaluate(BatchRequest(int(groups or 20), files or None, list(methods or []),
+    report = runner.evaluate(BatchRequest(int(groups or 20), upload_paths(upload) or None, list(methods or []),
                                           weighting(head_weighting), session.offsets), progress)
     rows = report.group_rows()
     tick = {True: "✔", False: "✘"}
@@ -369,7 +373,7 @@ def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, upload
 
 def check_upload(upload) -> str:
     """An uploaded set read at once (its rows and pictures checked), so a mistake is answered before any run."""
-    files = [upload] if isinstance(upload, str) else [str(f) for f in upload or []]
+    files = upload_paths(upload)
     if not files:
         return ""
     groups = read_upload(files)
