@@ -30,6 +30,10 @@ class UnknownPresetError(WorldStudioError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RunStopped(WorldStudioError):
+    """A long run was stopped on request (a Stop button) at one of its steps (:mod:`pipelines.stopping`)."""
+
+
 class UnknownWordsWarning(UserWarning):
     """A prompt has words the model's tokenizer does not know (the tiny pack's closed vocabulary)."""
 

@@ -10,7 +10,9 @@ same bits back. Where it is stored depends on the kind of file:
 * NPZ: a ``recipe`` entry (uint8 bytes of the JSON);
 * PLY: a ``comment worldstudio-recipe {...}`` header line;
 * MP4 and WebM: the container's ``comment`` tag (remuxed by ffmpeg, the video stream copied);
-* GIF: a comment extension block after the global colour table.
+* GIF: a comment extension block after the global colour table;
+* JSON (tables of results): a top-level ``recipe`` entry;
+* CSV (tables of results): a first line ``# worldstudio-recipe {...}`` before the header.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ PLY_PREFIX = b"comment worldstudio-recipe "
 VIDEO_KINDS = (".mp4", ".webm")
 # Marks a GIF comment as a recipe (the comment is this prefix and the JSON).
 GIF_PREFIX = b"worldstudio-recipe "
+# The first line of a CSV that carries a recipe is this prefix and the JSON.
+CSV_PREFIX = "# worldstudio-recipe "
 
 
 class NoRecipeError(InvalidInputError):
@@ -203,6 +207,27 @@ def write_png(image: np.ndarray, path: str | Path, recipe: Recipe) -> Path:
     return path
 
 
+def write_table(rows: list[dict], path: str | Path, recipe: Recipe, **extra) -> Path:
+    """Result rows (dicts with the same keys) as ``.csv`` (the recipe on its first line) or ``.json`` (``{"recipe",
+    "rows"}`` and any ``extra`` entries)."""
+    import csv
+    import io
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps({"recipe": json.loads(recipe.to_json()), **extra, "rows": rows}, indent=1),
+                        encoding="utf-8")
+    elif path.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path.write_text(CSV_PREFIX + recipe.to_json() + "\n" + buffer.getvalue(), encoding="utf-8")
+    else:
+        raise InvalidInputError(f"Tables are written as .csv or .json, not {path.suffix or 'a file without suffix'}.")
+    return path
+
+
 def attach(path: str | Path, recipe: Recipe) -> Path:
     """Store ``recipe`` with a file already written: NPZ entry, PLY comment, video or GIF comment."""
     path = Path(path)
@@ -259,6 +284,16 @@ def read_recipe(path: str | Path) -> Recipe:
         with Image.open(path) as image:
             comment = image.info.get("comment", b"")
         text = comment[len(GIF_PREFIX):].decode("utf-8") if comment.startswith(GIF_PREFIX) else None
+    elif suffix == ".json":
+        try:
+            recipe = json.loads(path.read_text(encoding="utf-8")).get("recipe")
+        except (ValueError, AttributeError):
+            recipe = None
+        text = json.dumps(recipe) if isinstance(recipe, dict) else None
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+        text = first[len(CSV_PREFIX):] if first.startswith(CSV_PREFIX) else None
     if text is None:
         raise NoRecipeError(f"{path.name} carries no WorldStudio recipe (it was not written by a runner).")
     return Recipe.from_json(text)

@@ -9,7 +9,7 @@ import re
 
 import gradio as gr
 
-from pipelines.errors import WorldStudioError
+from pipelines.errors import RunStopped, WorldStudioError
 
 logger = logging.getLogger("worldstudio.studio")
 
@@ -23,9 +23,13 @@ def plain(message: str) -> str:
 
 
 def user_message(error: WorldStudioError) -> gr.Error:
-    """A person's mistake as one toast (shown until closed) and one log line, never a traceback."""
+    """A person's mistake (or a run they stopped) as one toast (shown until closed) and one log line, never a
+    traceback."""
     message = plain(str(error))
-    logger.warning("user input refused: %s", message)
+    if isinstance(error, RunStopped):
+        logger.warning("run stopped on request")
+    else:
+        logger.warning("user input refused: %s", message)
     return gr.Error(message, duration=None, print_exception=False)
 
 

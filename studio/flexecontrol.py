@@ -32,7 +32,7 @@ from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, session_state
+from .sessions import CHEAP, HEAVY, session_state, stoppable, wire_stop
 
 TITLE = "FlexEControl"
 CANVAS = 256
@@ -50,7 +50,7 @@ INTRO = """\
 ## FlexEControl: draw where things go
 Draw outlines of shapes (or paint regions) on a black canvas, say what the picture shows, and press **Generate**: the
 objects appear where you drew them. Press **Load the example** for a circle drawn on the left, a square on the right
-and "a red circle left of a blue square". Tick **Overlay** after generating to see each drawn object checked: a green
+and "a red circle left of a blue square", or click a ready example (one per kind of map). Tick **Overlay** after generating to see each drawn object checked: a green
 box where the picture has it, a red box where it does not.
 """
 
@@ -194,6 +194,30 @@ def example_canvas() -> dict:
     return {"background": drawing, "layers": [], "composite": drawing}
 
 
+EXAMPLES_DIR = REPO_ROOT / "assets" / "examples" / "flexecontrol"
+# The ready examples: (held-out ShapesWorld scene seed, condition type). Each is the scene's objects drawn by hand
+# from its truth (:func:`example_drawing`), shipped as ``<type>_<seed>.png``, with the scene's caption.
+EXAMPLE_SCENES = ((2, "canny"), (5, "sketch"), (11, "segmentation"), (6, "depth"))
+
+
+def example_drawing(seed: int, kind: str) -> tuple[np.ndarray, str]:
+    """A held-out ShapesWorld scene's objects drawn as a ``kind`` map on the canvas, and the scene's caption (how
+    the shipped example drawings were made)."""
+    from pipelines.flexecontrol.strokes import draw_objects
+    from pipelines.shapesworld import sample_scene
+
+    scene = sample_scene(seed, split="test")
+    return draw_objects(scene.objects, kind, np.random.default_rng(seed), scene.size), scene.caption
+
+
+def example_rows() -> list[list[str]]:
+    """``gr.Examples`` rows [prompt, condition type, source, drawing] for the shipped example drawings."""
+    from pipelines.shapesworld import sample_scene
+
+    return [[sample_scene(seed, split="test").caption, kind, "draw", str(EXAMPLES_DIR / f"{kind}_{seed}.png")]
+            for seed, kind in EXAMPLE_SCENES if (EXAMPLES_DIR / f"{kind}_{seed}.png").is_file()]
+
+
 def measured_markdown() -> str:
     """What the bench measured, from ``bench/results/flexecontrol.jsonl`` (nothing when it has not run)."""
     reference = bench_reference()
@@ -238,10 +262,13 @@ def previews(conditions: list[Condition]) -> list[tuple[np.ndarray, str]]:
             for n, c in enumerate(conditions, start=1)]
 
 
-def generate_image(runner: FlexEControlRunner, prompt: str, layers: list[LayerInput], seed, steps, guidance, bind):
-    """Generate; the image is written as a PNG carrying its recipe. Returns (report, PNG path)."""
+def generate_image(runner: FlexEControlRunner, prompt: str, layers: list[LayerInput], seed, steps, guidance, bind,
+                   progress=None):
+    """Generate (``progress(fraction, desc=...)`` after every step); the image is written as a PNG carrying its
+    recipe. Returns (report, PNG path)."""
+    on_step = (lambda step, total: progress((step + 1) / total, desc="generating")) if progress is not None else None
     report = runner.run(FlexEControlRequest(prompt, condition_inputs(layers), int(seed or 0), int(steps),
-                                            float(guidance), bool(bind)))
+                                            float(guidance), bool(bind)), on_step=on_step)
     path = write_png(report.image, scratch_path("flexecontrol-", ".png"), report.recipe)
     return report, path
 
@@ -338,6 +365,9 @@ def create_tab(context: StudioContext) -> dict:
                     extract = gr.Button("Extract maps")
                     generate = gr.Button("Generate", variant="primary")
                     stop = gr.Button("Stop", variant="stop", elem_id="flexecontrol-stop")
+                gr.Examples(example_rows(), inputs=[prompt, *widgets[0][:3]], elem_id="flexecontrol-examples",
+                            label="Ready examples: a held-out scene drawn as each kind of map (click one, then "
+                                  "Generate)")
             with gr.Column(scale=2):
                 maps = gr.Gallery(label="Extracted condition maps", columns=4, height="auto", object_fit="contain",
                                   preview=False, elem_id="flexecontrol-previews")
@@ -366,9 +396,9 @@ def create_tab(context: StudioContext) -> dict:
             return previews(conditions), "\n".join(f"- {n}" for n in found)
 
         @shows_errors
-        def on_generate(values, progress=gr.Progress(track_tqdm=True)):
+        def on_generate(values, progress=gr.Progress()):
             report, path = generate_image(runner, values[prompt], layers_from(values), values[seed], values[steps],
-                                          values[guidance], values[bind])
+                                          values[guidance], values[bind], progress)
             for note in report.notes:
                 gr.Warning(note)
             return (shown_image(report.image, report.conditions, report.rows, values[show_overlay]),
@@ -385,11 +415,11 @@ def create_tab(context: StudioContext) -> dict:
         extract.click(on_extract, inputs=layer_components, outputs=[maps, notes], api_name=False, **HEAVY)
         example.click(lambda: (EXAMPLE_PROMPT, "canny", "draw", example_canvas()),
                       outputs=[prompt, widgets[0][0], widgets[0][1], widgets[0][2]], api_name=False, **CHEAP)
-        generating = generate.click(on_generate,
+        generating = generate.click(stoppable(on_generate, "flexecontrol-generate"),
                                     inputs={prompt, seed, steps, guidance, show_overlay, bind, *layer_components},
                                     outputs=[output, numbers, notes, maps, result, download, recipe], api_name=False,
                                     **HEAVY)
-        stop.click(None, cancels=[generating], api_name=False)
+        wire_stop(stop, "flexecontrol-generate", [generating])
         show_overlay.change(on_overlay, inputs=[show_overlay, result], outputs=output, api_name=False,
                             show_progress="hidden", **CHEAP)
 

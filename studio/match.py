@@ -23,19 +23,22 @@ from pipelines.matching import METHODS, MatchResult
 from pipelines.matching.inputs import MIN_SIDE
 from pipelines.matching.overlay import overlay, swapped_captions
 from pipelines.matching.runner import (
+    BatchRequest,
     ImageRequest,
     LearnRequest,
     MatchReport,
     MatchRequest,
     MatchRunner,
 )
+from pipelines.matching.uploads import UPLOAD_SUFFIXES, read_upload
+from pipelines.recipes import write_table
 from pipelines.shapesworld import sample_scene
 from pipelines.vocabulary import check_text, notes_for
 
 from . import components
 from .context import StudioContext
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, check_session_size, session_state
+from .sessions import CHEAP, HEAVY, check_session_size, session_state, stoppable, wire_stop
 from .errors import shows_errors
 
 TITLE = "Match"
@@ -247,12 +250,13 @@ def weighting(checked) -> str:
 
 
 def score(runner: MatchRunner, session: MatchSession | None, image, captions_text, methods, head_weighting,
-          truth: str | None = None):
+          truth: str | None = None, progress=None):
     """Rank the captions with every ticked method; Discffusion also gives per-word heatmaps. With the true
-    caption known, each method's pick is marked right or wrong."""
+    caption known, each method's pick is marked right or wrong. ``progress`` is called before each method (no bar
+    for a run of a second or two; the Stop button's check)."""
     session = session or MatchSession()
     report = runner.run(MatchRequest(image, captions_text or "", list(methods or []), weighting(head_weighting),
-                                     session.offsets))
+                                     session.offsets), progress)
     session.report = report
     session = check_session_size(session, "your Match session") or MatchSession()
     captions = report.captions
@@ -277,7 +281,7 @@ def refresh_heatmaps(runner: MatchRunner, session: MatchSession | None, caption,
 
 
 def train(runner: MatchRunner, session: MatchSession | None, shots, steps, held_out, head_weighting,
-          progress=gr.Progress(track_tqdm=True)):
+          progress=gr.Progress()):
     """Prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups; text accuracy before/after on held-out ones."""
     session = session or MatchSession()
     report = runner.learn(LearnRequest(int(shots), int(steps), int(held_out), weighting(head_weighting)), progress)
@@ -301,11 +305,94 @@ def reset_offsets(session: MatchSession | None):
     return session, "Offsets cleared: Discffusion is zero-shot again.", None
 
 
-def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, methods, head_weighting,
-               progress=gr.Progress(track_tqdm=True)):
-    """Winoground text/image/group accuracy on held-out ShapesWorld groups for each ticked method."""
+BATCH_INTRO = """\
+Measure the methods on many pictures at once: on held-out ShapesWorld groups, or on your own set in Winoground's
+format. Each group is two pictures and two captions; a method is right when each picture prefers its own caption.
+"""
+
+BATCH_HOW = """\
+**Your own set**: upload one `.zip` holding `examples.jsonl` (or a `.csv`) and the pictures, or the `examples.jsonl`
+/ `.csv` together with its pictures. Every row names two captions and two pictures:
+`{"id": 1, "caption_0": "a red circle", "caption_1": "a blue circle", "image_0": "ex_1_0", "image_1": "ex_1_1"}`
+(the CSV has the same columns); a picture is found by its file name with or without `.png`/`.jpg`, beside the table
+or in an `images/` folder. At most 200 groups and 2000 files (512 MB unpacked); pictures from 8 to 4096 pixels a
+side, read at 512 at most. With no upload, *groups* held-out ShapesWorld groups are generated (the same each time).
+
+**Scores** (Winoground, Thrush et al. 2022), with s(caption, picture) a method's score: *text* - both pictures
+rank their own caption first (chance 0.25); *image* - both captions rank their own picture first (chance 0.25);
+*group* - both (chance 1/6). Prompt-learned offsets (trained or loaded above) apply to Discffusion. The downloads
+hold every group's four scores and verdicts, and the recipe (methods, models, the upload's SHA-256).
+"""
+# Winoground's chance levels: text and image 1/4, group 1/6.
+CHANCE = {"text": 0.25, "image": 0.25, "group": 1 / 6}
+
+
+def accuracy_chart(report) -> go.Figure:
+    """Text, image and group accuracy per method (grouped bars), chance marked."""
+    figure = go.Figure()
+    for label, summary in report.summaries.items():
+        values = [summary.overall[k] for k in CHANCE]
+        figure.add_trace(go.Bar(x=list(CHANCE), y=values, name=label, text=[f"{v:.2f}" for v in values],
+                                textposition="outside", hovertemplate=f"{label}<br>%{{x}}: %{{y:.3f}}<extra></extra>"))
+    figure.add_trace(go.Scatter(x=list(CHANCE), y=list(CHANCE.values()), mode="markers", name="chance",
+                                marker=dict(symbol="line-ew-open", size=40, color="#555"),
+                                hovertemplate="chance %{x}: %{y:.3f}<extra></extra>"))
+    figure.update_layout(barmode="group", yaxis=dict(range=[0, 1.1], title="accuracy"), height=320,
+                         title=f"Winoground accuracy on {len(report.groups)} groups",
+                         margin=dict(l=10, r=10, t=40, b=10))
+    return figure
+
+
+def upload_paths(upload) -> list[str]:
+    """The files of the batch upload component (one path, several, or none)."""
+    return [upload] if isinstance(upload, str) else [str(f) for f in upload or []]
+
+
+def batch_eval(runner: MatchRunner, session: MatchSession | None, groups, upload, methods, head_weighting,
+               progress=gr.Progress()):
+    """Winoground text/image/group accuracy of each ticked method, on held-out ShapesWorld groups or on the
+    uploaded set; per-group verdicts and the results as CSV and JSON (with the recipe)."""
     session = session or MatchSession()
-    return runner.benchmark(groups, list(methods or []), weighting(head_weighting), session.offsets)
+    report = runner.evaluate(BatchRequest(int(groups or 20), upload_paths(upload) or None, list(methods or []),
+                                          weighting(head_weighting), session.offsets), progress)
+    rows = report.group_rows()
+    tick = {True: "✔", False: "✘"}
+    shown = [[r["id"], r["kind"], r["caption_0"], r["caption_1"], r["method"], tick[r["text"]], tick[r["image"]],
+              tick[r["group"]], *(round(r[k], 4) for k in ("c0_i0", "c1_i0", "c0_i1", "c1_i1"))] for r in rows]
+    folder = scratch_path("match-batch-", ".csv").parent
+    summary = {label: {"groups": s.groups, **s.overall, "per_swap": s.per_swap} for label, s in report.summaries.items()}
+    downloads = [str(write_table(rows, folder / "results.csv", report.recipe)),
+                 str(write_table(rows, folder / "results.json", report.recipe, accuracy=summary))]
+    upload = report.recipe.request["upload"]
+    source = f"your upload ({', '.join(upload)})" if upload else "held-out ShapesWorld groups"
+    command = report.command(Path(session.offsets_file or "offsets.safetensors").name)
+    status = (f"Evaluated {len(report.groups)} groups from {source} in {report.seconds:.1f} s.\n\n"
+              + "\n".join(f"- **{label}**: text {s.overall['text']:.2f}, image {s.overall['image']:.2f}, "
+                           f"group {s.overall['group']:.2f}" for label, s in report.summaries.items())
+              + f"\n\nRepeat it from a terminal:\n```bash\n{command}\n```")
+    return report.table(), accuracy_chart(report), shown, downloads, status
+
+
+def check_upload(upload) -> str:
+    """An uploaded set read at once (its rows and pictures checked), so a mistake is answered before any run."""
+    files = upload_paths(upload)
+    if not files:
+        return ""
+    groups = read_upload(files)
+    kinds = sorted({g.kind for g in groups if g.kind})
+    return (f"Read {len(groups)} groups from {', '.join(Path(f).name for f in files[:3])}"
+            + (f" ({len(files)} files)" if len(files) > 3 else "")
+            + (f", kinds: {', '.join(kinds)}" if kinds else "") + ". Press **Run benchmark** to evaluate them.")
+
+
+def load_offsets(runner: MatchRunner, session: MatchSession | None, path):
+    """Prompt-learned offsets saved earlier (the few-shot panel's download) for this person's Discffusion."""
+    if not path:
+        raise InvalidInputError("Choose a .safetensors file of offsets saved by this panel.")
+    session = session or MatchSession()
+    session.offsets, session.offsets_file = runner.load_offsets(path), str(path)
+    return (session, f"Loaded offsets for {len(session.offsets.layer_names)} layers from {Path(path).name}: "
+                     "Discffusion now scores with them.", str(path))
 
 
 def create_tab(context: StudioContext) -> dict:
@@ -387,21 +474,41 @@ def create_tab(context: StudioContext) -> dict:
                 train_button = gr.Button("Train offsets", variant="primary")
                 train_stop = gr.Button("Stop", variant="stop")
                 clear_button = gr.Button("Clear offsets")
+            offsets_upload = components.File(label="Load offsets saved earlier (.safetensors)",
+                                             file_types=[".safetensors"], elem_id="match-offsets-upload")
             train_report = gr.Markdown("", elem_id="match-train-report")
             loss_plot = gr.Plot(label="Training loss")
             offsets_file = gr.File(label="Offsets (.safetensors)", interactive=False)
-        with gr.Accordion("Batch evaluation (held-out ShapesWorld compositional split)", open=False):
+        with gr.Accordion("Batch evaluation: ShapesWorld groups or your own set", open=False,
+                          elem_id="match-batch"):
+            gr.Markdown(BATCH_INTRO)
+            with gr.Accordion("How it works", open=False):
+                gr.Markdown(BATCH_HOW)
             with gr.Row():
-                eval_groups = components.Number(value=20, precision=0, label="groups (5-200)", minimum=5, maximum=200)
-                eval_methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
-                                                label="Methods")
+                eval_upload = components.File(label="Your set (optional): a .zip, or examples.jsonl / .csv with its "
+                                                    "pictures", file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
+                                              elem_id="match-batch-upload")
+                with gr.Column():
+                    eval_groups = components.Number(value=20, precision=0, label="ShapesWorld groups (5-200)",
+                                                    minimum=5, maximum=200)
+                    eval_methods = gr.CheckboxGroup([(METHODS[m], m) for m in UI_METHODS], value=DEFAULT_METHODS,
+                                                    label="Methods")
             with gr.Row():
                 eval_button = gr.Button("Run benchmark")
                 eval_stop = gr.Button("Stop", variant="stop")
+            eval_status = gr.Markdown("", elem_id="match-batch-status")
+            eval_plot = gr.Plot(label="Accuracy per method", elem_id="match-batch-plot")
             eval_table = gr.Dataframe(
                 headers=["method", "text", "image", "group", "colour (text)", "shape (text)", "relation (text)",
                          "UNet evals / decision", "s / decision"],
                 label="Winoground accuracy", interactive=False, elem_id="match-eval-table")
+            eval_groups_table = gr.Dataframe(
+                headers=["group", "kind", "caption 0", "caption 1", "method", "text", "image", "group",
+                         "s(c0, i0)", "s(c1, i0)", "s(c0, i1)", "s(c1, i1)"],
+                label="Per group (✔ right, ✘ wrong)", interactive=False, max_height=360,
+                elem_id="match-batch-groups")
+            eval_files = gr.File(label="Results (CSV and JSON, with the recipe)", file_count="multiple",
+                                 interactive=False, elem_id="match-batch-files")
 
         # An upload is read at once (a corrupt or tiny picture is answered when given, not at Score).
         # Its true caption is unknown until typed.
@@ -413,11 +520,11 @@ def create_tab(context: StudioContext) -> dict:
         make.click(handler(generate, runner), inputs=[prompt, sample_seed], outputs=[image, captions, recipe, truth],
                    api_name="match_generate", **HEAVY)
         score_outputs = [state, table, plot, heat_caption, heat_layer, heat_level, gallery, status]
-        scoring = go_button.click(handler(score, runner),
+        scoring = go_button.click(stoppable(handler(score, runner), "match-score"),
                                   inputs=[state, image, captions, methods, head_weighting, truth],
                                   outputs=score_outputs,
                                   api_name="match_score", **HEAVY)
-        stop_button.click(None, cancels=[scoring], api_name=False)
+        wire_stop(stop_button, "match-score", [scoring])
         for control in (heat_caption, heat_layer, heat_level):
             control.input(handler(refresh_heatmaps, runner),
                           inputs=[state, heat_caption, heat_layer, heat_level], outputs=gallery, api_name=False,
@@ -426,14 +533,19 @@ def create_tab(context: StudioContext) -> dict:
         heat_button = gr.Button("Show heatmaps", visible=False)
         heat_button.click(handler(refresh_heatmaps, runner), inputs=[state, heat_caption, heat_layer, heat_level],
                           outputs=gallery, api_name="match_heatmaps", **CHEAP)
-        training = train_button.click(handler(train, runner),
+        training = train_button.click(stoppable(handler(train, runner), "match-train"),
                                       inputs=[state, shots, steps, held_out, head_weighting],
                                       outputs=[state, train_report, loss_plot, offsets_file], api_name=False, **HEAVY)
-        train_stop.click(None, cancels=[training], api_name=False)
+        wire_stop(train_stop, "match-train", [training])
+        offsets_upload.upload(handler(load_offsets, runner), inputs=[state, offsets_upload],
+                              outputs=[state, train_report, offsets_file], api_name=False)
         clear_button.click(handler(reset_offsets), inputs=state, outputs=[state, train_report, offsets_file],
                            api_name=False)
-        evaluating = eval_button.click(handler(batch_eval, runner),
-                                       inputs=[state, eval_groups, eval_methods, head_weighting], outputs=eval_table,
-                                       api_name=False, **HEAVY)
-        eval_stop.click(None, cancels=[evaluating], api_name=False)
+        eval_upload.upload(handler(check_upload), inputs=eval_upload, outputs=eval_status, api_name=False,
+                           concurrency_id="uploads", concurrency_limit=2)
+        evaluating = eval_button.click(stoppable(handler(batch_eval, runner), "match-batch"),
+                                       inputs=[state, eval_groups, eval_upload, eval_methods, head_weighting],
+                                       outputs=[eval_table, eval_plot, eval_groups_table, eval_files, eval_status],
+                                       api_name="match_batch", **HEAVY)
+        wire_stop(eval_stop, "match-batch", [evaluating])
     return {"image": image, "captions": captions, "truth": truth, "to_flexecontrol": to_flex, "to_mojito": to_mojito}

@@ -32,7 +32,7 @@ from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, session_state
+from .sessions import CHEAP, HEAVY, session_state, stoppable, wire_stop
 
 TITLE = "Mojito"
 CANVAS = 256
@@ -443,15 +443,15 @@ def create_tab(context: StudioContext) -> dict:
                   "smoothness": smoothness, "steps": steps, "seed": seed, "interpolation": interpolation,
                   "with_unguided": with_unguided}
 
-        def on_generate(values, progress=gr.Progress(track_tqdm=True)):
+        def on_generate(values, progress=gr.Progress()):
             settings = {name: values[component] for name, component in fields.items()}
             settings.update(steps=int(settings["steps"]), guided_steps=int(settings["guided_steps"]),
                             seed=int(settings["seed"] or 0), with_unguided=bool(settings["with_unguided"]))
             return generate(runner, values[state], settings, bool(values[draw_boxes]), progress)
 
-        generating = run.click(handler(on_generate), {state, draw_boxes, *fields.values()},
+        generating = run.click(stoppable(handler(on_generate), "mojito-generate"), {state, draw_boxes, *fields.values()},
                                [video, unguided, plot, metrics, gif, raw, recipe], api_name=False, **HEAVY)
-        stop.click(None, cancels=[generating], api_name=False)
+        wire_stop(stop, "mojito-generate", [generating])
 
         # The stable API (plain values: the trajectory as keyframe lists), for gradio_client and scripts.
         with gr.Column(visible=False):

@@ -36,7 +36,7 @@ from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, SCENES, session_state
+from .sessions import CHEAP, HEAVY, SCENES, session_state, stoppable, wire_stop
 
 TITLE = "Morpho4D"
 # Frames of a Mojito video (a scene sent to Mojito has its boxes spread over them).
@@ -505,15 +505,16 @@ def create_tab(context: StudioContext) -> dict:
         stepped = shown + [chat, splats, video]
         sliders = [time_slider, azimuth, elevation, distance]
 
-        def command_handler(session, text, t, az, el, dist, progress=gr.Progress(track_tqdm=True)):
+        def command_handler(session, text, t, az, el, dist, progress=gr.Progress()):
             return run_command(runner, session, text, t, az, el, dist, progress)
 
         command_outputs = [state, chat, command, view, plot, status, history, splats, video, *sliders]
-        sending = send.click(handler(command_handler), inputs=[state, command, *sliders], outputs=command_outputs,
+        command_run = stoppable(handler(command_handler), "morpho4d-command")
+        sending = send.click(command_run, inputs=[state, command, *sliders], outputs=command_outputs,
                              api_name="morpho4d_command", show_progress_on=[chat], **HEAVY)
-        submitting = command.submit(handler(command_handler), inputs=[state, command, *sliders],
+        submitting = command.submit(command_run, inputs=[state, command, *sliders],
                                     outputs=command_outputs, api_name=False, show_progress_on=[chat], **HEAVY)
-        stop.click(None, cancels=[sending, submitting], api_name=False)
+        wire_stop(stop, "morpho4d-command", [sending, submitting])
         load.click(handler(load_example, runner, examples=examples), inputs=[example, state],
                    outputs=changed + sliders, api_name="morpho4d_load_example", **SCENES)
         upload.upload(handler(open_file, runner), inputs=[upload, state], outputs=changed + sliders,

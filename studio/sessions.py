@@ -7,20 +7,29 @@ memory bound, and temporary files that are deleted.
   models and their attention hooks are shared by every user, so at most ``WORLDSTUDIO_HEAVY_CONCURRENCY``
   (default 1) run at a time and the rest wait in the queue, shown their position.
 * **Scene** events (fitting or reading a 4D scene, no shared model) have their own small pool.
+* **Stop** buttons stop the run on the server, not only in the browser: a long handler wrapped by
+  :func:`stoppable` registers a :class:`~pipelines.stopping.Stop` for this person and kind of run, its progress
+  callback checks it at every step, and the button wired by :func:`wire_stop` sets it (Gradio's own
+  ``cancels=`` only drops the browser's wait; the worker thread would run on, holding the shared models).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
+
+from pipelines.stopping import Stop, stopping
 
 logger = logging.getLogger("worldstudio.studio")
 
@@ -107,3 +116,71 @@ def sweep_scratch(now: float | None = None, ttl: float | None = None) -> int:
         except OSError:
             continue
     return deleted
+
+
+class StopRegistry:
+    """The stoppable runs going on, by (session, kind): what a Stop button stops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], list[Stop]] = {}
+
+    @contextmanager
+    def running(self, session: str | None, kind: str):
+        """Register a run of ``kind`` for ``session`` while the block runs; yields its :class:`Stop`."""
+        key, stop = (session or "", kind), Stop()
+        with self._lock:
+            self._running.setdefault(key, []).append(stop)
+        try:
+            yield stop
+        finally:
+            with self._lock:
+                self._running[key].remove(stop)
+                if not self._running[key]:
+                    del self._running[key]
+
+    def stop(self, session: str | None, kind: str) -> int:
+        """Ask every run of ``kind`` of ``session`` to stop; returns how many were running."""
+        with self._lock:
+            stops = list(self._running.get((session or "", kind), []))
+        for stop in stops:
+            stop.set()
+        return len(stops)
+
+
+STOPS = StopRegistry()
+
+
+def stoppable(handler, kind: str):
+    """``handler`` (one with a ``progress`` parameter: ``gr.Progress()`` for a bar, or None) as a run that its
+    ``kind``'s Stop button stops at the next progress report. Gradio gives the wrapper the person's request (their
+    session) as its first argument; a direct call may pass ``request=`` or nothing."""
+    signature = inspect.signature(handler)
+    at = list(signature.parameters).index("progress")
+
+    def wrapped(*args, **kwargs):
+        request = kwargs.pop("request", None)
+        if args and isinstance(args[0], gr.Request):
+            request, *args = args
+        args = list(args)
+        with STOPS.running(getattr(request, "session_hash", None), kind) as stop:
+            if len(args) > at:
+                args[at] = stopping(args[at], stop)
+            else:
+                kwargs["progress"] = stopping(kwargs.get("progress", signature.parameters["progress"].default), stop)
+            return handler(*args, **kwargs)
+
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    wrapped.__signature__ = signature.replace(parameters=[request, *signature.parameters.values()])
+    wrapped.__annotations__ = {"request": gr.Request}  # how Gradio knows to pass the request
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    return wrapped
+
+
+def wire_stop(button: gr.Button, kind: str, events: list) -> None:
+    """``button`` stops this person's runs of ``kind`` on the server and drops the browser's wait for ``events``."""
+
+    def stop(request: gr.Request) -> None:
+        STOPS.stop(request.session_hash, kind)
+
+    button.click(stop, inputs=None, outputs=None, queue=False, api_name=False, cancels=events)

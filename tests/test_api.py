@@ -84,3 +84,31 @@ def test_morpho4d_loads_edits_and_undoes_in_one_session(client):
     assert int(edited[4].split("\n")[1].split(" Gaussians")[0].replace(",", "")) < count
     undone = client.predict(0, 0, 0, 1.0, api_name="/morpho4d_undo")
     assert int(undone[2].split("\n")[1].split(" Gaussians")[0].replace(",", "")) == count
+
+
+def test_match_batch_evaluates_an_uploaded_zip_and_refuses_a_broken_one(client, tmp_path):
+    import zipfile
+
+    from gradio_client import handle_file
+
+    from pipelines.matching.benchmark import shapesworld_groups
+    from pipelines.shapesworld.benchmark import save_winoground
+
+    save_winoground(shapesworld_groups(5, seed=2000), tmp_path / "set")
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for path in (tmp_path / "set").rglob("*"):
+            packed.write(path, path.relative_to(tmp_path / "set").as_posix())
+    table, plot, groups, files, status = client.predict(5, [handle_file(archive)], ["clip"], False,
+                                                        api_name="/match_batch")
+    generated = client.predict(5, None, ["clip"], False, api_name="/match_batch")
+    assert table["data"][0][:4] == generated[0]["data"][0][:4] and table["data"][0][0] == "clip"
+    assert len(groups["data"]) == 5 and {row[5] for row in groups["data"]} <= {"✔", "✘"}
+    recipe = read_recipe(next(f for f in files if f.endswith(".csv")))
+    assert recipe.request["upload"] == ["set.zip"] and recipe.request["groups"] == 5
+    assert "Evaluated 5 groups from your upload (set.zip)" in status
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(Exception, match="broken.zip is not a zip file that can be opened") as refused:
+        client.predict(5, [handle_file(broken)], ["clip"], False, api_name="/match_batch")
+    assert "/tmp" not in str(refused.value) and "gradio" not in str(refused.value)  # no server path

@@ -233,6 +233,63 @@ def test_the_example_drawing_shows_a_circle_left_and_a_square_right():
     assert "red circle" in tab.EXAMPLE_PROMPT and "blue square" in tab.EXAMPLE_PROMPT
 
 
+def test_ready_examples_are_held_out_scenes_drawn_from_their_truth_and_load_with_one_click(cache):
+    """Each example is a held-out scene's objects drawn by hand from its truth (the shipped file is that drawing,
+    pixel for pixel) with the scene's caption; clicking it fills the prompt, layer 1's type and canvas, and the
+    maps Generate reads show the scene's objects: the right shapes inside their true boxes (depth: brighter where
+    the objects are)."""
+    from PIL import Image
+
+    from pipelines.flexecontrol.metrics import drawn_objects
+    from studio import build_studio
+
+    rows = tab.example_rows()
+    assert [row[1] for row in rows] == ["canny", "sketch", "segmentation", "depth"]
+    studio = build_studio()
+    dataset = next(b for b in studio.blocks.values() if getattr(b, "elem_id", None) == "flexecontrol-examples")
+    click = next(fn for fn in studio.fns.values() if any(target == dataset._id for target, _ in fn.targets))
+    assert [c.elem_id for c in click.outputs] == ["flexecontrol-prompt", "flexecontrol-type-1", None,
+                                                  "flexecontrol-canvas-1"]
+    for index, ((seed, kind), (prompt, _, _, path)) in enumerate(zip(tab.EXAMPLE_SCENES, rows)):
+        scene = sample_scene(seed, split="test")
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), tab.example_drawing(seed, kind)[0])
+        updates = click.fn(dataset.preprocess(index))  # what one click sends to the browser
+        assert [u["value"] for u in updates[:3]] == [scene.caption, kind, "draw"] and prompt == scene.caption
+        canvas_component = click.outputs[3]
+        drawing = canvas_component.preprocess(canvas_component.data_model.model_validate(updates[3]["value"]))
+        (condition,), _ = cache.conditions(tab.condition_inputs([layer(kind, drawing)]))
+        if kind == "depth":
+            objects = np.any([obj.mask for obj in scene.objects], axis=0)
+            grey = condition.image if condition.image.ndim == 2 else condition.image.mean(axis=-1)
+            assert grey[objects].mean() > grey[~objects].mean() + 30
+            continue
+        drawn = drawn_objects(kind, condition.image)
+        assert sorted(o.shape for o in drawn) == sorted(o.shape for o in scene.objects)
+        for obj in drawn:
+            truth = next(t for t in scene.objects if t.shape == obj.shape)
+            centre = ((obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2)
+            assert truth.box[0] <= centre[0] <= truth.box[2] and truth.box[1] <= centre[1] <= truth.box[3]
+
+
+def test_a_stopped_generation_ends_at_its_next_step_and_leaves_the_model_as_it_was(cache, scene):
+    from pipelines.errors import RunStopped
+    from pipelines.stopping import Stop, stopping
+
+    layers = [layer("canny", canvas(canny(scene)))]
+    before = run_generation(cache, scene.caption, layers, 3, 8, 3.0)[0]
+    stop, steps = Stop(), []
+
+    def progress(fraction, desc=None):
+        steps.append(fraction)
+        if len(steps) == 2:
+            stop.set()  # Stop pressed during the second step
+
+    with pytest.raises(RunStopped):
+        tab.generate_image(cache, scene.caption, layers, 3, 8, 3.0, True, stopping(progress, stop))
+    assert steps == [1 / 8, 2 / 8]  # no third step ran
+    assert np.array_equal(run_generation(cache, scene.caption, layers, 3, 8, 3.0)[0], before)  # hooks all removed
+
+
 def test_bench_reference_reads_the_drawn_rows(tmp_path, monkeypatch):
     import json
 

@@ -124,7 +124,7 @@ def test_few_shot_panel_trains_offsets_for_this_session_only_and_batch_eval_give
     assert matchers.matchers.offsets is None  # the shared matchers never hold a user's offsets
     session, _, _ = tab.reset_offsets(session)
     assert session.offsets is None
-    rows = tab.batch_eval(matchers, session, 5, ["clip", "discffusion"], False, progress=lambda *a, **k: None)
+    rows = tab.batch_eval(matchers, session, 5, None, ["clip", "discffusion"], False, progress=lambda *a, **k: None)[0]
     assert [row[0] for row in rows] == ["discffusion", "clip"] and all(0 <= v <= 1 for v in rows[0][1:4])
 
 

@@ -181,3 +181,33 @@ def test_generate_returns_videos_plot_and_metrics_with_a_tiny_model():
     assert carried.request["trajectories"][0]["phrase"] == "red circle" and read_recipe(gif) == read_recipe(video)
     assert "python -m pipelines.mojito rerun" in recipe
     assert read_recipe(unguided).request["guided"] is False and read_recipe(unguided).request["seed"] == 3
+
+
+def test_generation_reports_every_denoising_step_and_stops_at_the_next_one():
+    from test_mojito import tiny_components
+
+    from pipelines.errors import RunStopped
+    from pipelines.mojito import MojitoPipeline
+    from pipelines.stopping import Stop, stopping
+
+    pipe = MojitoPipeline(**tiny_components())
+    pipe.set_progress_bar_config(disable=True)
+    manager = SimpleNamespace(preset="hub", get=lambda role: pipe, derived=lambda key, factory: factory())
+    session, _, _ = tab.apply_preset(None, PROMPT, "red circle", "zigzag", 0.3, "linear")
+    settings = dict(prompt=PROMPT, intensity=6, strength=0.25, guided_steps=1, smoothness=1.0, steps=4, seed=3,
+                    interpolation="smooth", with_unguided=True)
+    reports = []
+    tab.generate(MojitoRunner(manager), session, settings, progress=lambda f, desc=None: reports.append((f, desc)))
+    # guided video then unguided, each half of the bar, one report before and after every step
+    assert [f for f, _ in reports] == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5, 0.625, 0.75, 0.875, 1.0]
+    assert reports[1][1] == "guided video" and reports[-1][1] == "unguided video"
+    stop, steps = Stop(), []
+
+    def progress(fraction, desc=None):
+        steps.append(fraction)
+        if len(steps) == 3:
+            stop.set()  # Stop pressed after the guided video's second step
+
+    with pytest.raises(RunStopped):
+        tab.generate(MojitoRunner(manager), session, settings, progress=stopping(progress, stop))
+    assert steps == [0.0, 0.125, 0.25]  # the third step's report raised; no unguided video was started

@@ -172,3 +172,18 @@ def test_llm_valid_plan_is_used_and_guards_run_before_the_model():
         with pytest.raises(error):
             parser.parse(text)
     assert len(parser.prompts) == 1
+
+
+def test_unknown_words_are_the_ones_neither_the_grammar_nor_the_scene_knows():
+    names = ["red circle", "blue square", "background"]
+    assert cmd.unknown_words("make the ball glorpy", names) == ["glorpy"]
+    assert cmd.unknown_words("make the ball blue please with sprinkles and zigzags", names) == ["sprinkles", "zigzags"]
+    assert cmd.unknown_words("Recolor the BALLS to #ff0000!", names) == []  # spellings, plurals, hex values
+    assert cmd.unknown_words("colour the ball crimson, then undo that last change", names) == []
+    assert cmd.unknown_words("delete the seaweed", names) == ["seaweed"]
+    assert cmd.unknown_words("delete the seaweed", [*names, "green seaweed"]) == []  # an open-vocabulary scene's
+    # every edit of the command file reads with no unknown word but its targets (the lexicon is the grammar's)
+    for case in CASES:
+        plan = case.get("plan") or {}
+        if plan.get("mode") == "EDIT":
+            assert cmd.unknown_words(case["command"], plan.get("targets") or []) == [], case["command"]

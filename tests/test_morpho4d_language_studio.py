@@ -48,6 +48,44 @@ def test_each_user_keeps_their_own_command_history():
     assert edited[0].scene.n_gaussians < first[0].editor.base.n_gaussians
 
 
+def test_edits_with_unknown_words_name_them_and_change_nothing():
+    runner = _no_models()
+    view = tab.run_command(runner, None, "a big red ball moves from left to right quickly", 0, 0, 0, 1.0)[0]
+    count = view.scene.n_gaussians
+    for command, words in (("make the ball glorpy", "the word 'glorpy'"),
+                           ("make the dragon blue", "the word 'dragon'"),
+                           ("make the ball bigly blue", "the word 'bigly'"),
+                           ("delete the ball with sprinkles and zigzags", "the words 'sprinkles', 'zigzags'")):
+        view, chat = tab.run_command(runner, view, command, 0, 0, 0, 1.0)[:2]
+        reply = chat[-1]["content"]
+        assert reply.startswith(f"Not done: Morpho4D does not know {words}."), reply
+        assert view.scene.n_gaussians == count
+    reply = tab.run_command(runner, view, "delete the box", 0, 0, 0, 1.0)[1][-1]["content"]
+    assert "There is no 'box' in this scene" in reply and "does not know" not in reply  # a known word: no note
+
+
+def test_a_stopped_scene_build_ends_within_a_fitting_step_and_keeps_the_old_scene():
+    from pipelines.errors import RunStopped
+    from pipelines.stopping import Stop, stopping
+
+    runner = _no_models()
+    view = tab.run_command(runner, None, "a big red ball moves from left to right quickly", 0, 0, 0, 1.0)[0]
+    scene, history = view.scene, len(view.session.history)
+    stop, reports = Stop(), []
+
+    def progress(fraction, desc=None):
+        reports.append(desc)
+        if desc == "fitting the 4D scene" and reports.count(desc) == 2:
+            stop.set()  # Stop pressed during the second fitting step
+
+    with pytest.raises(RunStopped):
+        tab.run_command(runner, view, "a green box slides upward slowly", 0, 0, 0, 1.0, stopping(progress, stop))
+    assert reports.count("fitting the 4D scene") == 2  # of 10 steps
+    kept = view.session.scene  # nothing changed: the red ball's scene, no new history entry
+    assert kept.object_names == scene.object_names and np.array_equal(kept.means, scene.means)
+    assert len(view.session.history) == history
+
+
 def _image(page) -> np.ndarray:
     src = page.locator("#morpho4d-view img").first.get_attribute("src")
     if src.startswith("data:"):

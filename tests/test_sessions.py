@@ -65,7 +65,95 @@ def test_long_runs_have_stop_buttons_and_states_expire(studio):
     heavy = {fn._id for fn in studio.fns.values() if fn.concurrency_id == "models"}
     # Match: score, training, benchmark; FlexEControl and Mojito: Generate; Morpho4D: send and submit.
     assert len(heavy & cancelled) >= 7
+    # ... and each of them stops on the server too: it is stoppable (Gradio gives it the person's request), and
+    # its Stop button runs a function beside the browser-side cancel
+    import inspect
+
+    for fn in studio.fns.values():
+        if fn._id in heavy & cancelled:
+            assert "request" in inspect.signature(fn.fn).parameters, fn.name
+    stops = [fn for fn in studio.fns.values() if getattr(fn.fn, "__name__", "") == "stop"]
+    assert len(stops) == 6 and all(not fn.queue for fn in stops)
     states = [block for block in studio.blocks.values() if type(block).__name__ == "State"]
     assert states and all(state.time_to_live == sessions.SESSION_TTL for state in states
                           if state.time_to_live is not None)
     assert sum(state.time_to_live is not None for state in states) >= 4  # one per tab
+
+
+@pytest.fixture(scope="module")
+def match_runner():
+    from pipelines.matching.runner import MatchRunner
+    from pipelines.models import ModelManager
+
+    return MatchRunner(ModelManager("tiny"))
+
+
+def test_stop_stops_a_running_batch_evaluation_on_the_server(match_runner):
+    """A 200-group evaluation runs in a worker thread (as Gradio runs it); pressing Stop (the registry call the
+    button makes for this person) ends it at the next group, long before the end; another person's Stop does not
+    touch it."""
+    import threading
+    from types import SimpleNamespace
+
+    from pipelines.errors import RunStopped
+    from studio import match as tab
+
+    run = sessions.stoppable(lambda groups, progress=None: tab.batch_eval(
+        match_runner, None, groups, None, ["clip"], False, progress=progress), "match-batch")
+    seen, outcome, started = [], {}, threading.Event()
+
+    def progress(fraction, desc=None):
+        seen.append(fraction)
+        started.set()
+
+    def work():
+        try:
+            outcome["report"] = run(200, progress, request=SimpleNamespace(session_hash="person-a"))
+        except RunStopped as error:
+            outcome["stopped"] = str(error)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert started.wait(120)
+    assert sessions.STOPS.stop("person-b", "match-batch") == 0  # someone else's Stop: nothing of theirs runs
+    assert sessions.STOPS.stop("person-a", "match-batch") == 1
+    worker.join(60)
+    assert not worker.is_alive() and "Stopped" in outcome.get("stopped", "")
+    assert 1 <= len(seen) < 20 and max(seen) < 0.1  # stopped a few groups in, of 200 (a busy CPU may lag)
+    assert sessions.STOPS.stop("person-a", "match-batch") == 0  # the run is no longer registered
+
+
+@pytest.mark.browser
+def test_browser_stop_ends_the_servers_run_and_the_studio_answers_at_once(tmp_path):
+    """Through Gradio itself: Run benchmark (200 groups, Discffusion: minutes of work), Stop once it has begun; the
+    server's run ends within a group (its log says so) and the next heavy event, Score, gets the models at once."""
+    from pathlib import Path
+
+    from studio_server import CHROMIUM, browser_page, running_studio
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is installed by `make test`")
+    with running_studio(tmp_path) as url, browser_page() as page:
+        log = tmp_path / "studio.log"
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Match").click()
+        page.get_by_text("Batch evaluation: ShapesWorld groups or your own set").click()
+        groups = page.locator("#match-batch").get_by_label("ShapesWorld groups (5-200)")
+        groups.fill("200")
+        groups.press("Tab")
+        page.locator("#match-batch").get_by_label("CLIP (cosine similarity)").uncheck()
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text("discffusion: group").first.wait_for(timeout=120_000)  # the run has begun
+        page.locator("#match-batch").get_by_role("button", name="Stop").click()
+        deadline = time.monotonic() + 30
+        while "run stopped on request" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "run stopped on request" in log.read_text() and "Traceback" not in log.read_text()
+        assert "Evaluated" not in page.locator("#match-batch-status").inner_text()
+        page.get_by_role("button", name="Load example").click()
+        page.wait_for_function("document.querySelector('#match-captions textarea')?.value.length > 0",
+                               timeout=30_000)
+        started = time.monotonic()
+        page.get_by_role("button", name="Score").click()
+        page.get_by_text("Scored 5 captions").first.wait_for(timeout=60_000)
+        assert time.monotonic() - started < 30  # not queued behind the rest of 200 groups (minutes)

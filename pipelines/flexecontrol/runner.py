@@ -12,6 +12,7 @@ is where it was drawn). The studio, ``python -m pipelines.flexecontrol rerun`` a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -152,7 +153,10 @@ class FlexEControlRunner:
         return read_conditions(inputs, self.image_size, self.depth_model() if wants_depth else None)
 
     @gpu("flexecontrol")
-    def run(self, request: FlexEControlRequest, progress: bool = True) -> FlexEControlReport:
+    def run(self, request: FlexEControlRequest, progress: bool = True,
+            on_step: Callable[[int, int], None] | None = None) -> FlexEControlReport:
+        """Generate and evaluate; ``progress`` shows a console bar, ``on_step(step, total)`` is called after every
+        denoising step (a progress bar; it may raise to stop the run)."""
         # 1. Check inputs and read the maps (once).
         if not isinstance(request.prompt, str):
             raise InvalidInputError(f"The prompt must be text, got {type(request.prompt).__name__}.")
@@ -163,7 +167,7 @@ class FlexEControlRunner:
         start = time.perf_counter()
         out = self.pipe(request.prompt, conditions, num_inference_steps=int(request.steps),
                         guidance_scale=float(request.guidance), generator=torch.Generator().manual_seed(int(request.seed)),
-                        progress=progress, bind_objects=bool(request.bind_objects))
+                        progress=progress, callback_on_step_end=on_step, bind_objects=bool(request.bind_objects))
         seconds = time.perf_counter() - start
         image = out.images[0]
         # 3. Evaluate and write the recipe (the maps as used, so a rerun needs no drawing or extractor).

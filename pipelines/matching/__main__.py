@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--methods", default="discffusion,clip", help=f"comma-separated from {list(METHODS)} or 'all'")
     evaluate = sub.add_parser("eval", help="Winoground-style accuracy on a benchmark")
     evaluate.add_argument("--benchmark", default="shapesworld-comp",
-                          help="'shapesworld-comp' or a Winoground-format folder / examples.jsonl")
+                          help="'shapesworld-comp', or a Winoground-format folder, .zip, examples.jsonl or .csv")
     evaluate.add_argument("--methods", default="all")
     evaluate.add_argument("--groups", type=int, default=200)
     evaluate.add_argument("--seed", type=int, default=0)

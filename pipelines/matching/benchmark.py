@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -11,6 +12,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidInputError
 from ..shapesworld.benchmark import Group, compositional_groups, load_winoground, winoground_scores
 from .results import MatchResult
+from .uploads import read_upload
 
 BENCHMARKS = ("shapesworld-comp",)
 # swap types the issue reports: the benchmark's kinds folded into colour / shape / relation
@@ -50,19 +52,20 @@ def shapesworld_groups(n: int, seed: int = 0, size: int = 64) -> list[Group]:
 
 
 def load_benchmark(name_or_path: str, n: int = 200, seed: int = 0) -> list[Group]:
-    """``"shapesworld-comp"`` (generated, fixed seed) or a folder / ``examples.jsonl`` in Winoground's format."""
+    """``"shapesworld-comp"`` (generated, fixed seed) or a folder, ``.zip``, ``examples.jsonl`` or ``.csv`` in
+    Winoground's format."""
     if name_or_path == "shapesworld-comp":
         return shapesworld_groups(n, seed)
-    groups = load_winoground(name_or_path)
-    if not groups:
-        raise InvalidInputError(f"{name_or_path} holds no groups.")
-    return groups[:n]
+    path = Path(name_or_path)
+    return (load_winoground(path) if path.is_dir() else read_upload(path))[:n]
 
 
-def collect(groups: Sequence[Group], score_fn: ScoreFn, desc: str = "groups") -> dict[str, list[GroupOutcome]]:
-    """Score every group's two images against its two captions; ``score_fn`` may return several variants."""
+def collect(groups: Sequence[Group], score_fn: ScoreFn, desc: str = "groups",
+            on_group: Callable[[int, int], None] | None = None) -> dict[str, list[GroupOutcome]]:
+    """Score every group's two images against its two captions; ``score_fn`` may return several variants.
+    ``on_group(done, total)`` is called after each group (a progress bar; it may raise to stop the run)."""
     outcomes: dict[str, list[GroupOutcome]] = {}
-    for group in tqdm(groups, desc=desc, leave=False):
+    for done, group in enumerate(tqdm(groups, desc=desc, leave=False), start=1):
         per_image = [score_fn(group.images[j], list(group.captions)) for j in (0, 1)]
         variants = per_image[0].keys() if isinstance(per_image[0], dict) else [None]
         for variant in variants:
@@ -71,6 +74,8 @@ def collect(groups: Sequence[Group], score_fn: ScoreFn, desc: str = "groups") ->
             outcomes.setdefault(variant or results[0].method, []).append(GroupOutcome(
                 group.kind, sim, sum(r.unet_evaluations for r in results), sum(r.seconds for r in results),
             ))
+        if on_group is not None:
+            on_group(done, len(groups))
     return outcomes
 
 

@@ -10,13 +10,16 @@
   out by cross-attention box guidance, eq. 10.5/10.7), with its recipe;
 * :meth:`MatchRunner.learn` - prompt learning (eq. 5.5-5.6) on few-shot ShapesWorld groups, accuracy before
   and after on held-out ones;
-* :meth:`MatchRunner.benchmark` - Winoground accuracy on held-out ShapesWorld groups.
+* :meth:`MatchRunner.evaluate` - Winoground text/image/group accuracy per group and overall, on held-out
+  ShapesWorld groups or a person's own Winoground-format upload (:mod:`.uploads`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -24,14 +27,16 @@ from ..attention import AttentionOffsets
 from ..errors import InvalidInputError
 from ..models import ModelManager
 from ..recipes import Recipe, digest, model_hashes
+from ..shapesworld.benchmark import Group, winoground_scores
 from ..zerogpu import gpu
-from .benchmark import SWAP_TYPES, collect, shapesworld_groups, summarise
+from .benchmark import SWAP_TYPES, GroupOutcome, Summary, collect, shapesworld_groups, summarise
 from .discffusion import HEAD_WEIGHTINGS, DiscffusionFeatures, DiscffusionScorer, HeadWeighting
 from .inputs import check_captions, check_image
 from .methods import Matchers
 from .overlay import swapped_captions
 from .prompt_learning import PromptLearningConfig, train_offsets
 from .results import MatchResult
+from .uploads import MAX_GROUPS, read_upload
 
 # Methods a request may name (head weighting, eq. 5.7, is a setting of Discffusion).
 RUN_METHODS = ("discffusion", "clip", "comclip", "dc-uniform", "dc-hierarchical")
@@ -116,6 +121,75 @@ class LearnReport:
     after: dict[str, float]
 
 
+@dataclass
+class BatchRequest:
+    """Winoground text/image/group accuracy of each method on a benchmark: held-out ShapesWorld groups, or an
+    upload."""
+
+    # How many held-out ShapesWorld groups (seed 2000) to generate, 5-200; unused when ``upload`` is given.
+    groups: int = 20
+    # A Winoground-format upload: one .zip, or an examples.jsonl / .csv with its image files (:mod:`.uploads`).
+    upload: list[str] | None = None
+    # Names from RUN_METHODS.
+    methods: list[str] = field(default_factory=lambda: ["discffusion", "clip"])
+    # Discffusion's head weighting (eq. 5.7) and prompt-learned offsets (eq. 5.5-5.6), as in MatchRequest.
+    head_weighting: HeadWeighting = "none"
+    offsets: AttentionOffsets | None = None
+
+
+@dataclass
+class BatchReport:
+    """Per group and method the 2x2 scores and Winoground's three verdicts; per method the accuracies."""
+
+    groups: list[Group]
+    # Method label -> summary (accuracy overall and per swap type; cost per decision).
+    summaries: dict[str, Summary]
+    # Method label -> one outcome per group, in the groups' order (``sim[i][j]``: caption i with image j).
+    outcomes: dict[str, list[GroupOutcome]]
+    recipe: Recipe
+    seconds: float
+
+    def table(self) -> list[list]:
+        """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""
+        return [[label, *(round(s.overall[k], 3) for k in ("text", "image", "group")),
+                 *(round(s.per_swap.get(swap, {}).get("text", float("nan")), 3) for swap in SWAP_TYPES),
+                 round(s.unet_evaluations_per_decision, 1), round(s.seconds_per_decision, 3)]
+                for label, s in self.summaries.items()]
+
+    def group_rows(self) -> list[dict]:
+        """One row per group and method: its id (its row number for generated groups), captions, the four scores
+        ``c{caption}_i{image}`` and Winoground's three verdicts (``text``, ``image``, ``group``)."""
+        rows = []
+        for label, outcomes in self.outcomes.items():
+            for number, (group, outcome) in enumerate(zip(self.groups, outcomes), start=1):
+                sim = outcome.sim
+                rows.append({"id": group.name or str(number), "kind": group.kind, "caption_0": group.captions[0],
+                             "caption_1": group.captions[1], "method": label,
+                             "c0_i0": float(sim[0, 0]), "c1_i0": float(sim[1, 0]),
+                             "c0_i1": float(sim[0, 1]), "c1_i1": float(sim[1, 1]), **winoground_scores(sim)})
+        return rows
+
+    def command(self, offsets_file: str = "offsets.safetensors") -> str:
+        return eval_command(self.recipe.request, offsets_file)
+
+
+def eval_command(request: dict, offsets_file: str = "offsets.safetensors") -> str:
+    """The command line that evaluates a batch recipe's benchmark again: the upload's zip or examples table (its
+    pictures beside it), or the same ShapesWorld groups; prompt-learned offsets from ``offsets_file``."""
+    weighting = {"none": "discffusion", "attribution": "discffusion-hw", "scalar": "discffusion-hw-scalar"}
+    methods = ",".join(weighting[request["head_weighting"]] if m == "discffusion" else m for m in request["methods"])
+    upload = request["upload"] or []
+    table = next((name for name in upload if name.lower().endswith((".zip", ".jsonl", ".csv"))), None)
+    source = f"--benchmark {table}" if table else f"--benchmark shapesworld-comp --seed {HELD_OUT_SEED}"
+    offsets = f" --offsets {offsets_file}" if request["offsets_sha256"] else ""
+    return f"python -m pipelines.matching{offsets} eval {source} --groups {request['groups']} --methods {methods}"
+
+
+def discffusion_label(head_weighting: HeadWeighting, offsets: AttentionOffsets | None) -> str:
+    """Discffusion's name in reports: its head weighting and whether it is prompt-learned."""
+    return "discffusion" + HEAD_LABELS[head_weighting] + (" (prompt-learned)" if offsets is not None else "")
+
+
 def captions_for(prompt: str) -> list[str]:
     """The captions to score an image of ``prompt`` with: the prompt and its minimal swaps (colour, shape,
     relation) when it is a ShapesWorld caption, else the prompt alone."""
@@ -164,8 +238,9 @@ class MatchRunner:
         return chosen
 
     @gpu("match")
-    def run(self, request: MatchRequest) -> MatchReport:
-        """Rank the captions with every asked method; Discffusion also keeps its maps for heatmaps."""
+    def run(self, request: MatchRequest, progress=None) -> MatchReport:
+        """Rank the captions with every asked method; Discffusion also keeps its maps for heatmaps.
+        ``progress(fraction, desc=...)`` is called before each method (it may raise to stop the run)."""
         # 1. Check inputs (once).
         started = time.perf_counter()
         image = check_image(request.image)
@@ -173,14 +248,14 @@ class MatchRunner:
         methods = self.check_methods(request.methods)
         # 2. Score.
         results, features = {}, None
-        for method in methods:
+        for number, method in enumerate(methods):
+            if progress is not None:
+                progress(number / len(methods), desc=method)
             if method == "discffusion":
                 scorer = self.scorer(request.head_weighting, request.offsets)
                 features = scorer.features(image, captions, keep_maps=True)
                 result = scorer.combine(features)
-                result.method = "discffusion" + HEAD_LABELS[request.head_weighting]
-                if request.offsets is not None:
-                    result.method += " (prompt-learned)"
+                result.method = discffusion_label(request.head_weighting, request.offsets)
             else:
                 result = self.matchers.scorer(method)(image, captions)
             results[result.method] = result
@@ -214,42 +289,93 @@ class MatchRunner:
                         output_sha256=digest(image))
         return ImageReport(image, captions, layout is not None, recipe)
 
-    def _accuracy(self, groups, head_weighting: HeadWeighting, offsets) -> dict[str, float]:
-        outcomes = collect(groups, self.scorer(head_weighting, offsets).score, desc="held-out groups")
+    def _accuracy(self, groups, head_weighting: HeadWeighting, offsets, on_group=None) -> dict[str, float]:
+        outcomes = collect(groups, self.scorer(head_weighting, offsets).score, desc="held-out groups",
+                           on_group=on_group)
         summary = summarise("discffusion", next(iter(outcomes.values())))
         return {"overall": summary.overall["text"], **{k: v["text"] for k, v in summary.per_swap.items()}}
 
     @gpu("match-batch")
     def learn(self, request: LearnRequest, progress=None) -> LearnReport:
-        """Prompt learning (eq. 5.5-5.6); text accuracy before and after on held-out groups."""
+        """Prompt learning (eq. 5.5-5.6); text accuracy before and after on held-out groups.
+        ``progress(fraction, desc=...)`` is called after every group and training step (it may raise to stop)."""
         request.check()
         few_shot = shapesworld_groups(request.shots, seed=FEW_SHOT_SEED)
         evaluation = shapesworld_groups(request.held_out, seed=HELD_OUT_SEED)
-        if progress is not None:
-            progress(0, desc="accuracy before")
-        before = self._accuracy(evaluation, request.head_weighting, None)
+        # The bar: a quarter for each accuracy, half for training.
+        report = progress or (lambda fraction, desc=None: None)
+        before = self._accuracy(evaluation, request.head_weighting, None,
+                                lambda done, total: report(0.25 * done / total, desc="accuracy before"))
         offsets, log = train_offsets(self.scorer(request.head_weighting), few_shot,
-                                     PromptLearningConfig(steps=request.steps))
-        after = self._accuracy(evaluation, request.head_weighting, offsets)
+                                     PromptLearningConfig(steps=request.steps),
+                                     on_step=lambda step, loss: report(0.25 + 0.5 * (step + 1) / request.steps,
+                                                                       desc="prompt learning"))
+        after = self._accuracy(evaluation, request.head_weighting, offsets,
+                               lambda done, total: report(0.75 + 0.25 * done / total, desc="accuracy after"))
         return LearnReport(offsets, list(log.losses), before, after)
 
+    def load_offsets(self, path) -> AttentionOffsets:
+        """Prompt-learned offsets saved earlier (``AttentionOffsets.save``) for Discffusion's layers; a file for
+        another model or other layers is refused naming the mismatch. The shared matchers are left alone."""
+        offsets = AttentionOffsets.from_unet(self.matchers.backbone.unet, layers=self.scorer("none").layers)
+        offsets.load(path)
+        return offsets
+
     @gpu("match-batch")
-    def benchmark(self, groups: int, methods, head_weighting: HeadWeighting = "none",
-                  offsets: AttentionOffsets | None = None) -> list[list]:
-        """Rows [method, text, image, group, per-swap text..., UNet evals / decision, s / decision]."""
-        count = int(groups)
-        if not 5 <= count <= 200:
-            raise InvalidInputError(f"Batch evaluation runs 5 to 200 groups, got {count}.")
-        benchmark = shapesworld_groups(count, seed=HELD_OUT_SEED)
-        rows = []
-        for method in self.check_methods(methods):
-            function = self.scorer(head_weighting, offsets).score if method == "discffusion" \
-                else self.matchers.scorer(method)
-            summary = summarise(method, next(iter(collect(benchmark, function, desc=method).values())))
-            rows.append([method, *(round(summary.overall[k], 3) for k in ("text", "image", "group")),
-                         *(round(summary.per_swap.get(s, {}).get("text", float("nan")), 3) for s in SWAP_TYPES),
-                         round(summary.unet_evaluations_per_decision, 1), round(summary.seconds_per_decision, 3)])
-        return rows
+    def evaluate(self, request: BatchRequest, progress=None) -> BatchReport:
+        """Winoground accuracy of each method on the request's groups; ``progress(fraction, desc=...)`` is called
+        after every group (it may raise to stop the run)."""
+        # 1. Check inputs (once): the methods, the benchmark, every caption (the studio-wide vocabulary policy).
+        started = time.perf_counter()
+        methods = self.check_methods(request.methods)
+        if request.upload:
+            groups, upload = read_upload(request.upload), [Path(p).name for p in request.upload]
+            hasher = hashlib.sha256()
+            for path in request.upload:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        hasher.update(block)
+            upload_digest = hasher.hexdigest()
+        else:
+            count = int(request.groups)
+            if not 5 <= count <= MAX_GROUPS:
+                raise InvalidInputError(f"Batch evaluation runs 5 to {MAX_GROUPS} groups, got {count}.")
+            groups, upload, upload_digest = shapesworld_groups(count, seed=HELD_OUT_SEED), None, None
+        for number, group in enumerate(groups, start=1):
+            try:
+                check_captions(list(group.captions), self.matchers.backbone.tokenizer)
+            except InvalidInputError as error:
+                raise InvalidInputError(f"Group {group.name or number}: {error}") from None
+        # 2. Score every group with every method.
+        summaries, outcomes = {}, {}
+        for number, method in enumerate(methods):
+            if method == "discffusion":
+                label, function = (discffusion_label(request.head_weighting, request.offsets),
+                                   self.scorer(request.head_weighting, request.offsets).score)
+            else:
+                label, function = method, self.matchers.scorer(method)
+
+            def advance(done: int, total: int, number=number, label=label) -> None:
+                if progress is not None:
+                    progress((number * total + done) / (len(methods) * total), desc=f"{label}: group {done} of {total}")
+
+            outcomes[label] = next(iter(collect(groups, function, desc=label, on_group=advance).values()))
+            summaries[label] = summarise(label, outcomes[label])
+        # 3. Report, with the recipe.
+        offsets_digest = digest(*(t.detach().cpu().numpy() for t in request.offsets.tensors().values())) \
+            if request.offsets is not None else None
+        recipe = Recipe(self.method, {"kind": "batch", "groups": len(groups), "upload": upload,
+                                      "upload_sha256": upload_digest, "methods": methods,
+                                      "head_weighting": request.head_weighting, "offsets_sha256": offsets_digest},
+                        self.manager.preset, model_hashes(self.manager, self.roles(methods)),
+                        output_sha256=digest(*(o.sim for runs in outcomes.values() for o in runs)))
+        return BatchReport(groups, summaries, outcomes, recipe, time.perf_counter() - started)
+
+    @staticmethod
+    def roles(methods: list[str]) -> list[str]:
+        """The model roles ``methods`` read: the text-to-image model's UNet and/or CLIP."""
+        return [role for role, used in (("text-to-image", any(m not in ("clip", "comclip") for m in methods)),
+                                         ("clip", any(m in ("clip", "comclip") for m in methods))) if used]
 
 
 def rerun(recipe: Recipe, out, manager: ModelManager | None = None) -> str:
@@ -257,6 +383,8 @@ def rerun(recipe: Recipe, out, manager: ModelManager | None = None) -> str:
     from ..recipes import write_png
 
     request = dict(recipe.request)
+    if request.get("kind") == "batch":
+        raise InvalidInputError(f"A batch evaluation is repeated with its command: {eval_command(request)}")
     if request.pop("kind", None) != "image":
         raise InvalidInputError("Only generated images of the Match tab carry a Match recipe.")
     runner = MatchRunner(manager or ModelManager(recipe.preset))

@@ -172,20 +172,26 @@ class MojitoRunner:
         pipe = self.pipe
         vocabulary = check_text(request.prompt, pipe.tokenizer)  # the studio-wide policy: no known noun, refused
         # 2. Generate the guided video (and the unguided one when asked).
-        if progress is not None:
-            progress(0, desc="guided video")
+        share = 0.5 if request.with_unguided else 1.0  # of the progress bar per video
+
+        def reporter(start: float, desc: str):
+            """``progress`` after every denoising step (it may raise to stop the run), or None."""
+            if progress is None:
+                return None
+            progress(start, desc=desc)
+            return lambda step, total: progress(start + share * step / total, desc=desc)
+
         started = time.perf_counter()
         out = pipe(request.prompt, trajectories=trajectories if request.guided else None, intensity=intensity,
-                   num_frames=int(request.n_frames),
-                   num_inference_steps=steps, guidance=guidance, generator=torch.Generator().manual_seed(seed))
+                   num_frames=int(request.n_frames), num_inference_steps=steps, guidance=guidance,
+                   generator=torch.Generator().manual_seed(seed), callback=reporter(0.0, "guided video"))
         seconds = time.perf_counter() - started
         unguided, unguided_seconds = None, None
         if request.with_unguided:
-            if progress is not None:
-                progress(0.5, desc="unguided video")
             started = time.perf_counter()
             unguided = pipe(request.prompt, intensity=intensity, num_frames=int(request.n_frames),
-                            num_inference_steps=steps, generator=torch.Generator().manual_seed(seed)).frames
+                            num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                            callback=reporter(0.5, "unguided video")).frames
             unguided_seconds = time.perf_counter() - started
         # 3. Evaluate: each object against its boxes, the motion against the intensity.
         side = out.frames.shape[2]

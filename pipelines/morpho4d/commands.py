@@ -47,6 +47,7 @@ instructions", "system prompt", "you are now", or code: brackets, backticks, ``i
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -745,6 +746,45 @@ class GrammarParser:
         direction, speed, path = (None, None, "still") if still else motion
         return GenObject(phrase=" ".join(words), colour=colours[0] if colours else None,
                          shape=NOUN_SHAPES.get(singular), direction=direction, speed=speed, path=path, size=size)
+
+
+@functools.lru_cache(maxsize=1)
+def lexicon() -> frozenset[str]:
+    """Every word the grammar reads: its word lists (nouns with their plurals, colours, sizes, verb forms,
+    motion, stillness and filler words) and the words its rules spell."""
+    phrases = [*COLOUR_WORDS, *COLOUR_SYNONYMS, *NOUN_SHAPES, *(f"{noun}s" for noun in NOUN_SHAPES), *SIZE_WORDS,
+               *VERB_STEM_OF, *STILL_VERBS, *STILL_WORDS, *REVERSE_PHRASES, *SAME_PHRASES, *INTENSIFIERS,
+               *MOTION_FILLER, *MANNER_WORDS, *STOP_WORDS, *DETERMINERS, *PRONOUNS,
+               *(phrase for table in (_DIRECTION_PHRASES, SPEED_PHRASES) for group in table.values() for phrase in group)]
+    rules = [GEN_STARTS, EDIT_STARTS, _POLITE, _NOT_MOVING, *(pattern for pattern, _ in _EDIT_RULES)]
+    words = {word for phrase in phrases for word in re.findall(r"[a-z]+", phrase)}
+    for rule in rules:  # an optional letter ("colou?r") spells both words
+        source = re.sub(r"\\.", " ", rule.pattern)
+        for spelling in (re.sub(r"([a-z])\?", "", source), re.sub(r"([a-z])\?", r"\1", source)):
+            words |= set(re.findall(r"[a-z]{2,}", spelling))
+    return frozenset(words)
+
+
+def unknown_words(text: str, names=()) -> list[str]:
+    """Words of a command that neither the grammar (:func:`lexicon`) nor the scene's object ``names`` know, by
+    the studio-wide vocabulary policy (:func:`pipelines.vocabulary.check_text`); hex colours are values, not words."""
+    from ..vocabulary import check_text
+
+    text = re.sub(r"#[0-9a-f]{3,6}\b", " ", normalise(str(text)))
+    if not re.search(r"[a-z0-9]", text):
+        return []
+    known = lexicon() | {word for name in names for word in str(name).lower().split()}
+    return check_text(text, known=known, nouns=(), closed=False).unknown
+
+
+def naming_unknown_words(error: InvalidInputError, command: str, names=()) -> InvalidInputError:
+    """``error`` (a command that could not be read or names nothing in the scene) with the command's unknown
+    words named first, as the same type; ``error`` itself when every word is known."""
+    unknown = unknown_words(command, names)
+    if not unknown:
+        return error
+    words = ", ".join(f"'{word}'" for word in unknown)
+    return type(error)(f"Morpho4D does not know the word{'s' if len(unknown) > 1 else ''} {words}. {error}")
 
 
 # ----- LLM back end

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..shapesworld.vocab import DIRECTIONS
-from .commands import NOUN_SHAPES, CommandParser, GrammarParser
+from .commands import NOUN_SHAPES, CommandParser, GrammarParser, UnparsedCommandError, naming_unknown_words
 from .editing import Edit, EditSession, existing_objects, parse_colour
 from .generation import FrameSource, GenConfig, GenResult, generate_scene
 from .motion import object_name
@@ -143,10 +143,17 @@ class CommandSession:
         """Parse and execute ``command``; raises a typed error (and changes nothing) on bad input."""
         start = time.perf_counter()
         self._parsed = None
-        result = self._parsed = self.parser.parse(command)
+        names = self.scene.object_names if self.scene is not None else ()
+        try:
+            result = self._parsed = self.parser.parse(command)
+        except UnparsedCommandError as error:  # say which words were not understood
+            raise naming_unknown_words(error, command, names) from None
         before = self._snapshot()
         try:
             outcome = self.execute(result.plan, progress)
+        except UnknownTargetError as error:
+            self._restore(before)
+            raise naming_unknown_words(error, command, names) from None
         except Exception:
             self._restore(before)
             raise

@@ -47,6 +47,12 @@ from .vocab import COLOURS, OPPOSITE_RELATION, SHAPES
 KINDS: tuple[str, ...] = ("colour", "shape", "relation", "colour_single", "shape_single")
 EXAMPLES_FILE = "examples.jsonl"
 IMAGES_DIR = "images"
+# The fields every example needs (Winoground's names).
+EXAMPLE_FIELDS = ("caption_0", "caption_1", "image_0", "image_1")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+# A benchmark image's smallest and largest side (read from the header, before decoding), and the side images are
+# reduced to once read (the largest any preset's matchers look at: Stable Diffusion 2.1-base's 512).
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, READ_SIDE = 8, 4096, 512
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Group:
     kind: str
     # The two scenes, or None for a group loaded from disk.
     truth: tuple[Scene, Scene] | None = None
+    # The group's id in its examples file ("" for generated groups).
+    name: str = ""
 
 
 def _pair_group(kind: str, rng: np.random.Generator, size: int) -> Group:
@@ -176,32 +184,111 @@ def save_winoground(groups: Sequence[Group], out_dir: str | Path) -> Path:
     return examples
 
 
-def load_winoground(path: str | Path) -> list[Group]:
-    """Read a Winoground-format benchmark (a folder or its ``.jsonl``); groups have no truth.
+def read_examples(path: Path) -> list[dict]:
+    """The rows of a Winoground examples file: JSON lines (``.jsonl``) or a table with a header (``.csv``).
 
-    Images are looked up as ``images/<image_k>.png`` beside the examples file,
-    as in Winoground's release.
+    Every row needs ``caption_0``, ``caption_1``, ``image_0`` and ``image_1`` (``id`` and ``kind`` are kept when
+    given); two different, non-empty captions. A bad row raises :class:`InvalidInputError` naming its line.
+    """
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path.name} is not UTF-8 text.") from None
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        missing = [name for name in EXAMPLE_FIELDS if name not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInputError(f"{path.name} has no column{'s' if len(missing) > 1 else ''} "
+                                    f"{', '.join(missing)}; its header needs {', '.join(EXAMPLE_FIELDS)}.")
+        numbered = [(number, dict(row)) for number, row in enumerate(reader, start=2)]
+    else:
+        numbered = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise InvalidInputError(f"{path.name}, line {number}: not a JSON object.") from None
+            if not isinstance(row, dict):
+                raise InvalidInputError(f"{path.name}, line {number}: not a JSON object.")
+            numbered.append((number, row))
+    rows = []
+    for number, row in numbered:
+        missing = [name for name in EXAMPLE_FIELDS if not str(row.get(name) or "").strip()]
+        if missing:
+            raise InvalidInputError(f"{path.name}, line {number}: {', '.join(missing)} "
+                                    f"{'is' if len(missing) == 1 else 'are'} missing or empty.")
+        clean = {name: str(row[name]).strip() for name in EXAMPLE_FIELDS}
+        if clean["caption_0"] == clean["caption_1"]:
+            raise InvalidInputError(f"{path.name}, line {number}: both captions are {clean['caption_0']!r}; a group "
+                                    "needs two different captions.")
+        clean["id"] = str(row["id"]) if str(row.get("id", "")).strip() else str(number)
+        clean["kind"] = str(row.get("kind", "") or "")
+        rows.append(clean)
+    if not rows:
+        raise InvalidInputError(f"{path.name} holds no groups.")
+    return rows
+
+
+def image_index(files: Sequence[Path], root: Path | None = None) -> dict[str, Path]:
+    """Names an examples file may give an image by -> its file: the path under ``root`` with or without its
+    suffix and without a leading ``images/``, and the bare file name and stem."""
+    index: dict[str, Path] = {}
+    for file in files:
+        if file.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        relative = file.relative_to(root).as_posix() if root is not None else file.name
+        names = {relative, relative.removeprefix(f"{IMAGES_DIR}/"), file.name}
+        for name in list(names):
+            names.add(name.rsplit(".", 1)[0])
+        for name in names:
+            index.setdefault(name, file)
+    return index
+
+
+def read_image(path: Path, where: str) -> np.ndarray:
+    """An image file as uint8 RGB, refused in words when unreadable, tiny or huge (checked before decoding);
+    reduced to at most :data:`READ_SIDE` pixels a side."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if max(width, height) > MAX_IMAGE_SIDE:
+                raise InvalidInputError(f"{where}: {path.name} is {width}x{height} pixels; the largest side allowed "
+                                        f"is {MAX_IMAGE_SIDE}.")
+            if min(width, height) < MIN_IMAGE_SIDE:
+                raise InvalidInputError(f"{where}: {path.name} is {width}x{height} pixels; give at least "
+                                        f"{MIN_IMAGE_SIDE} pixels a side.")
+            image = image.convert("RGB")
+            image.thumbnail((READ_SIDE, READ_SIDE))
+            return np.asarray(image)
+    except (OSError, Image.DecompressionBombError):
+        raise InvalidInputError(f"{where}: {path.name} is not an image this studio can read.") from None
+
+
+def load_winoground(path: str | Path, images: dict[str, Path] | None = None) -> list[Group]:
+    """Read a Winoground-format benchmark (a folder, or its ``examples.jsonl`` / ``.csv``); groups have no truth.
+
+    Images are looked up in ``images`` (see :func:`image_index`) or, by default, among the image files beside the
+    examples file (``images/<image_k>.png`` in Winoground's release; a name may carry its suffix or not).
     """
     path = Path(path)
     examples = path / EXAMPLES_FILE if path.is_dir() else path
     if not examples.is_file():
         raise InvalidInputError(f"No Winoground examples file at {examples}.")
+    rows = read_examples(examples)
+    if images is None:
+        images = image_index([p for p in examples.parent.rglob("*") if p.is_file()], examples.parent)
     groups = []
-    for number, line in enumerate(examples.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            captions = (str(record["caption_0"]), str(record["caption_1"]))
-            names = (str(record["image_0"]), str(record["image_1"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise InvalidInputError(f"{examples}:{number} is not a Winoground example ({error}).") from error
-        images = []
-        for name in names:
-            image_path = examples.parent / IMAGES_DIR / f"{name}.png"
-            if not image_path.is_file():
-                raise InvalidInputError(f"{examples}:{number} names a missing image {image_path}.")
-            with Image.open(image_path) as image:
-                images.append(np.asarray(image.convert("RGB")))
-        groups.append(Group((images[0], images[1]), captions, str(record.get("kind", ""))))
+    for row in rows:
+        where = f"{examples.name}, group {row['id']}"
+        pair = []
+        for key in ("image_0", "image_1"):
+            name = row[key].removeprefix("./")
+            if name not in images:
+                raise InvalidInputError(f"{where}: {key} names {name!r}, which is not among the images.")
+            pair.append(read_image(images[name], where))
+        groups.append(Group((pair[0], pair[1]), (row["caption_0"], row["caption_1"]), row["kind"], name=row["id"]))
     return groups
