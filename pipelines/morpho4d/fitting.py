@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -412,6 +413,33 @@ def fit_scene(
     result.final_loss = scene_loss(params, frames, config)
     result.scene = params.to_scene(init)
     return result
+
+
+def prune_unmatched(scene: Scene4D, frames: FitFrames, margin: int = 2) -> tuple[Scene4D, int]:
+    """The scene without the object Gaussians that never match their object, and how many went.
+
+    A Gaussian of instance k > 0 (``scene.object_ids``) *matches* at frame t when it is shown there
+    (visibility offset above ``HIDDEN / 2``) and the home camera projects its centre into instance k's
+    mask of that frame grown by ``margin`` pixels. One that matches in no frame is a fragment: it draws the
+    object's colour where the video never had it (a piece left behind on the path, a smear), and goes.
+    Background Gaussians (id 0) stay."""
+    if frames.instance_ids is None or scene.n_gaussians == 0:
+        return scene, 0
+    camera = frames.camera
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    matched = scene.object_ids <= 0
+    for t in range(frames.n_frames):
+        shown = scene.visibility_logits[:, t] > HIDDEN / 2 if scene.visibility_logits.shape[1] else np.ones(scene.n_gaussians, bool)
+        camera_points = scene.means_at(float(t)) @ camera.viewmat[:3, :3].T + camera.viewmat[:3, 3]
+        pixels = camera_points @ camera.K.T
+        z = np.maximum(pixels[:, 2], 1e-6)
+        u = np.clip(np.floor(pixels[:, 0] / z), 0, camera.width - 1).astype(int)
+        v = np.clip(np.floor(pixels[:, 1] / z), 0, camera.height - 1).astype(int)
+        for k in np.unique(scene.object_ids[scene.object_ids > 0]):
+            grown = cv2.dilate((frames.instance_ids[t] == k).astype(np.uint8), kernel) > 0
+            mine = (scene.object_ids == k) & shown
+            matched[mine] |= grown[v[mine], u[mine]]
+    return (scene, 0) if matched.all() else (scene.subset(matched), int((~matched).sum()))
 
 
 def frames_from_scene(scene: Scene4D, camera: Camera | None = None) -> FitFrames:

@@ -13,7 +13,14 @@
      (``meta["source"]``, ``meta["generated"] = False``).
 
    :func:`default_source` picks Mojito when the preset's text-to-video model loads, else the stand-in.
-3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline).
+   **Check and repair** (:mod:`.frame_check`): the detector counts the objects of each frame against the
+   plan; when fewer than ``GenConfig.min_right_fraction`` of the frames are right, a generator makes the
+   video again with another seed (at most ``GenConfig.regenerations`` times; the video with the most right
+   frames is kept), and the frames still wrong are repaired along the trajectory's boxes (duplicates,
+   fragments and unplanned objects erased, a missing or misshapen object drawn again). The scene says
+   which frames were repaired and which seed made them (``meta["frame_check"]``).
+3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline), with each
+   object's silhouette inflated toward the camera (:func:`~.depth.relief_depth`, ``GenConfig.relief``).
 4. **Instances**: ShapesWorld's detector on each frame; each detection is matched to the plan's object
    of its colour (:func:`instance_masks`), and its mask gives that object's instance id. On the
    stand-in's frames, a frame where the detector misses an object takes its shape drawn in its
@@ -41,6 +48,8 @@
      embeddings.
 6. **Fitting** (:func:`~.fitting.fit_scene`, eq. 11.8-11.12) of a Scene4D to RGB, depth and features
    from the home camera of :mod:`.shapes4d`.
+   Object Gaussians that never match their object's mask afterwards are pruned
+   (:func:`~.fitting.prune_unmatched`).
 """
 
 from __future__ import annotations
@@ -57,7 +66,9 @@ from ..errors import InvalidInputError
 from ..shapesworld.render import composite, render_background, shape_coverage, to_uint8
 from ..shapesworld.scene import sample_background
 from ..shapesworld.vocab import COLOURS, DIRECTIONS, SPEEDS
-from .fitting import FitConfig, FitFrames, FitResult, fit_scene
+from .depth import relief_depth
+from .fitting import FitConfig, FitFrames, FitResult, fit_scene, prune_unmatched
+from .frame_check import FrameCheck, check_frames, repair_frames
 from .motion import object_name, plan_trajectories
 from .plan import GenObject, Plan
 from .queries import BACKGROUND, QueryEncoder, default_encoder
@@ -263,6 +274,12 @@ class GenConfig:
     fit: FitConfig = field(default_factory=lambda: FitConfig(steps=240, frames_per_step=2, init_gaussians=4000,
                                                              init_frames=3, depth_weight=0.2))
     seed: int = 0
+    # Frame check (module docstring, step 2): below this fraction of right frames a generator's video is made
+    # again with another seed, at most ``regenerations`` times.
+    min_right_fraction: float = 0.5
+    regenerations: int = 1
+    # Silhouette relief of objects (:func:`~.depth.relief_depth`; 0 = flat layers, 1 = a disc becomes a hemisphere).
+    relief: float = 1.0
 
 
 @dataclass
@@ -278,6 +295,10 @@ class GenResult:
     instance_ids: np.ndarray  # int32 [T, H, W]
     teacher: str
     fit: FitResult
+    # The detector's check of the video before repair, the frames repaired, and the object Gaussians pruned.
+    frame_check: FrameCheck | None = None
+    repaired: list[int] = field(default_factory=list)
+    pruned: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -415,8 +436,22 @@ def generate_scene(
                                 f"({', '.join(object_name(obj) for obj in plan.objects)}), got {sorted(boxes)}.")
     lap("trajectory")
     report("frames", 0.05)
-    video = source(plan, boxes, config.n_frames, config.size, config.seed, progress)
+    seed = config.seed
+    video = source(plan, boxes, config.n_frames, config.size, seed, progress)
+    check = check_frames(video.frames, plan.objects, boxes)
+    retries = config.regenerations if video.generated and not isinstance(source, GivenVideo) else 0
+    for attempt in range(1, retries + 1):
+        if check.right_fraction >= config.min_right_fraction:
+            break
+        report(f"frames again (seed {config.seed + attempt}: {check.right_fraction:.0%} of frames right)", 0.05)
+        again = source(plan, boxes, config.n_frames, config.size, config.seed + attempt, progress)
+        again_check = check_frames(again.frames, plan.objects, boxes)
+        if again_check.right_fraction > check.right_fraction:
+            video, check, seed = again, again_check, config.seed + attempt
     lap("frames")
+    frames_rgb, repaired = repair_frames(video.frames, check, plan.objects, boxes)
+    video = replace(video, frames=frames_rgb)
+    lap("check")
 
     # 3. Depth, instances, features.
     report("depth", 0.3)
@@ -424,11 +459,12 @@ def generate_scene(
         from .depth import DepthEstimator
 
         depth_model = DepthEstimator.from_preset("tiny")
-    depth = depth_model(video.frames)
-    lap("depth")
-    report("features", 0.35)
     names = (BACKGROUND, *(object_name(obj) for obj in plan.objects))
     ids = instance_masks(video.frames, plan.objects, boxes, box_fallback=not video.generated)
+    camera = home_camera(config.size)
+    depth = relief_depth(depth_model(video.frames), ids, float(camera.K[0, 0]), config.relief)
+    lap("depth")
+    report("features", 0.35)
     use_attention = config.teacher == "attention"
     if use_attention and not video.attention:
         raise InvalidInputError("The attention teacher needs a frame source that returns cross-attention maps.")
@@ -442,7 +478,7 @@ def generate_scene(
     lap("features")
 
     # 4. Fit (eq. 11.8-11.12).
-    frames = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=home_camera(config.size),
+    frames = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=camera,
                        features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
                        feature_space=encoder.space)
     steps = max(config.fit.steps, 1)
@@ -455,11 +491,12 @@ def generate_scene(
     if teacher == "clip" and fit_config.latent_dim is None:
         fit_config = replace(fit_config, latent_dim=CLIP_LATENT_DIM)
     fit = fit_scene(frames, fit_config, callback=on_step)
+    scene, pruned = prune_unmatched(fit.scene, frames)
     lap("fit")
-    scene = fit.scene
     scene.meta.update({
         "source": video.label, "generated": bool(video.generated), "prompt": video.prompt, "teacher": teacher,
         "plan": json.dumps(plan.to_dict()), "seed": int(config.seed),
+        "frame_check": json.dumps({**check.summary(), "frames_seed": int(seed), "repaired": repaired, "pruned": pruned}),
     })
     report("done", 1.0)
-    return GenResult(scene, plan, video, boxes, depth, ids, teacher, fit, seconds)
+    return GenResult(scene, plan, video, boxes, depth, ids, teacher, fit, check, repaired, pruned, seconds)
