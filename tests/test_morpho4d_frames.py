@@ -1,5 +1,6 @@
 """Morpho4D scenes with the right objects (issue 23, item 4): the frame check, its repair along the
-trajectory's boxes, regeneration with another seed, pruning of fragments, and depth relief.
+trajectory's boxes, regeneration with another seed, pruning of fragments, and depth relief; and what makes a
+GEN quick (item 6): fitting smaller frames, stopping when the loss stops falling.
 
 The two videos under ``tests/data/morpho4d_mojito_*.png`` (8 frames of 64x64 side by side) are the tiny
 pack's Mojito generator's frames (``shapes-t2v``, 20 denoising steps, seed 0, the grammar's trajectory at
@@ -109,17 +110,26 @@ def test_a_video_with_too_few_right_frames_is_made_again_with_another_seed(depth
     plan, boxes, bad = saved_video("a red ball moves from left to right quickly")
     good = ShapesWorldStandIn()(plan, boxes, 8, 64, 0).frames
     fit = FitConfig(steps=2, init_gaussians=400)
+    strict = GenConfig(fit=fit, min_right_fraction=0.5)
     source = Replay({0: bad, 1: good})
-    result = generate_scene(plan, source, depth_model, config=GenConfig(fit=fit))
-    assert source.seeds == [0, 1] and result.repaired == []  # 2 of 8 right -> seed 1, all right
+    result = generate_scene(plan, source, depth_model, config=strict)
+    assert source.seeds == [0, 1] and result.repaired == []  # the ball right in 2 of 8 -> seed 1, all right
     assert '"frames_seed": 1' in result.scene.meta["frame_check"]
 
     source = Replay({0: bad, 1: bad})  # no better: seed 0's video is kept and repaired
-    result = generate_scene(plan, source, depth_model, config=GenConfig(fit=fit))
+    result = generate_scene(plan, source, depth_model, config=strict)
     assert source.seeds == [0, 1] and result.repaired == [2, 3, 4, 5, 6, 7]
     assert [len(detect(f)) for f in result.video.frames] == [1] * 8
 
-    source = Replay({0: bad})  # regenerations=0: never asked again
+    source = Replay({0: bad})  # by default one right frame per object is enough to repair from
+    generate_scene(plan, source, depth_model, config=GenConfig(fit=fit))
+    assert source.seeds == [0]
+    never_right = bad.copy()
+    never_right[:2] = bad[2]  # the bar: the ball is right in no frame
+    source = Replay({0: never_right, 1: good})
+    generate_scene(plan, source, depth_model, config=GenConfig(fit=fit))
+    assert source.seeds == [0, 1]
+    source = Replay({0: never_right})
     generate_scene(plan, source, depth_model, config=GenConfig(fit=fit, regenerations=0))
     assert source.seeds == [0]
 
@@ -164,3 +174,38 @@ def test_relief_turns_a_disc_into_a_dome_and_the_scene_into_more_than_a_card(dep
         spread = lambda axis: float(np.subtract(*np.percentile(ball[:, axis], [90, 10])))  # noqa: E731
         extents[relief] = spread(2) / spread(0)  # depth against width (10th-90th percentiles: rims are mixed)
     assert extents[1.0] >= 0.3 and extents[1.0] > 3 * extents[0.0], extents  # measured 0.45 vs 0.09
+
+
+def test_the_fit_sees_smaller_frames_and_the_scene_keeps_the_videos_camera(depth_model):
+    rng = np.random.default_rng(0)
+    ids = np.zeros((2, 64, 64), np.int32)
+    ids[:, 8:24, 8:24] = 1
+    frames = FitFrames(rgb=rng.random((2, 64, 64, 3), np.float32), depth=np.full((2, 64, 64), 3.0, np.float32),
+                       camera=home_camera(64), features=rng.random((2, 64, 64, 7), np.float32), instance_ids=ids)
+    small = frames.resized(32)
+    assert small.camera.width == 32 and np.allclose(small.camera.K, home_camera(32).K)
+    assert np.allclose(small.rgb[0, 0, 0], frames.rgb[0, :2, :2].mean(axis=(0, 1)), atol=1e-6)  # area mean
+    assert np.array_equal(small.features[1, 5, 6], frames.features[1, 10, 12])  # nearest: one pixel's feature
+    assert small.instance_ids.dtype == np.int32 and (small.instance_ids[:, 4:12, 4:12] == 1).all()
+    assert small.instance_ids.sum() == 2 * 64  # nearest: 8x8 pixels a frame, no mixed ids
+    assert frames.resized(64) is frames
+
+    plan = PARSER.parse_plan("a red ball moves from left to right quickly")
+    scene = generate_scene(plan, depth_model=depth_model,
+                           config=GenConfig(fit_size=32, fit=FitConfig(steps=2, init_gaussians=400))).scene
+    assert (scene.camera.width, scene.camera.height) == (64, 64) and render(scene).shape == (64, 64, 3)
+
+
+def test_the_fit_stops_when_a_window_of_steps_no_longer_lowers_the_loss():
+    from pipelines.morpho4d.fitting import _converged, fit_scene
+
+    falling = [1.0 * 0.9 ** (i // 4) for i in range(16)]  # 10% lower each window of 4
+    assert not any(_converged(falling[:n], 4, 0.03) for n in range(1, 17))
+    flat = [0.5, 0.5, 0.52, 0.5, 0.5, 0.51, 0.49, 0.5]  # windows of 4: 0.505 then 0.5, 1% lower
+    assert _converged(flat, 4, 0.03) and not _converged(flat, 0, 0.03) and not _converged(flat[:7], 4, 0.03)
+
+    rgb = np.full((2, 32, 32, 3), 0.5, np.float32)  # a plain frame: the start already fits it
+    frames = FitFrames(rgb=rgb, depth=np.full((2, 32, 32), 3.0, np.float32), camera=home_camera(32))
+    stopped = fit_scene(frames, FitConfig(steps=60, init_gaussians=300, converge_window=8))
+    assert len(stopped.losses) < 60 and len(stopped.losses) % 8 == 0
+    assert len(fit_scene(frames, FitConfig(steps=20, init_gaussians=300)).losses) == 20
