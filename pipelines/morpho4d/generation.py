@@ -47,7 +47,8 @@
      space: ``F(u) = sum_k A_k(u) e_k + (1 - sum_k A_k(u)) e_background``, ``e`` the phrases'
      embeddings.
 6. **Fitting** (:func:`~.fitting.fit_scene`, eq. 11.8-11.12) of a Scene4D to RGB, depth and features
-   from the home camera of :mod:`.shapes4d`.
+   from the home camera of :mod:`.shapes4d`: first on frames of ``GenConfig.fit_size`` pixels, then a few
+   steps at full size that start from that fit.
    Object Gaussians that never match their object's mask afterwards are pruned
    (:func:`~.fitting.prune_unmatched`).
 """
@@ -265,13 +266,13 @@ class GenConfig:
     # Feature teacher: "auto" (= "detector"; on Mojito's frames its attention maps made edits bleed into the
     # background, docs/notes/morpho4d_language.md), "attention", "detector", "clip" (learned, eq. 11.12).
     teacher: str = "auto"
-    # Fitting (eq. 11.8-11.12).
-    # (160 steps of 2 frames at 2000 Gaussians: ~16 s on one idle CPU thread. Against 80 steps it sharpens
-    # object edges: a recoloured green triangle's pixel precision rose from 0.79 to 0.92. On Mojito's frames
-    # 2000 Gaussians are too coarse: a rim Gaussian of a recoloured ball, half ball and half background,
-    # turned blue whole and the edit bled into the background (browser test: mean change 1.14 away from
-    # the ball); 4000 Gaussians and 240 steps kept it at 0.56.)
-    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=120, frames_per_step=2, init_gaussians=1200,
+    # Fitting (eq. 11.8-11.12): ``fit.steps`` on frames of ``fit_size`` pixels, then ``refine_steps`` at full size
+    # starting from that fit (a warm start). Measured under load on the stand-in's frames of two prompts (docs/notes/
+    # morpho4d_issue23.md): 240 steps at 64 px with 4000 Gaussians took 64-73 s of fitting; 60 steps at 32 px and
+    # 30 at 64 px with 1200 Gaussians 13-14 s, with the same truth recall (1.0) and pixel edit recall (~1.0;
+    # 0.83-0.93 without the 64 px steps). Fewer Gaussians at 64 px made rim Gaussians half object, half background:
+    # a recolour bled into the background (browser test); the 64 px steps keep the rims within the bar.
+    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=60, frames_per_step=2, init_gaussians=1200,
                                                              init_frames=3, depth_weight=0.2, converge_window=16))
     seed: int = 0
     # Frame check (module docstring, step 2): when an object is right in fewer than this fraction of the frames, a
@@ -280,8 +281,10 @@ class GenConfig:
     # as the first (13 s of a 20 s GEN), and most videos that have one right frame are repaired well.
     min_right_fraction: float = 0.125
     regenerations: int = 1
-    # Side (pixels) of the frames the fit sees (None: ``size``); the scene keeps the camera of ``size``.
+    # Side (pixels) of the frames the fit sees first (None: ``size``), and the steps at full size that follow from
+    # that fit (0: none). The scene keeps the camera of ``size``.
     fit_size: int | None = 32
+    refine_steps: int = 30
     # Silhouette relief of objects (:func:`~.depth.relief_depth`; 0 = flat layers, 1 = a disc becomes a hemisphere).
     relief: float = 1.0
 
@@ -482,10 +485,11 @@ def generate_scene(
     lap("features")
 
     # 4. Fit (eq. 11.8-11.12).
-    frames = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=camera,
-                       features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
-                       feature_space=encoder.space).resized(config.fit_size or config.size)
-    steps = max(config.fit.steps, 1)
+    full = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=camera,
+                     features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
+                     feature_space=encoder.space)
+    frames = full.resized(config.fit_size or config.size)
+    steps = max(config.fit.steps + config.refine_steps, 1)
 
     def on_step(step, loss):
         report("fitting the 4D scene", 0.4 + 0.6 * (step + 1) / steps)
@@ -495,6 +499,12 @@ def generate_scene(
     if teacher == "clip" and fit_config.latent_dim is None:
         fit_config = replace(fit_config, latent_dim=CLIP_LATENT_DIM)
     fit = fit_scene(frames, fit_config, callback=on_step)
+    if config.refine_steps and frames is not full:  # warm start at full size from the small frames' fit
+        done = len(fit.losses)
+        fine = fit_scene(full, replace(fit_config, steps=config.refine_steps, converge_window=0), init=fit.scene,
+                         callback=lambda step, loss: on_step(done + step, loss))
+        fit = replace(fine, losses=fit.losses + fine.losses, initial_loss=fit.initial_loss)
+        frames = full
     scene, pruned = prune_unmatched(fit.scene, frames)
     scene.camera = camera
     lap("fit")
