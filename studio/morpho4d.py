@@ -61,9 +61,11 @@ HOW_IT_WORKS = """\
 **Type a sentence** such as `a red ball bounces quickly from right to left while a blue box stays still`
 to build a scene, then type edits: `make the ball blue`, `delete the box`, `extract the ball`,
 `now make it go left to right`, `undo`. Each command becomes a plan (thesis eq. 11.5, shown as JSON);
-a scene is generated along a trajectory whose box spacing follows the speed words, given depth and a
-feature per pixel, and fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians by feature
-similarity (eq. 11.13-11.14).
+a scene is generated along a trajectory whose box spacing follows the speed words; a detector checks that
+each frame holds the planned objects (duplicates and fragments are removed, a missing object is drawn again
+along its path); each frame gets depth (objects rounded toward the camera) and a feature per pixel, and the
+scene is fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians by feature similarity
+(eq. 11.13-11.14).
 """
 VIEWER_INTRO = """\
 **Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each) or open a
