@@ -93,10 +93,15 @@ def test_repaired_frames_hold_the_plans_objects_in_every_frame(prompt):
 def test_an_object_never_drawn_right_is_drawn_in_its_box_and_unplanned_objects_go():
     plan = PARSER.parse_plan("a red ball moves from left to right quickly while a blue box stays still")
     boxes = {name: t.boxes(4) for name, t in plan_trajectories(plan.objects, 4, 0).items()}
-    ball_only = replace(plan, objects=plan.objects[:1])  # the blue box missing in every frame ...
+    ball_only = replace(plan, objects=plan.objects[:1])  # the blue box missing in frames 0-1 ...
     canvas = ShapesWorldStandIn()(ball_only, boxes, 4, 64, 0).frames.astype(np.float32)
+    for t in (2, 3):  # ... a speck of it in frames 2-3 (2/5 of its side: right colour and shape, too small)
+        x0, y0, x1, y1 = boxes["blue square"][t] * 64
+        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 5
+        composite(canvas[t], shape_coverage("square", (cx - side, cy - side, cx + side, cy + side), 64), COLOURS["blue"])
     composite(canvas[2], shape_coverage("triangle", (44, 44, 58, 58), 64), COLOURS["yellow"])  # ... a yellow extra
     frames = to_uint8(canvas)
+    assert [d.shape for d in detect(frames[3]) if d.colour == "blue"] == ["square"]
     check = check_frames(frames, plan.objects, boxes)
     assert check.object_right[:, 0].all() and not check.object_right[:, 1].any() and check.extras[2]
     repaired, _ = repair_frames(frames, check, plan.objects, boxes)
