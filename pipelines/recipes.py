@@ -9,6 +9,7 @@ same bits back. Where it is stored depends on the kind of file:
 * PNG: a ``worldstudio-recipe`` text chunk;
 * NPZ: a ``recipe`` entry (uint8 bytes of the JSON);
 * PLY: a ``comment worldstudio-recipe {...}`` header line;
+* ZIP (every frame of a scene as PLY): a ``recipe.json`` entry;
 * MP4 and WebM: the container's ``comment`` tag (remuxed by ffmpeg, the video stream copied);
 * GIF: a comment extension block after the global colour table;
 * JSON (tables of results): a top-level ``recipe`` entry;
@@ -33,6 +34,7 @@ from .errors import InvalidInputError
 
 PNG_KEY = "worldstudio-recipe"
 PLY_PREFIX = b"comment worldstudio-recipe "
+ZIP_ENTRY = "recipe.json"
 VIDEO_KINDS = (".mp4", ".webm")
 # Marks a GIF comment as a recipe (the comment is this prefix and the JSON).
 GIF_PREFIX = b"worldstudio-recipe "
@@ -236,6 +238,9 @@ def attach(path: str | Path, recipe: Recipe) -> Path:
         with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             with archive.open("recipe.npy", "w") as handle:
                 np.lib.format.write_array(handle, np.frombuffer(recipe.to_json().encode("utf-8"), np.uint8))
+    elif suffix == ".zip":
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(ZIP_ENTRY, recipe.to_json())
     elif suffix == ".ply":
         raw = path.read_bytes()
         end = raw.index(b"end_header\n")
@@ -266,6 +271,12 @@ def read_recipe(path: str | Path) -> Recipe:
         try:
             with zipfile.ZipFile(path) as archive, archive.open("recipe.npy") as handle:
                 text = np.lib.format.read_array(handle, allow_pickle=False).tobytes().decode("utf-8")
+        except (KeyError, zipfile.BadZipFile):
+            text = None
+    elif suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                text = archive.read(ZIP_ENTRY).decode("utf-8")
         except (KeyError, zipfile.BadZipFile):
             text = None
     elif suffix == ".ply":

@@ -61,14 +61,17 @@ HOW_IT_WORKS = """\
 **Type a sentence** such as `a red ball bounces quickly from right to left while a blue box stays still`
 to build a scene, then type edits: `make the ball blue`, `delete the box`, `extract the ball`,
 `now make it go left to right`, `undo`. Each command becomes a plan (thesis eq. 11.5, shown as JSON);
-a scene is generated along a trajectory whose box spacing follows the speed words, given depth and a
-feature per pixel, and fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians by feature
-similarity (eq. 11.13-11.14).
+a scene is generated along a trajectory whose box spacing follows the speed words; a detector checks that
+each frame holds the planned objects (duplicates and fragments are removed, a missing object is drawn again
+along its path); each frame gets depth (objects rounded toward the camera) and a feature per pixel, and the
+scene is fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians by feature similarity
+(eq. 11.13-11.14).
 """
 VIEWER_INTRO = """\
 **Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each) or open a
 `.npz` scene / 3DGS `.ply`. Scrub **time**, orbit with **azimuth / elevation / distance**, press
-**Play** for a time sweep, **Show splats** for an interactive 3D viewer of the current time step. Edit by naming an object (e.g. `red square`, or `circle` for every circle):
+**Play** for a time sweep, **Show splats** for an interactive 3D viewer of the current time step (it follows
+the time slider once shown); **Export every frame** downloads one 3DGS PLY per frame in a zip. Edit by naming an object (e.g. `red square`, or `circle` for every circle):
 each Gaussian's feature is compared with the query's (thesis eq. 11.13-11.14), a threshold search picks
 the selection, and the operation applies to every frame. Edits are a list: undo and redo are exact.
 """
@@ -300,6 +303,11 @@ def show_splats(runner: Morpho4DRunner, session, t):
                                 session.scene.check_time(t))[0])
 
 
+def follow_splats(runner: Morpho4DRunner, session, t, shown):
+    """The splat viewer at the time slider's new time, when it shows splats (left empty when it does not)."""
+    return show_splats(runner, session, t) if shown else gr.update()
+
+
 def play(runner: Morpho4DRunner, session, azimuth, elevation, distance):
     session = _require(session)
     camera = view_camera(session, azimuth, elevation, distance)
@@ -308,11 +316,11 @@ def play(runner: Morpho4DRunner, session, azimuth, elevation, distance):
 
 
 def export_file(runner: Morpho4DRunner, session, t, *, kind: str):
-    """The scene as PLY (this time), NPZ or an orbit video, each carrying the scene's recipe when it has one;
-    returns the file and the recipe for people."""
+    """The scene as PLY (this time), every frame's PLY in a ZIP, NPZ or an orbit video, each carrying the scene's
+    recipe when it has one; returns the file and the recipe for people."""
     session = _require(session)
     t = session.scene.check_time(t)
-    suffix = {"ply": ".ply", "npz": ".npz"}.get(kind, ".mp4")
+    suffix = {"ply": ".ply", "zip": ".zip", "npz": ".npz"}.get(kind, ".mp4")
     video = {"kind": "orbit", "fps": 12.0, "t": t, "steps": 36, "size": VIEW_SIZE} if suffix == ".mp4" else None
     path, recipe = write_scene_file(runner, session.session, scratch_path("morpho4d-", suffix), t, video)
     shown = recipe_markdown(recipe, path) if recipe is not None else (
@@ -494,6 +502,7 @@ def create_tab(context: StudioContext) -> dict:
         history = gr.Markdown("**Edits**  \nnone yet", elem_id="morpho4d-history")
         with gr.Row():
             ply_button = gr.Button("Export PLY (this time)")
+            zip_button = gr.Button("Export every frame (PLY zip)", elem_id="morpho4d-ply-zip")
             npz_button = gr.Button("Export scene (.npz)")
             video_button = gr.Button("Export orbit video (.mp4)")
             mojito_button = gr.Button("Send to Mojito (prompt, first frame, trajectories)", elem_id="morpho4d-to-mojito")
@@ -521,6 +530,8 @@ def create_tab(context: StudioContext) -> dict:
                       api_name="morpho4d_open", **SCENES)
         splat_button.click(handler(show_splats, runner), inputs=[state, time_slider], outputs=splats, api_name=False,
                            **SCENES)
+        time_slider.change(handler(follow_splats, runner), inputs=[state, time_slider, splats], outputs=splats,
+                           trigger_mode="always_last", show_progress="hidden", api_name=False, **CHEAP)
         for slider in sliders:
             slider.change(handler(refresh), inputs=[state, *sliders], outputs=shown, trigger_mode="always_last",
                           show_progress="hidden", api_name=False, **CHEAP)
@@ -542,7 +553,7 @@ def create_tab(context: StudioContext) -> dict:
                           outputs=stepped, api_name="morpho4d_redo", **SCENES)
         play_button.click(handler(play, runner), inputs=[state, azimuth, elevation, distance], outputs=video,
                           api_name=False, **SCENES)
-        for button, kind in ((ply_button, "ply"), (npz_button, "npz"), (video_button, "video")):
+        for button, kind in ((ply_button, "ply"), (zip_button, "zip"), (npz_button, "npz"), (video_button, "video")):
             button.click(handler(export_file, runner, kind=kind), inputs=[state, time_slider],
                          outputs=[download, recipe], api_name=False, **SCENES)
 

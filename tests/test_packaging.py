@@ -158,7 +158,7 @@ def test_runner_calls_are_decorated_with_their_durations_when_imported_on_a_spac
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.splitlines()[-1]) == {
-        "FlexEControlRunner.run": 60, "MatchRunner.benchmark": 300, "MatchRunner.generate": 60,
+        "FlexEControlRunner.run": 60, "MatchRunner.evaluate": 300, "MatchRunner.generate": 60,
         "MatchRunner.learn": 300, "MatchRunner.run": 60, "MojitoRunner.run": 180}
 
 

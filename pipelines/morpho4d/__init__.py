@@ -41,7 +41,7 @@ from .commands import (
     UnparsedCommandError,
     parse_command,
 )
-from .export import PLY_PROPERTIES, export_video, read_ply, sweep_frames, write_ply, write_ply_sequence
+from .export import PLY_PROPERTIES, export_video, read_ply, sweep_frames, write_ply, write_ply_sequence, write_ply_zip
 from .fitting import FitConfig, FitFrames, FitResult, fit_scene, frames_from_scene, init_from_rgbd, scene_loss
 from .generation import (
     STAND_IN_LABEL,
@@ -145,4 +145,5 @@ __all__ = [
     "truth_frames",
     "write_ply",
     "write_ply_sequence",
+    "write_ply_zip",
 ]

@@ -132,6 +132,27 @@ def to_home_depth(depth: np.ndarray, inverse: bool = False) -> np.ndarray:
     return (CAMERA_DISTANCE - OBJECT_LIFT + (depth - low) * scale).astype(np.float32)
 
 
+def relief_depth(depth: np.ndarray, instance_ids: np.ndarray, focal: float, relief: float = 1.0) -> np.ndarray:
+    """Depth with each object's silhouette inflated toward the camera, so that an orbit shows a body, not a card.
+
+    A depth model of flat ShapesWorld layers gives each object one depth. Inside object k's mask at frame t,
+    with d the distance to the mask's edge and R its largest value (the inradius, pixels), the surface is
+    lifted by ``relief * R * z / focal * sqrt(1 - (1 - d / R)^2)`` world units (z the pixel's depth): a disc
+    becomes a hemisphere (``relief = 1``), a square a cushion, a triangle a ridge; the rim stays where the
+    depth model put it. ``instance_ids`` int ``[T, H, W]`` (0 = background), ``focal`` in pixels."""
+    out = np.array(depth, dtype=np.float32, copy=True)
+    for t in range(out.shape[0]):
+        for k in (int(k) for k in np.unique(instance_ids[t]) if k > 0):
+            mask = (instance_ids[t] == k).astype(np.uint8)
+            distance = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+            inradius = float(distance.max())
+            if inradius <= 0:
+                continue
+            lift = relief * inradius / focal * np.sqrt(np.clip(1.0 - (1.0 - distance / inradius) ** 2, 0.0, 1.0))
+            out[t] = np.where(mask > 0, out[t] * (1.0 - lift), out[t])  # lift is per unit of depth
+    return out
+
+
 class DepthEstimator:
     """Depth of frames with an ``AutoModelForDepthEstimation``: ``estimator(rgb [T, H, W, 3] in [0, 1]
     or uint8) -> float32 [T, H, W]`` camera z in the home geometry."""

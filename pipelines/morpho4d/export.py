@@ -1,4 +1,5 @@
-"""Export and import: 3DGS PLY per time step, and videos of a time sweep or an orbit.
+"""Export and import: 3DGS PLY per time step (one file, or every frame in one zip), and videos of a time
+sweep or an orbit.
 
 PLY: binary little-endian, one ``vertex`` element with exactly the float32 properties of the 3D
 Gaussian Splatting format that viewers need (SuperSplat, gsplat.js in ``gr.Model3D``, plyfile,
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +68,8 @@ def ply_arrays(scene: Scene4D, t: float = 0.0) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(columns[name], dtype=np.float32) for name in PLY_PROPERTIES}
 
 
-def write_ply(scene: Scene4D, path, t: float = 0.0) -> Path:
-    """Write the scene at time ``t`` as a 3DGS PLY (module docstring); returns the path."""
-    path = Path(path)
+def ply_bytes(scene: Scene4D, t: float = 0.0) -> bytes:
+    """The scene at time ``t`` as the bytes of a 3DGS PLY (module docstring)."""
     columns = ply_arrays(scene, t)
     data = np.empty(scene.n_gaussians, dtype=[(name, "<f4") for name in PLY_PROPERTIES])
     for name, column in columns.items():
@@ -77,9 +78,13 @@ def write_ply(scene: Scene4D, path, t: float = 0.0) -> Path:
     header += f"comment WorldStudio Morpho4D, time {float(t):g} of {scene.n_frames} frames\n"
     header += f"element vertex {scene.n_gaussians}\n"
     header += "".join(f"property float {name}\n" for name in PLY_PROPERTIES) + "end_header\n"
-    with open(path, "wb") as handle:
-        handle.write(header.encode("ascii"))
-        handle.write(data.tobytes())
+    return header.encode("ascii") + data.tobytes()
+
+
+def write_ply(scene: Scene4D, path, t: float = 0.0) -> Path:
+    """Write the scene at time ``t`` as a 3DGS PLY (module docstring); returns the path."""
+    path = Path(path)
+    path.write_bytes(ply_bytes(scene, t))
     return path
 
 
@@ -88,6 +93,16 @@ def write_ply_sequence(scene: Scene4D, folder, stem: str = "scene") -> list[Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return [write_ply(scene, folder / f"{stem}_t{t:03d}.ply", t) for t in range(scene.n_frames)]
+
+
+def write_ply_zip(scene: Scene4D, path, stem: str = "scene") -> Path:
+    """Every frame as a 3DGS PLY in one zip, named as :func:`write_ply_sequence` names them; returns the path.
+    Stored, not deflated: float32 columns barely compress and a viewer-sized scene stays quick to write."""
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for t in range(scene.n_frames):
+            archive.writestr(f"{stem}_t{t:03d}.ply", ply_bytes(scene, t))
+    return path
 
 
 def _parse_header(raw: bytes) -> tuple[str, int, list[tuple[str, str]], int]:

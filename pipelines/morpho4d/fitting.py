@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -100,6 +101,28 @@ class FitFrames:
     def n_frames(self) -> int:
         return int(self.rgb.shape[0])
 
+    def resized(self, side: int) -> FitFrames:
+        """The targets at ``side`` x ``side`` pixels seen by the same camera (intrinsics scaled): colours
+        area-averaged; depth, features, masks, instances and tracks nearest (a rim pixel keeps one object's depth,
+        feature and id: area-averaged detector features mixed the ball's and the background's at its rim, and a
+        fifth of the ball's Gaussians then fell below the selection threshold)."""
+        if side == self.camera.width == self.camera.height:
+            return self
+        def scaled(frames, interpolation):
+            if frames is None:
+                return None
+            flat = frames.astype(np.float32).reshape(*frames.shape[:3], -1)
+            out = np.stack([np.concatenate([  # OpenCV resizes at most 4 channels at once
+                cv2.resize(x[..., c : c + 4], (side, side), interpolation=interpolation).reshape(side, side, -1)
+                for c in range(0, flat.shape[-1], 4)], axis=-1) for x in flat])
+            return out.reshape(len(frames), side, side, *frames.shape[3:]).astype(frames.dtype)
+
+        area, nearest = cv2.INTER_AREA, cv2.INTER_NEAREST
+        return FitFrames(rgb=scaled(self.rgb, area), depth=scaled(self.depth, nearest), camera=self.camera.resized(side, side),
+                         features=scaled(self.features, nearest), masks=scaled(self.masks, nearest),
+                         instance_ids=scaled(self.instance_ids, nearest), tracks=scaled(self.tracks, nearest),
+                         names=self.names, feature_space=self.feature_space)
+
     @classmethod
     def from_truth(cls, truth) -> FitFrames:
         """From :class:`~pipelines.morpho4d.shapes4d.TruthFrames`."""
@@ -138,6 +161,11 @@ class FitConfig:
     init_gaussians: int = 3000
     init_frames: int = 3
     seed: int = 0
+    # Early stop: after each ``converge_window`` steps, stop when the mean loss of the last window is not at
+    # least ``converge_tol`` (relative) below the window's before (each step sees random frames, so single
+    # losses are noisy). 0 = always run ``steps``.
+    converge_window: int = 0
+    converge_tol: float = 0.03
 
 
 class FeatureDecoder(torch.nn.Module):
@@ -363,6 +391,14 @@ def _background_of(scene_or_params, frames: FitFrames):
     return getattr(scene_or_params, "background_rgb", np.median(frames.rgb.reshape(-1, 3), axis=0))
 
 
+def _converged(losses: list[float], window: int, tol: float) -> bool:
+    """True at the end of a window whose mean loss is less than ``tol`` below the previous window's (FitConfig)."""
+    if window <= 0 or len(losses) < 2 * window or len(losses) % window:
+        return False
+    last, before = np.mean(losses[-window:]), np.mean(losses[-2 * window : -window])
+    return bool(last > (1.0 - tol) * before)
+
+
 def fit_scene(
     frames: FitFrames,
     config: FitConfig | None = None,
@@ -400,8 +436,11 @@ def fit_scene(
     ]
     optimizer = torch.optim.Adam(groups, eps=1e-15)
     result = FitResult(scene=init, initial_loss=scene_loss(params, frames, config))
+    order: list[int] = []  # frames in epochs (each frame once per shuffled pass), so loss windows compare alike
     for step in range(config.steps):
-        chosen = torch.randperm(frames.n_frames, generator=generator)[: config.frames_per_step].tolist()
+        while len(order) < config.frames_per_step:
+            order += torch.randperm(frames.n_frames, generator=generator).tolist()
+        chosen, order = order[: config.frames_per_step], order[config.frames_per_step :]
         optimizer.zero_grad(set_to_none=True)
         loss = sum(_frame_loss(params, frames, t, config, background) for t in chosen) / len(chosen)
         loss.backward()
@@ -409,9 +448,38 @@ def fit_scene(
         result.losses.append(float(loss.detach()))
         if callback is not None and callback(step, result.losses[-1]):
             break
+        if _converged(result.losses, config.converge_window, config.converge_tol):
+            break
     result.final_loss = scene_loss(params, frames, config)
     result.scene = params.to_scene(init)
     return result
+
+
+def prune_unmatched(scene: Scene4D, frames: FitFrames, margin: int = 2) -> tuple[Scene4D, int]:
+    """The scene without the object Gaussians that never match their object, and how many went.
+
+    A Gaussian of instance k > 0 (``scene.object_ids``) *matches* at frame t when it is shown there
+    (visibility offset above ``HIDDEN / 2``) and the home camera projects its centre into instance k's
+    mask of that frame grown by ``margin`` pixels. One that matches in no frame is a fragment: it draws the
+    object's colour where the video never had it (a piece left behind on the path, a smear), and goes.
+    Background Gaussians (id 0) stay."""
+    if frames.instance_ids is None or scene.n_gaussians == 0:
+        return scene, 0
+    camera = frames.camera
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    matched = scene.object_ids <= 0
+    for t in range(frames.n_frames):
+        shown = scene.visibility_logits[:, t] > HIDDEN / 2 if scene.visibility_logits.shape[1] else np.ones(scene.n_gaussians, bool)
+        camera_points = scene.means_at(float(t)) @ camera.viewmat[:3, :3].T + camera.viewmat[:3, 3]
+        pixels = camera_points @ camera.K.T
+        z = np.maximum(pixels[:, 2], 1e-6)
+        u = np.clip(np.floor(pixels[:, 0] / z), 0, camera.width - 1).astype(int)
+        v = np.clip(np.floor(pixels[:, 1] / z), 0, camera.height - 1).astype(int)
+        for k in np.unique(scene.object_ids[scene.object_ids > 0]):
+            grown = cv2.dilate((frames.instance_ids[t] == k).astype(np.uint8), kernel) > 0
+            mine = (scene.object_ids == k) & shown
+            matched[mine] |= grown[v[mine], u[mine]]
+    return (scene, 0) if matched.all() else (scene.subset(matched), int((~matched).sum()))
 
 
 def frames_from_scene(scene: Scene4D, camera: Camera | None = None) -> FitFrames:

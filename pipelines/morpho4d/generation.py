@@ -13,7 +13,14 @@
      (``meta["source"]``, ``meta["generated"] = False``).
 
    :func:`default_source` picks Mojito when the preset's text-to-video model loads, else the stand-in.
-3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline).
+   **Check and repair** (:mod:`.frame_check`): the detector counts the objects of each frame against the
+   plan; when an object is right in fewer than ``GenConfig.min_right_fraction`` of the frames, a generator
+   makes the video again with another seed (at most ``GenConfig.regenerations`` times; the video with the most right
+   frames is kept), and the frames still wrong are repaired along the trajectory's boxes (duplicates,
+   fragments and unplanned objects erased, a missing or misshapen object drawn again). The scene says
+   which frames were repaired and which seed made them (``meta["frame_check"]``).
+3. **Depth** per frame (:class:`~.depth.DepthEstimator`, the tiny pack's GLPN offline), with each
+   object's silhouette inflated toward the camera (:func:`~.depth.relief_depth`, ``GenConfig.relief``).
 4. **Instances**: ShapesWorld's detector on each frame; each detection is matched to the plan's object
    of its colour (:func:`instance_masks`), and its mask gives that object's instance id. On the
    stand-in's frames, a frame where the detector misses an object takes its shape drawn in its
@@ -41,7 +48,10 @@
      space: ``F(u) = sum_k A_k(u) e_k + (1 - sum_k A_k(u)) e_background``, ``e`` the phrases'
      embeddings.
 6. **Fitting** (:func:`~.fitting.fit_scene`, eq. 11.8-11.12) of a Scene4D to RGB, depth and features
-   from the home camera of :mod:`.shapes4d`.
+   from the home camera of :mod:`.shapes4d`: first on frames of ``GenConfig.fit_size`` pixels, then a few
+   steps at full size that start from that fit.
+   Object Gaussians that never match their object's mask afterwards are pruned
+   (:func:`~.fitting.prune_unmatched`).
 """
 
 from __future__ import annotations
@@ -58,7 +68,9 @@ from ..errors import InvalidInputError
 from ..shapesworld.render import composite, render_background, shape_coverage, to_uint8
 from ..shapesworld.scene import sample_background
 from ..shapesworld.vocab import COLOURS, DIRECTIONS, SPEEDS
-from .fitting import FitConfig, FitFrames, FitResult, fit_scene
+from .depth import relief_depth
+from .fitting import FitConfig, FitFrames, FitResult, fit_scene, prune_unmatched
+from .frame_check import FrameCheck, check_frames, repair_frames
 from .motion import object_name, plan_trajectories
 from .plan import GenObject, Plan
 from .queries import BACKGROUND, QueryEncoder, default_encoder
@@ -257,15 +269,27 @@ class GenConfig:
     # preset's CLIP, where it finds none of them: a real text-to-video model's objects are no ShapesWorld
     # shapes), "attention", "detector", "clip" (learned, eq. 11.12).
     teacher: str = "auto"
-    # Fitting (eq. 11.8-11.12).
-    # (160 steps of 2 frames at 2000 Gaussians: ~16 s on one idle CPU thread. Against 80 steps it sharpens
-    # object edges: a recoloured green triangle's pixel precision rose from 0.79 to 0.92. On Mojito's frames
-    # 2000 Gaussians are too coarse: a rim Gaussian of a recoloured ball, half ball and half background,
-    # turned blue whole and the edit bled into the background (browser test: mean change 1.14 away from
-    # the ball); 4000 Gaussians and 240 steps kept it at 0.56.)
-    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=240, frames_per_step=2, init_gaussians=4000,
-                                                             init_frames=3, depth_weight=0.2))
+    # Fitting (eq. 11.8-11.12): ``fit.steps`` on frames of ``fit_size`` pixels, then ``refine_steps`` at full size
+    # starting from that fit (a warm start). Measured under load on the stand-in's frames of two prompts (docs/notes/
+    # morpho4d_issue23.md): 240 steps at 64 px with 4000 Gaussians took 64-73 s of fitting; 60 steps at 32 px and
+    # 30 at 64 px with 1200 Gaussians 13-14 s, with the same truth recall (1.0) and pixel edit recall (~1.0;
+    # 0.83-0.93 without the 64 px steps). Fewer Gaussians at 64 px made rim Gaussians half object, half background:
+    # a recolour bled into the background (browser test); the 64 px steps keep the rims within the bar.
+    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=60, frames_per_step=2, init_gaussians=1200,
+                                                             init_frames=3, depth_weight=0.2, converge_window=16))
     seed: int = 0
+    # Frame check (module docstring, step 2): when an object is right in fewer than this fraction of the frames, a
+    # generator's video is made again with another seed, at most ``regenerations`` times. The default asks for
+    # one right frame per object, which the repair copies the object's look from: a second video costs as much
+    # as the first (13 s of a 20 s GEN), and most videos that have one right frame are repaired well.
+    min_right_fraction: float = 0.125
+    regenerations: int = 1
+    # Side (pixels) of the frames the fit sees first (None: ``size``), and the steps at full size that follow from
+    # that fit (0: none). The scene keeps the camera of ``size``.
+    fit_size: int | None = 32
+    refine_steps: int = 30
+    # Silhouette relief of objects (:func:`~.depth.relief_depth`; 0 = flat layers, 1 = a disc becomes a hemisphere).
+    relief: float = 1.0
 
 
 @dataclass
@@ -281,6 +305,10 @@ class GenResult:
     instance_ids: np.ndarray  # int32 [T, H, W]
     teacher: str
     fit: FitResult
+    # The detector's check of the video before repair, the frames repaired, and the object Gaussians pruned.
+    frame_check: FrameCheck | None = None
+    repaired: list[int] = field(default_factory=list)
+    pruned: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -420,8 +448,22 @@ def generate_scene(
                                 f"({', '.join(object_name(obj) for obj in plan.objects)}), got {sorted(boxes)}.")
     lap("trajectory")
     report("frames", 0.05)
-    video = source(plan, boxes, config.n_frames, config.size, config.seed, progress)
+    seed = config.seed
+    video = source(plan, boxes, config.n_frames, config.size, seed, progress)
+    check = check_frames(video.frames, plan.objects, boxes)
+    retries = config.regenerations if video.generated and not isinstance(source, GivenVideo) else 0
+    for attempt in range(1, retries + 1):
+        if check.object_right.mean(axis=0).min() >= config.min_right_fraction:
+            break
+        report(f"frames again (seed {config.seed + attempt}: {check.right_fraction:.0%} of frames right)", 0.05)
+        again = source(plan, boxes, config.n_frames, config.size, config.seed + attempt, progress)
+        again_check = check_frames(again.frames, plan.objects, boxes)
+        if again_check.object_right.mean(axis=0).min() > check.object_right.mean(axis=0).min():
+            video, check, seed = again, again_check, config.seed + attempt
     lap("frames")
+    frames_rgb, repaired = repair_frames(video.frames, check, plan.objects, boxes)
+    video = replace(video, frames=frames_rgb)
+    lap("check")
 
     # 3. Depth, instances, features.
     report("depth", 0.3)
@@ -429,11 +471,12 @@ def generate_scene(
         from .depth import DepthEstimator
 
         depth_model = DepthEstimator.from_preset("tiny")
-    depth = depth_model(video.frames)
-    lap("depth")
-    report("features", 0.35)
     names = (BACKGROUND, *(object_name(obj) for obj in plan.objects))
     ids = instance_masks(video.frames, plan.objects, boxes, box_fallback=not video.generated)
+    camera = home_camera(config.size)
+    depth = relief_depth(depth_model(video.frames), ids, float(camera.K[0, 0]), config.relief)
+    lap("depth")
+    report("features", 0.35)
     teacher = config.teacher
     if teacher == "auto":
         teacher = "detector" if (ids > 0).any() else "clip"
@@ -449,10 +492,11 @@ def generate_scene(
     lap("features")
 
     # 4. Fit (eq. 11.8-11.12).
-    frames = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=home_camera(config.size),
-                       features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
-                       feature_space=encoder.space)
-    steps = max(config.fit.steps, 1)
+    full = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=camera,
+                     features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
+                     feature_space=encoder.space)
+    frames = full.resized(config.fit_size or config.size)
+    steps = max(config.fit.steps + config.refine_steps, 1)
 
     def on_step(step, loss):
         report("fitting the 4D scene", 0.4 + 0.6 * (step + 1) / steps)
@@ -462,11 +506,19 @@ def generate_scene(
     if teacher == "clip" and fit_config.latent_dim is None:
         fit_config = replace(fit_config, latent_dim=CLIP_LATENT_DIM)
     fit = fit_scene(frames, fit_config, callback=on_step)
+    if config.refine_steps and frames is not full:  # warm start at full size from the small frames' fit
+        done = len(fit.losses)
+        fine = fit_scene(full, replace(fit_config, steps=config.refine_steps, converge_window=0), init=fit.scene,
+                         callback=lambda step, loss: on_step(done + step, loss))
+        fit = replace(fine, losses=fit.losses + fine.losses, initial_loss=fit.initial_loss)
+        frames = full
+    scene, pruned = prune_unmatched(fit.scene, frames)
+    scene.camera = camera
     lap("fit")
-    scene = fit.scene
     scene.meta.update({
         "source": video.label, "generated": bool(video.generated), "prompt": video.prompt, "teacher": teacher,
         "plan": json.dumps(plan.to_dict()), "seed": int(config.seed),
+        "frame_check": json.dumps({**check.summary(), "frames_seed": int(seed), "repaired": repaired, "pruned": pruned}),
     })
     report("done", 1.0)
-    return GenResult(scene, plan, video, boxes, depth, ids, teacher, fit, seconds)
+    return GenResult(scene, plan, video, boxes, depth, ids, teacher, fit, check, repaired, pruned, seconds)

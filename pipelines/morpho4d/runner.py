@@ -245,14 +245,14 @@ def camera_json(camera) -> dict:
 
 def write_scene_file(runner: Morpho4DRunner, session: CommandSession, path, t: float = 0.0,
                      video: dict | None = None):
-    """The session's scene as NPZ, as PLY at time ``t``, or as a video (MP4/WebM) of the sweep ``video``
+    """The session's scene as NPZ, as PLY at time ``t``, as every frame's PLY in a ZIP, or as a video (MP4/WebM) of the sweep ``video``
     ({kind: "time"|"orbit", fps, t, steps, size, camera: camera_json or None}), carrying its recipe when the
     scene has one. Returns (path, recipe or None)."""
     from pathlib import Path
 
     from ..recipes import attach
     from ..video_io import encode_video
-    from .export import sweep_frames, write_ply
+    from .export import PLY_PROPERTIES, ply_arrays, sweep_frames, write_ply, write_ply_zip
     from .scene import Camera, save_scene
 
     path = Path(path)
@@ -261,6 +261,9 @@ def write_scene_file(runner: Morpho4DRunner, session: CommandSession, path, t: f
     if suffix == ".ply":
         written, extra = write_ply(scene, path, t), {"t": float(t)}
         output = scene_digest(scene, float(t))
+    elif suffix == ".zip":
+        written, extra = write_ply_zip(scene, path, path.stem), {}
+        output = digest(*(ply_arrays(scene, float(f))[name] for f in range(scene.n_frames) for name in PLY_PROPERTIES))
     elif suffix == ".npz":
         written, extra = save_scene(scene, path), {}
         output = scene_digest(scene)
@@ -274,7 +277,7 @@ def write_scene_file(runner: Morpho4DRunner, session: CommandSession, path, t: f
         written = encode_video(frames, path, fps=spec.get("fps", 8.0), codec="vp9" if suffix == ".webm" else "h264")
         extra, output = {"video": spec}, digest(frames)
     else:
-        raise InvalidInputError(f"Morpho4D writes .npz, .ply, .mp4 or .webm, not {suffix or 'a file without suffix'}.")
+        raise InvalidInputError(f"Morpho4D writes .npz, .ply, .zip, .mp4 or .webm, not {suffix or 'a file without suffix'}.")
     recipe = runner.recipe(session, output, **extra)
     if recipe is not None:
         attach(written, recipe)
