@@ -451,7 +451,10 @@ def generate_scene(
     seed = config.seed
     video = source(plan, boxes, config.n_frames, config.size, seed, progress)
     check = check_frames(video.frames, plan.objects, boxes)
-    retries = config.regenerations if video.generated and not isinstance(source, GivenVideo) else 0
+    # ShapesWorld frames (the tiny pack's or the stand-in's) are checked and repaired with ShapesWorld shapes; a hub
+    # model's video, in which the detector finds none of the plan's objects, is fitted as it was generated.
+    shapesworld = manager is None or getattr(manager, "preset", "tiny") == "tiny" or bool(check.object_right.any())
+    retries = config.regenerations if shapesworld and video.generated and not isinstance(source, GivenVideo) else 0
     for attempt in range(1, retries + 1):
         if check.object_right.mean(axis=0).min() >= config.min_right_fraction:
             break
@@ -461,8 +464,11 @@ def generate_scene(
         if again_check.object_right.mean(axis=0).min() > check.object_right.mean(axis=0).min():
             video, check, seed = again, again_check, config.seed + attempt
     lap("frames")
-    frames_rgb, repaired = repair_frames(video.frames, check, plan.objects, boxes)
-    video = replace(video, frames=frames_rgb)
+    if shapesworld:
+        frames_rgb, repaired = repair_frames(video.frames, check, plan.objects, boxes)
+        video = replace(video, frames=frames_rgb)
+    else:
+        repaired = []
     lap("check")
 
     # 3. Depth, instances, features.
