@@ -35,7 +35,12 @@ def set_torch_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def to_rgb_array(image, max_side: int = 4096) -> np.ndarray:
+# The sides an input image may have, in pixels: smaller is no picture (a 1x1 upload), larger is refused before
+# it costs memory. Matching's inputs and uploaded benchmarks share them.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 4096
+
+
+def to_rgb_array(image, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     """Convert a PIL image, array or tensor-like to a ``uint8`` ``[H, W, 3]`` RGB array.
 
     Grayscale is repeated, alpha is composited on white, floats in [0, 1] are

@@ -7,12 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..utils import to_rgb_array
+from ..utils import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, to_rgb_array
 from ..vocabulary import check_text
 
 MAX_CAPTIONS = 32
-MIN_SIDE = 8
-MAX_SIDE = 4096
+MIN_SIDE, MAX_SIDE = MIN_IMAGE_SIDE, MAX_IMAGE_SIDE
 
 
 def check_image(image) -> np.ndarray:

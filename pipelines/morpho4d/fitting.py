@@ -470,7 +470,7 @@ def prune_unmatched(scene: Scene4D, frames: FitFrames, margin: int = 2) -> tuple
     matched = scene.object_ids <= 0
     for t in range(frames.n_frames):
         shown = scene.visibility_logits[:, t] > HIDDEN / 2 if scene.visibility_logits.shape[1] else np.ones(scene.n_gaussians, bool)
-        camera_points = scene.means_at(float(t)) @ camera.viewmat[:3, :3].T + camera.viewmat[:3, 3]
+        camera_points = camera.to_camera(scene.means_at(float(t)))
         pixels = camera_points @ camera.K.T
         z = np.maximum(pixels[:, 2], 1e-6)
         u = np.clip(np.floor(pixels[:, 0] / z), 0, camera.width - 1).astype(int)

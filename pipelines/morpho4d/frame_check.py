@@ -70,17 +70,30 @@ class FrameCheck:
                 "right_frames": [int(t) for t in np.flatnonzero(self.frame_right)]}
 
 
-def _box_centres(boxes: dict[str, np.ndarray], objects: tuple[GenObject, ...], size: tuple[int, int]) -> np.ndarray:
+def box_centres(boxes: dict[str, np.ndarray], objects: tuple[GenObject, ...], size: tuple[int, int]) -> np.ndarray:
     """``[K, T, 2]`` pixel centres (x, y) of each object's trajectory box."""
     H, W = size
     return np.stack([(boxes[object_name(o)][:, :2] + boxes[object_name(o)][:, 2:]) / 2 * np.array([W, H])
                      for o in objects])
 
 
+def owner(detection: Detection, objects: tuple[GenObject, ...], centres: np.ndarray,
+          shape_first: bool = False) -> int | None:
+    """The plan object a detection belongs to: among the objects of its colour, the one whose box centre
+    (``centres`` ``[K, 2]``, this frame's) is nearest (with ``shape_first``, one of the detection's shape before
+    any other); None when no object has its colour."""
+    owners = [k for k, obj in enumerate(objects) if obj.colour == detection.colour]
+    if not owners:
+        return None
+    centroid = np.array(detection.centroid)
+    return min(owners, key=lambda k: (shape_first and detection.shape != objects[k].shape,
+                                      float(np.hypot(*(centroid - centres[k])))))
+
+
 def check_frames(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: dict[str, np.ndarray]) -> FrameCheck:
     """The detector's view of ``frames`` (uint8 ``[T, H, W, 3]``) against the plan (module docstring, step 1)."""
     T, H, W = frames.shape[:3]
-    centres = _box_centres(boxes, objects, (H, W))
+    centres = box_centres(boxes, objects, (H, W))
     right = np.zeros((T, len(objects)), bool)
     counts, owned, extras = [], [], []
     for t in range(T):
@@ -88,12 +101,11 @@ def check_frames(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: dict
         mine: list[list[Detection]] = [[] for _ in objects]
         rest = []
         for d in detections:
-            owners = [k for k, obj in enumerate(objects) if obj.colour == d.colour]
-            if not owners:
+            k = owner(d, objects, centres[:, t])
+            if k is None:
                 rest.append(d)
-                continue
-            k = min(owners, key=lambda k: float(np.hypot(*(np.array(d.centroid) - centres[k, t]))))
-            mine[k].append(d)
+            else:
+                mine[k].append(d)
         for k, obj in enumerate(objects):
             box = tuple(boxes[object_name(obj)][t] * np.array([W, H, W, H]))
             ratio = mine[k][0].area / max(float(shape_coverage(obj.shape, box, (H, W)).sum()), 1.0) if mine[k] else 0.0
@@ -119,7 +131,7 @@ def repair_frames(frames: np.ndarray, check: FrameCheck, objects: tuple[GenObjec
 
 def _repair_once(frames, check, objects, boxes, grow):
     T, H, W = frames.shape[:3]
-    centres = _box_centres(boxes, objects, (H, W))
+    centres = box_centres(boxes, objects, (H, W))
     out = frames.copy()
     repaired = []
     kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)

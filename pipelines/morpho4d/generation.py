@@ -70,7 +70,7 @@ from ..shapesworld.scene import sample_background
 from ..shapesworld.vocab import COLOURS, DIRECTIONS, SPEEDS
 from .depth import relief_depth
 from .fitting import FitConfig, FitFrames, FitResult, fit_scene, prune_unmatched
-from .frame_check import FrameCheck, check_frames, repair_frames
+from .frame_check import FrameCheck, box_centres, check_frames, owner, repair_frames
 from .motion import object_name, plan_trajectories
 from .plan import GenObject, Plan
 from .queries import BACKGROUND, QueryEncoder, default_encoder
@@ -326,17 +326,13 @@ def instance_masks(frames: np.ndarray, objects: tuple[GenObject, ...], boxes: di
 
     T, H, W = frames.shape[:3]
     ids = np.zeros((T, H, W), np.int32)
+    centres = box_centres(boxes, objects, (H, W))
     for t in range(T):
-        detections = detect(frames[t])
-        centres = [np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]) * np.array([W, H])
-                   for b in (boxes[object_name(obj)][t] for obj in objects)]
         found = [False] * len(objects)
-        for d in detections:
-            owners = [k for k, obj in enumerate(objects) if obj.colour == d.colour]
-            if not owners:
+        for d in detect(frames[t]):
+            k = owner(d, objects, centres[:, t], shape_first=True)
+            if k is None:
                 continue
-            k = min(owners, key=lambda k: (d.shape != objects[k].shape,
-                                           float(np.hypot(*(np.array(d.centroid) - centres[k])))))
             found[k] = True
             ids[t][d.mask & (ids[t] == 0)] = k + 1
         for k, obj in enumerate(objects):

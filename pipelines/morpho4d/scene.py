@@ -138,6 +138,10 @@ class Camera:
         rotation, translation = self.viewmat[:3, :3].astype(np.float64), self.viewmat[:3, 3].astype(np.float64)
         return -rotation.T @ translation
 
+    def to_camera(self, points: np.ndarray) -> np.ndarray:
+        """World points ``[N, 3]`` in this camera's coordinates (z is the depth along the view)."""
+        return points @ self.viewmat[:3, :3].T + self.viewmat[:3, 3]
+
     def resized(self, width: int, height: int) -> Camera:
         """The same camera with its image scaled to ``width`` x ``height`` (intrinsics scaled with it)."""
         K = self.K.astype(np.float64).copy()

@@ -90,7 +90,7 @@ def gaussian_truth(scene: Scene4D, ids: np.ndarray, min_seen: float = 0.3) -> np
         one_hot = torch.nn.functional.one_hot(torch.from_numpy(ids[t].astype(np.int64)), labels).to(image.dtype)
         (image * one_hot).sum().backward()
         votes += probe.grad.double().numpy()
-        depth = (scene.means_at(float(t)) @ scene.camera.viewmat[:3, :3].T + scene.camera.viewmat[:3, 3])[:, 2]
+        depth = scene.camera.to_camera(scene.means_at(float(t)))[:, 2]
         footprint += scene.opacities_at(float(t)) * 2 * np.pi * flat * (focal / np.maximum(depth, 1e-6)) ** 2
     truth = votes.argmax(axis=1).astype(np.int32)
     truth[votes.sum(axis=1) < min_seen * footprint] = -1

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidInputError
+from ..utils import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from .scene import (
     Placement,
     Scene,
@@ -50,9 +51,9 @@ IMAGES_DIR = "images"
 # The fields every example needs (Winoground's names).
 EXAMPLE_FIELDS = ("caption_0", "caption_1", "image_0", "image_1")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-# A benchmark image's smallest and largest side (read from the header, before decoding), and the side images are
-# reduced to once read (the largest any preset's matchers look at: Stable Diffusion 2.1-base's 512).
-MIN_IMAGE_SIDE, MAX_IMAGE_SIDE, READ_SIDE = 8, 4096, 512
+# The side benchmark images are reduced to once read (the largest any preset's matchers look at: Stable Diffusion
+# 2.1-base's 512); their smallest and largest sides (pipelines.utils) are read from the header, before decoding.
+READ_SIDE = 512
 
 
 @dataclass
