@@ -13,7 +13,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPProcessor
 
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from pipelines.errors import InvalidInputError, ModelNotFoundError
 from pipelines.models.tokenizers import closed_vocabulary_tokenizer
@@ -98,6 +98,34 @@ def test_supervised_pretraining_adds_the_attention_term_only_on_low_noise_sample
     plain = run(0.0, 1000)
     assert run(1000.0, 1000) > plain + 1.0
     assert run(1000.0, -1) == pytest.approx(plain, rel=1e-2)
+    # a window above every timestep: the term is off again
+    high = main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path / "high"), "--attention-supervision", "1000",
+                 "--supervision-min-timestep", "1000", "--supervision-max-timestep", "1000"])
+    assert high["stages"]["text-to-image"]["final_loss"] == pytest.approx(plain, rel=1e-2)
+
+
+def test_init_fine_tunes_from_a_checkpoints_ema_weights(tmp_path):
+    """--init copies a checkpoint's EMA weights into a fresh training: with a zero learning rate the saved UNet is
+    those weights; a checkpoint of another config, or --init with --resume, is refused."""
+    first = tmp_path / "first"
+    main(["--smoke", "--stages", "vae,t2i", "--out", str(first), "--checkpoints", str(first / "ckpt"),
+          "--checkpoint-every", "1"])
+    checkpoint = first / "ckpt" / "step-00002"
+    second = tmp_path / "second"
+    shutil.copytree(first / "shapes-sd" / "vae", second / "shapes-sd" / "vae")
+    main(["--smoke", "--stages", "t2i", "--out", str(second), "--init", str(checkpoint), "--t2i-lr", "0"])
+    ema = load_file(str(checkpoint / "ema.safetensors"))
+    unet = load_file(str(second / "shapes-sd" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert unet["conv_in.weight"].float() == pytest.approx(ema["unet.conv_in.weight"].half().float())
+    other = tmp_path / "other"
+    shutil.copytree(first / "shapes-sd" / "vae", other / "shapes-sd" / "vae")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    save_file({**ema, "unet.conv_in.weight": torch.zeros(1)}, str(foreign / "ema.safetensors"))
+    with pytest.raises(ModelNotFoundError, match="another config"):
+        main(["--smoke", "--stages", "t2i", "--out", str(other), "--init", str(foreign)])
+    with pytest.raises(SystemExit):
+        main(["--smoke", "--stages", "t2i", "--out", str(other), "--init", str(checkpoint), "--resume", str(checkpoint)])
 
 
 def test_bf16_autocast_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights(tmp_path, monkeypatch):

@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="weight of eq. 9.4's L_ca in text-to-image pretraining (0: off)")
     parser.add_argument("--supervision-max-timestep", type=int, default=None,
                         help="supervise attention only on samples noised to at most this timestep")
+    parser.add_argument("--supervision-min-timestep", type=int, default=None,
+                        help="supervise attention only on samples noised to at least this timestep")
     parser.add_argument("--object-mix", type=float, nargs=3, default=None, metavar=("ONE", "TWO", "THREE"),
                         help="relative frequency of 1-, 2- and 3-object training scenes")
     parser.add_argument("--uniform-objects", action="store_true", help="the scene sampler's own 1-3 objects (pack v1)")
@@ -61,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write resumable text-to-image checkpoints (step-NNNNN) into this folder")
     parser.add_argument("--checkpoint-every", type=int, default=300)
     parser.add_argument("--resume", type=Path, default=None, help="continue text-to-image from a checkpoint folder")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="fine-tune: start text-to-image from a checkpoint folder's EMA weights, fresh optimiser")
+    parser.add_argument("--t2i-lr", type=float, default=None, help="text-to-image peak learning rate")
     parser.add_argument("--v-prediction", action="store_true",
                         help="the UNet predicts velocity over a zero-terminal-SNR schedule (Lin et al. 2023)")
     parser.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR gamma (0: plain MSE)")
@@ -76,6 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--num-scenes must be at least 16")
     if args.steps_scale <= 0:
         parser.error("--steps-scale must be positive")
+    if args.init is not None and args.resume is not None:
+        parser.error("--init starts a new training from a checkpoint; --resume continues one: pick one")
     return args
 
 
@@ -95,6 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
         config.attention_supervision = args.attention_supervision
     if args.supervision_max_timestep is not None:
         config.supervision_max_timestep = args.supervision_max_timestep
+    if args.supervision_min_timestep is not None:
+        config.supervision_min_timestep = args.supervision_min_timestep
+    if args.t2i_lr is not None:
+        config.text_to_image.learning_rate = args.t2i_lr
     if args.object_mix is not None:
         config.object_count_weights = tuple(args.object_mix)
     if args.uniform_objects:
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
         vae = AutoencoderKL.from_pretrained(sd_dir / "vae", local_files_only=True, use_safetensors=True)
     if "t2i" in args.stages:
         unet, text_encoder, log = train_text_to_image(config, scenes, vae, tokenizer, accelerator, args.checkpoints,
-                                                      args.checkpoint_every, args.resume)
+                                                      args.checkpoint_every, args.resume, args.init)
         logs.append(log)
         if accelerator.is_main_process:
             pipeline = StableDiffusionPipeline(

@@ -59,8 +59,11 @@ class TinyPackConfig:
     # state a relation, so their share sets how often the model sees "left of / above".
     object_count_weights: tuple[float, float, float] | None = (1.0, 2.0, 1.0)
     # Weight of the cross-attention supervision (eq. 9.4, each object's words toward its mask) in pretraining;
-    # 0 turns it off. Applied only to samples noised to at most ``supervision_max_timestep``.
+    # 0 turns it off. Applied only to samples noised to a timestep in [supervision_min_timestep,
+    # supervision_max_timestep]: at high noise the image does not yet show where an object is, so the target teaches
+    # where the caption puts it (its relation), at low noise where the image already drew it.
     attention_supervision: float = 0.0
+    supervision_min_timestep: int = 0
     supervision_max_timestep: int = 400
     # bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights and optimiser).
     bf16: bool = False

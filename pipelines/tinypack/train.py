@@ -151,19 +151,35 @@ def load_training_state(folder: Path, model: nn.Module, ema: EMAModel, optimizer
     return int(state["step"])
 
 
+def load_ema_weights(folder: Path, model: nn.Module) -> None:
+    """Copy the EMA weights of a :func:`save_training_state` checkpoint into ``model`` (same config)."""
+    path = folder / "ema.safetensors"
+    if not path.exists():
+        raise ModelNotFoundError(f"{folder} is not a text-to-image checkpoint (missing ema.safetensors).")
+    shadow = load_file(str(path))
+    parameters = dict(model.named_parameters())
+    if set(shadow) != set(parameters) or any(shadow[n].shape != p.shape for n, p in parameters.items()):
+        raise ModelNotFoundError(f"{folder} was trained with another config; it cannot start this training.")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(shadow[name])
+
+
 def train_text_to_image(
     config: TinyPackConfig, scenes: SceneArrays, vae: AutoencoderKL, tokenizer, accelerator: Accelerator,
     checkpoint_dir: Path | None = None, checkpoint_every: int = 300, resume: Path | None = None,
+    init: Path | None = None,
 ) -> tuple[UNet2DConditionModel, nn.Module, StageLog]:
     """UNet + bidirectional text encoder on cached latents: epsilon (or velocity) MSE, caption dropout, EMA.
 
     With ``config.attention_supervision`` > 0 the loss adds eq. 9.4's ``L_ca`` (each object's words' cross-attention,
-    all layers, toward its mask) for samples with a kept caption and ``t <= config.supervision_max_timestep``;
-    ``scenes`` must then carry ``object_masks`` and ``object_words``.
+    all layers, toward its mask) for samples with a kept caption and ``config.supervision_min_timestep <= t <=
+    config.supervision_max_timestep``; ``scenes`` must then carry ``object_masks`` and ``object_words``.
 
     ``checkpoint_dir``: every ``checkpoint_every`` steps write ``step-NNNNN`` (:func:`save_training_state`);
     ``resume``: continue from such a folder to the schedule's end (deterministic, though the batches after the
-    resume point differ from an uninterrupted run's).
+    resume point differ from an uninterrupted run's); ``init``: start from such a folder's EMA weights with a fresh
+    optimiser and schedule (a fine-tune).
     """
     torch.manual_seed(config.seed + 1)
     sizes = config.sizes
@@ -182,6 +198,8 @@ def train_text_to_image(
         object_masks = torch.from_numpy(scenes.object_masks)
 
     model = _Denoiser(build_unet(sizes), build_text_encoder(sizes, len(tokenizer), tokenizer.pad_token_id))
+    if init is not None:
+        load_ema_weights(Path(init), model)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer, lr_schedule = make_optimizer(model.parameters(), config.text_to_image)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -212,7 +230,8 @@ def train_text_to_image(
             weights = min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma, config.prediction_type)
             loss = (per_sample * weights).mean()
             if supervise:
-                kept = (~dropped).to(timesteps.device) & (timesteps <= config.supervision_max_timestep)
+                kept = ((~dropped).to(timesteps.device) & (timesteps >= config.supervision_min_timestep)
+                        & (timesteps <= config.supervision_max_timestep))
                 valid = token_valid[index].to(accelerator.device) & kept[:, None]
                 if valid.any():
                     maps = [control.store.maps_for(name).float() for name in control.layers]
