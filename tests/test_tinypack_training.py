@@ -264,3 +264,20 @@ def test_two_processes_train_one_model_together(tmp_path):
     report = json.loads((tmp_path / "training_report.json").read_text())
     assert report["processes"] == 2
     assert np.isfinite(report["stages"]["text-to-image"]["final_loss"])
+
+
+def test_grounding_loss_and_object_centres_match_hand_computation():
+    from pipelines.tinypack.train import grounding_loss, object_centres
+
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0, 1:3, 0] = 1.0  # left column, rows 1-2: centre x = 0.5/4 - 0.5, y = 2/4 - 0.5
+    centres = object_centres(masks)
+    assert centres[0, 0].tolist() == pytest.approx([-0.375, 0.0])
+    assert centres[0, 1].tolist() == [0.0, 0.0]  # empty mask
+    places = torch.tensor([[[9.0, 9.0], [-0.5, 0.5], [-0.25, -0.5], [1.0, 1.0]]])  # tokens 1-2 are object 0's words
+    sets = torch.tensor([[[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]])
+    valid = torch.tensor([[True, False]])
+    # object 0's place = mean of tokens 1, 2 = (-0.375, 0.0): exactly its centre
+    assert float(grounding_loss(places, sets, centres, valid)) == pytest.approx(0.0)
+    valid = torch.tensor([[True, True]])  # object 1: place (1, 1), centre (0, 0) -> error 2, averaged over 2 objects
+    assert float(grounding_loss(places, sets, centres, valid)) == pytest.approx(1.0)

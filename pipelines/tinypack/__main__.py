@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="supervise attention only on samples noised to at most this timestep")
     parser.add_argument("--supervision-min-timestep", type=int, default=None,
                         help="supervise attention only on samples noised to at least this timestep")
+    parser.add_argument("--text-grounding", type=float, default=None,
+                        help="weight of the text grounding term (object words' features say where the object is)")
     parser.add_argument("--object-mix", type=float, nargs=3, default=None, metavar=("ONE", "TWO", "THREE"),
                         help="relative frequency of 1-, 2- and 3-object training scenes")
     parser.add_argument("--uniform-objects", action="store_true", help="the scene sampler's own 1-3 objects (pack v1)")
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         config.attention_supervision = args.attention_supervision
     if args.supervision_max_timestep is not None:
         config.supervision_max_timestep = args.supervision_max_timestep
+    if args.text_grounding is not None:
+        config.text_grounding = args.text_grounding
     if args.supervision_min_timestep is not None:
         config.supervision_min_timestep = args.supervision_min_timestep
     if args.t2i_lr is not None:
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = closed_vocabulary_tokenizer(vocabulary(), model_max_length=config.sizes.max_tokens)
     size = config.sizes.image_size
     scenes = build_scene_arrays(config.num_scenes, size, config.object_count_weights, config.seed,
-                                mask_side=size // 4 if config.attention_supervision > 0 else None)
+                                mask_side=size // 4 if config.attention_supervision > 0 or config.text_grounding > 0 else None)
     sd_dir, clip_dir = args.out / "shapes-sd", args.out / "shapes-clip"
     logs = []
 

@@ -103,15 +103,49 @@ def train_vae(config: TinyPackConfig, scenes: SceneArrays, accelerator: Accelera
 
 
 class _Denoiser(nn.Module):
-    """The UNet conditioned on the text encoder, trained jointly."""
+    """The UNet conditioned on the text encoder, trained jointly.
 
-    def __init__(self, unet: UNet2DConditionModel, text_encoder: nn.Module) -> None:
+    With ``grounding``, a linear head reads each token's text feature as a place in the image (x, y centred on 0);
+    forward then also returns the text features, for :func:`grounding_loss`. The head is not saved with the pack.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: nn.Module, grounding: bool = False) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
+        self.grounding = nn.Linear(text_encoder.config.hidden_size, 2) if grounding else None
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.unet(noisy, timesteps, encoder_hidden_states=self.text_encoder(input_ids)[0]).sample
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor):
+        text = self.text_encoder(input_ids)[0]
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
+        if self.grounding is None:
+            return prediction
+        return prediction, self.grounding(text)
+
+
+def object_centres(masks: torch.Tensor) -> torch.Tensor:
+    """Centroid (x, y) of each mask [B, J, h, w] in [-0.5, 0.5] (0: the image centre); [B, J, 2]. Empty masks give 0."""
+    h, w = masks.shape[-2:]
+    ys = (torch.arange(h, dtype=masks.dtype) + 0.5) / h - 0.5
+    xs = (torch.arange(w, dtype=masks.dtype) + 0.5) / w - 0.5
+    mass = masks.sum(dim=(2, 3)).clamp(min=1e-6)
+    return torch.stack([(masks.sum(dim=2) * xs).sum(-1) / mass, (masks.sum(dim=3) * ys).sum(-1) / mass], dim=-1)
+
+
+def grounding_loss(places: torch.Tensor, token_sets: torch.Tensor, centres: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Text grounding: each object's words, read as a place, should say where the object is.
+
+    ``places`` [B, tokens, 2] (the grounding head on every token's feature), ``token_sets`` [B, J, tokens] (the
+    object's words, eq. 9.3's ``T_j``), ``centres`` [B, J, 2] (:func:`object_centres` of the truth masks),
+    ``valid`` [B, J]. The object's place is the mean over its words; squared error averaged over valid objects.
+    In "a red circle left of a blue square" only the relation tells where each object goes, so the text encoder
+    must carry the relation into the object words' features, the keys and values the UNet attends to.
+    """
+    sets = token_sets.to(places.dtype)
+    predicted = torch.einsum("bjm,bmc->bjc", sets, places) / sets.sum(-1, keepdim=True).clamp(min=1.0)
+    per_object = (predicted - centres).square().sum(-1)
+    weights = valid.to(per_object.dtype)
+    return (per_object * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def object_word_tokens(tokenizer, scenes: SceneArrays, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,12 +186,15 @@ def load_training_state(folder: Path, model: nn.Module, ema: EMAModel, optimizer
 
 
 def load_ema_weights(folder: Path, model: nn.Module) -> None:
-    """Copy the EMA weights of a :func:`save_training_state` checkpoint into ``model`` (same config)."""
+    """Copy the EMA weights of a :func:`save_training_state` checkpoint into ``model`` (same config).
+
+    A grounding head the checkpoint was trained without starts fresh.
+    """
     path = folder / "ema.safetensors"
     if not path.exists():
         raise ModelNotFoundError(f"{folder} is not a text-to-image checkpoint (missing ema.safetensors).")
     shadow = load_file(str(path))
-    parameters = dict(model.named_parameters())
+    parameters = {n: p for n, p in model.named_parameters() if n in shadow or not n.startswith("grounding.")}
     if set(shadow) != set(parameters) or any(shadow[n].shape != p.shape for n, p in parameters.items()):
         raise ModelNotFoundError(f"{folder} was trained with another config; it cannot start this training.")
     with torch.no_grad():
@@ -190,14 +227,16 @@ def train_text_to_image(
     noise_scheduler = build_train_scheduler(config.prediction_type, config.zero_terminal_snr)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
 
-    supervise = config.attention_supervision > 0
-    if supervise:
+    supervise, ground = config.attention_supervision > 0, config.text_grounding > 0
+    if supervise or ground:
         if scenes.object_masks is None or scenes.object_words is None:
-            raise InvalidInputError("Attention supervision needs the scenes' object masks and words (build_scene_arrays(mask_side=...)).")
+            raise InvalidInputError("Attention supervision and text grounding need the scenes' object masks and words "
+                                    "(build_scene_arrays(mask_side=...)).")
         token_sets, token_valid = object_word_tokens(tokenizer, scenes, sizes.max_tokens)
         object_masks = torch.from_numpy(scenes.object_masks)
+        centres = object_centres(object_masks.float() / 255.0)
 
-    model = _Denoiser(build_unet(sizes), build_text_encoder(sizes, len(tokenizer), tokenizer.pad_token_id))
+    model = _Denoiser(build_unet(sizes), build_text_encoder(sizes, len(tokenizer), tokenizer.pad_token_id), ground)
     if init is not None:
         load_ema_weights(Path(init), model)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
@@ -225,6 +264,8 @@ def train_text_to_image(
         with control:  # backward inside: the recorded maps keep their graph
             with autocast(accelerator, config.bf16):
                 prediction = model(noisy, timesteps, ids)
+            if ground:
+                prediction, places = prediction
             target = training_target(noise_scheduler, latents, noise, timesteps)
             per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
             weights = min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma, config.prediction_type)
@@ -238,6 +279,10 @@ def train_text_to_image(
                     l_ca = cross_attention_loss(maps, token_sets[index].to(accelerator.device),
                                                 object_masks[index].to(accelerator.device).float() / 255.0, valid)
                     loss = loss + config.attention_supervision * l_ca
+            if ground:
+                valid = token_valid[index].to(accelerator.device) & (~dropped).to(accelerator.device)[:, None]
+                loss = loss + config.text_grounding * grounding_loss(
+                    places.float(), token_sets[index].to(accelerator.device), centres[index].to(accelerator.device), valid)
             accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
