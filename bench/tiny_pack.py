@@ -7,7 +7,9 @@ cross-attention guided into a box on its side, same captions and seeds), tiny-CL
 zero-shot top-1 on held-out single-object scenes, seconds per 64x64 image at
 25 steps for the pack and for a random-weight model of equal size, and the time
 of a layout-guided relation caption over an unguided one; ``word_attention_in_mask``: the share of each object's
-words' cross-attention inside its mask on held-out two-object scenes (chance: the mask's share of the image).
+words' cross-attention inside its mask on held-out two-object scenes (chance: the mask's share of the image);
+``relation_context_similarity`` / ``relation_attention_shift``: whether the relation word reaches the object
+words' text features and moves their attention at high noise (``evaluate.relation_steering``).
 Run: ``.venv/bin/python bench/tiny_pack.py [--n 200] [--parts ...]`` on an idle machine.
 """
 
@@ -34,6 +36,7 @@ from pipelines.tinypack.evaluate import (  # noqa: E402
     generate_images,
     judge,
     primary_detection_scores,
+    relation_steering,
     single_object_captions,
     word_attention_in_mask,
 )
@@ -112,8 +115,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="samples per row")
     parser.add_argument("--pack", type=Path, default=TINY_PACK_DIR)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--parts", default="single,relation,layout,attention,clip,speed",
-                        help="comma-separated subset of single, relation, layout, attention, clip, speed")
+    parser.add_argument("--parts", default="single,relation,layout,attention,steering,clip,speed",
+                        help="comma-separated subset of single, relation, layout, attention, steering, clip, speed")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     emit(BENCH, "machine", machine())
@@ -145,6 +148,16 @@ def main() -> None:
         emit(BENCH, "word_attention_in_mask", round(result["mass"], 4), chance=round(result["chance"], 4),
              objects=result["objects"], timesteps=list(timesteps),
              what="share of each object's words' cross-attention mass inside its mask, two-object held-out scenes")
+
+    if "steering" in parts:
+        steering = relation_steering(pipe, n=max(4, args.n // 6), seed=args.seed)
+        emit(BENCH, "relation_context_similarity", round(steering["context_similarity"], 4), pairs=steering["pairs"],
+             what="cosine between an object word's text feature in 'A rel B' and 'A opposite B' (1: the relation "
+                  "does not reach the object words)")
+        emit(BENCH, "relation_attention_shift", round(steering["attention_shift"], 4),
+             right_way=round(steering["attention_shift_right"], 3), pairs=steering["pairs"], timestep=900,
+             what="subject words' attention centroid moved along the axis from 'A left of B' to 'A right of B' "
+                  "(above to below), image widths; 0: the relation does not steer attention")
 
     if "clip" in parts:
         emit(BENCH, "clip_zero_shot_top1", round(clip_zero_shot(args.pack / "shapes-clip", args.n, args.seed), 4),

@@ -65,8 +65,8 @@ class TinyPackConfig:
     attention_supervision: float = 0.0
     supervision_min_timestep: int = 0
     supervision_max_timestep: int = 400
-    # Weight of the text grounding term (train.grounding_loss: each object's words, through a linear head, say where
-    # the object is); 0 turns it off.
+    # Weight of the text grounding term (train.grounding_loss: each object's words' features, projected on two fixed
+    # directions, say where the object is); 0 turns it off.
     text_grounding: float = 0.0
     # bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights and optimiser).
     bf16: bool = False

@@ -152,3 +152,51 @@ def word_attention_in_mask(pipe, scenes: list, timesteps: tuple[int, ...] = (200
                     masses.append(float((attention[j] * masks[j]).sum() / total))
                     chances.append(float(masks[j].mean()))
     return {"mass": float(np.mean(masses)), "chance": float(np.mean(chances)), "objects": len(masses) // len(timesteps)}
+
+
+@torch.no_grad()
+def relation_steering(pipe, n: int = 16, timestep: int = 900, seed: int = 0) -> dict[str, float]:
+    """Does the relation word reach the object words and move their attention? Two diagnostics over ``n`` caption
+    pairs "A <rel> B" / "A <opposite> B" (both axes), at ``timestep`` from the same noise:
+
+    * ``context_similarity``: mean cosine between an object word's text feature in the two captions (1.0: the
+      relation never reaches the object words, so no attention can tell the captions apart);
+    * ``attention_shift``: how far the subject's words' attention centroid (eq. 9.3's map, 16x16) moves along the
+      relation's axis from "A left of B" to "A right of B" (or above to below), in image widths; positive is the
+      right way (0 for a model that ignores the relation; boxes on opposite halves would give about 0.5);
+      ``attention_shift_right``: the share of pairs moving the right way (chance 0.5).
+    """
+    from ..attention import CrossAttentionControl
+    from ..attention.supervision import phrase_token_sets, segment_attention
+    from ..shapesworld.vocab import article
+
+    rng = np.random.default_rng(seed)
+    colours, tokenizer = list(COLOURS), pipe.tokenizer
+    max_tokens = tokenizer.model_max_length
+    side = pipe.unet.config.sample_size
+    grid = torch.linspace(0.0, 1.0, side)
+    similarities, shifts = [], []
+    for k in range(n):
+        a, b = rng.choice(len(colours), size=2, replace=False)
+        words = [f"{colours[a]} {rng.choice(SHAPES)}", f"{colours[b]} {rng.choice(SHAPES)}"]
+        for first, second, axis in (("left of", "right of", 1), ("above", "below", 0)):
+            captions = [f"{article(words[0])} {words[0]} {relation} {article(words[1])} {words[1]}"
+                        for relation in (first, second)]
+            ids = tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=True,
+                            return_tensors="pt").input_ids
+            text = pipe.text_encoder(ids)[0]
+            sets = torch.stack([phrase_token_sets(tokenizer, c, words, max_tokens, 2)[0] for c in captions])
+            features = torch.einsum("bjm,bmc->bjc", sets, text) / sets.sum(-1, keepdim=True)  # [2, J, C]
+            similarities.append(float(torch.nn.functional.cosine_similarity(features[0], features[1], dim=-1).mean()))
+            noise = torch.randn((1, pipe.unet.config.in_channels, side, side),
+                                generator=torch.Generator().manual_seed(seed + k)).repeat(2, 1, 1, 1)
+            with CrossAttentionControl(pipe.unet, keep_steps="last") as control:
+                pipe.unet(noise, torch.tensor([timestep] * 2), encoder_hidden_states=text)
+            maps = [control.store.maps_for(name).float() for name in control.layers]
+            attention = segment_attention(maps, sets, (side, side))[:, 0]  # subject, [2, side, side]
+            profile = attention.sum(dim=2 - axis)  # mass along the axis, [2, side]
+            centroid = (profile * grid).sum(-1) / profile.sum(-1)
+            shifts.append(float(centroid[1] - centroid[0]))
+    shifts_array = np.array(shifts)
+    return {"context_similarity": float(np.mean(similarities)), "attention_shift": float(shifts_array.mean()),
+            "attention_shift_right": float((shifts_array > 0).mean()), "pairs": len(shifts)}
