@@ -63,6 +63,11 @@ def test_stand_ins_keep_the_real_classes_and_settings(hub_shaped_cache):
     assert config("Intel/dpt-hybrid-midas", "config.json")["is_hybrid"] is True
     assert config("Qwen/Qwen2.5-0.5B-Instruct", "config.json")["architectures"] == ["Qwen2ForCausalLM"]
     assert config("google/owlvit-base-patch32", "preprocessor_config.json")["processor_class"] == "OwlViTProcessor"
+    segformer = config("nvidia/segformer-b0-finetuned-ade-512-512", "config.json")
+    assert segformer["architectures"] == ["SegformerForSemanticSegmentation"] and len(segformer["id2label"]) == 150
+    assert segformer["strides"] == [4, 2, 2, 2] and segformer["sr_ratios"] == [8, 4, 2, 1]
+    processor = config("nvidia/segformer-b0-finetuned-ade-512-512", "preprocessor_config.json")
+    assert processor["size"] == {"height": 512, "width": 512} and processor["do_reduce_labels"] is True
 
 
 def test_the_clip_tokenizer_is_a_real_format_open_vocabulary_bpe(hub_shaped_cache):
@@ -195,14 +200,19 @@ def test_preload_loads_every_model_of_the_preset_for_zero_gpu(hub_models, monkey
 
 
 def test_a_real_photo_goes_through_the_hub_models_not_the_shapesworld_fallbacks(hub_models):
-    """A photo that ships with a dependency (matplotlib's sample data): ComCLIP's boxes come from OWL-ViT and
-    FlexEControl's depth map from the preset's DPT, with no FlexEControl weights needed to extract maps."""
+    """A photo that ships with a dependency (matplotlib's sample data): ComCLIP's boxes come from OWL-ViT,
+    FlexEControl's depth map from the preset's DPT and its segmentation from the preset's SegFormer (the tiny
+    pack, which has no segmenter, keeps ShapesWorld's colour detector), with no FlexEControl weights needed to
+    extract maps."""
     import cv2
     import matplotlib.cbook
     from PIL import Image
 
+    from pipelines.flexecontrol.conditions import class_palette
     from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRunner
     from pipelines.matching.runner import MatchRunner
+    from pipelines.models import ModelManager
+    from pipelines.shapesworld.conditions import segmentation_from_detections
     from pipelines.shapesworld.detector import detect
 
     photo = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
@@ -219,3 +229,12 @@ def test_a_real_photo_goes_through_the_hub_models_not_the_shapesworld_fallbacks(
     grey = cv2.cvtColor(cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     assert not np.array_equal(maps["depth"], grey) and "depth" in hub_models.loaded()  # DPT, not the grey fallback
     assert (maps["canny"] > 0).mean() > 0.05 and (maps["sketch"] > 0).mean() > 0.05
+    # Segmentation: SegFormer's classes in the fixed palette, not the detector's (empty or ShapesWorld-coloured) map.
+    small = cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA)
+    fallback = segmentation_from_detections(detect(small), 64)
+    assert "segmentation" in hub_models.loaded() and not np.array_equal(maps["segmentation"], fallback)
+    segmenter = runner.segmenter()
+    assert segmenter.model.config.num_labels == 150 and segmenter.model.config.id2label[12] == "person"
+    classes = segmenter.classes(photo, 64)
+    assert len(np.unique(classes)) > 1 and np.array_equal(maps["segmentation"], class_palette(150)[classes])
+    assert FlexEControlRunner(ModelManager("tiny")).segmenter() is None
