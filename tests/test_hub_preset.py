@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipelines.errors import ModelNotFoundError
+from pipelines.errors import InvalidInputError, ModelNotFoundError
 from pipelines.models.hub_shaped import WRITERS
 from pipelines.models.presets import get_preset
 
@@ -304,3 +304,20 @@ def test_morpho4d_lifts_a_real_photo_and_edits_it_by_its_learned_clip_features(h
     # The lift is a recipe: replayed, it makes the same scene.
     replayed = runner.run(runner.request_of(Morpho4DRunner(hub_models, config=config).lift_photo(photo, ["woman"])))
     assert scene_digest(replayed.scene) == scene_digest(scene)
+
+
+def test_the_morpho4d_tab_lifts_a_photo_and_its_chat_says_the_features_are_clips(hub_models):
+    from pipelines.morpho4d.fitting import FitConfig
+    from pipelines.morpho4d.generation import GenConfig
+    from pipelines.morpho4d.runner import Morpho4DRunner
+    from studio import morpho4d as tab
+
+    config = GenConfig(size=32, fit=FitConfig(steps=5, init_gaussians=200, converge_window=0), refine_steps=0)
+    runner = Morpho4DRunner(hub_models, config=config)
+    photo = (np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8)
+    outputs = tab.lift_photo(runner, photo, "woman, the flag")
+    view, chat = outputs[0], outputs[1]
+    assert view.scene.object_names == ("background", "woman", "flag") and view.scene.n_frames == 1
+    assert "CLIP" in chat[-1]["content"] and outputs[3].shape == (256, 256, 3)  # the rendered view
+    with pytest.raises(InvalidInputError, match="Name what the photo shows"):
+        tab.lift_photo(runner, photo, " , ")
