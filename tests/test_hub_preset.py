@@ -276,7 +276,7 @@ def test_morpho4d_lifts_a_real_photo_and_edits_it_by_its_learned_clip_features(h
     # The Gaussians' features render to CLIP's own per-pixel features of the photo (eq. 11.12).
     encoder = clip_encoder(hub_models, background=None)
     target = encoder.pixel_features(square_frame(photo, 64)[None])[0]
-    rendered = render(scene, scene.camera, 0.0, "features").numpy()
+    rendered = render(scene, scene.camera, 0.0, "features").cpu().numpy()
     cosine = (rendered * target).sum(-1) / np.linalg.norm(rendered, axis=-1).clip(1e-8)
     assert cosine.mean() > 0.9
     # A text edit through the session (threshold search over eq. 11.13's probabilities).
@@ -293,10 +293,10 @@ def test_morpho4d_lifts_a_real_photo_and_edits_it_by_its_learned_clip_features(h
     median = float(np.median(probabilities))
     partial = session.editor.apply("recolour", "woman", "#00ff00", thresholds=(median,))
     assert 0.3 < partial.mask.mean() < 0.7
-    before = render(scene, scene.camera, 0.0).numpy()
-    after = render(session.scene, scene.camera, 0.0).numpy()
+    before = render(scene, scene.camera, 0.0).cpu().numpy()
+    after = render(session.scene, scene.camera, 0.0).cpu().numpy()
     coverage = render(scene, scene.camera, 0.0, "features",
-                      extra_values=torch.from_numpy(partial.mask[:, None].astype(np.float32))).numpy()[..., -1]
+                      extra_values=torch.from_numpy(partial.mask[:, None].astype(np.float32))).cpu().numpy()[..., -1]
     change = np.abs(after - before).max(-1)
     largest = np.abs(np.clip(sh_to_rgb(scene.sh_dc[partial.mask]), 0.0, None) - [0.0, 1.0, 0.0]).max()
     assert np.all(change <= coverage * largest + 1e-4)
