@@ -279,9 +279,10 @@ def test_morpho4d_lifts_a_real_photo_and_edits_it_by_its_learned_clip_features(h
     rendered = render(scene, scene.camera, 0.0, "features").cpu().numpy()
     cosine = (rendered * target).sum(-1) / np.linalg.norm(rendered, axis=-1).clip(1e-8)
     assert cosine.mean() > 0.9
-    # A text edit through the session (threshold search over eq. 11.13's probabilities).
-    session.apply_edit("recolour", "the woman", "#00ff00")
+    # A typed text edit (the grammar reads any noun; threshold search over eq. 11.13's probabilities).
+    assert session.run("make the woman green").ok
     edit = session.editor.edits[-1]
+    assert edit.operation == "recolour" and edit.query == "woman"
     match = match_query(scene, "the woman", encoder)
     probabilities = gaussian_probabilities(scene.features, match.positives, match.alternative_vectors,
                                            encoder.temperature)

@@ -52,6 +52,9 @@
    steps at full size that start from that fit.
    Object Gaussians that never match their object's mask afterwards are pruned
    (:func:`~.fitting.prune_unmatched`).
+
+A photo takes a shorter road (:func:`scene_from_photo`): its centre square is one frame, with depth and the
+"clip" teacher's features (step 5) and no detector, fitted as in step 6 (:func:`fit_at_two_sizes`).
 """
 
 from __future__ import annotations
