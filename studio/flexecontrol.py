@@ -65,9 +65,12 @@ ControlNet's guess mode does), and **tie each object word to its drawing** adds 
 cross-attention so that "red circle" is read where the circle was drawn (DenseDiffusion-style regional attention; the
 drawn shapes are read from the maps, nothing else).
 
-An uploaded picture's **segmentation** comes from ShapesWorld's colour detector (circles, squares and triangles in
-flat colours): in a photo it finds little or nothing, so paint the regions instead; canny, sketch and depth (the
-preset's depth model) work on any picture.
+An uploaded picture's **segmentation** comes from the preset's semantic segmenter when it has one (the hub preset:
+SegFormer-B0 on ADE20K's 150 classes, each class drawn in its own fixed colour), else from ShapesWorld's colour
+detector (the tiny pack: circles, squares and triangles in flat colours; in a photo it finds little or nothing, so
+paint the regions instead). Canny, sketch and depth (the preset's depth model) work on any picture.
+FlexEControl weights trained on ShapesWorld know only its cyan, magenta and white segments; for the segmenter's
+colours, train with maps it made (`NAME.segmentation.png` in a folder dataset).
 """
 
 

@@ -68,8 +68,10 @@ scene is fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians 
 (eq. 11.13-11.14).
 """
 VIEWER_INTRO = """\
-**Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each) or open a
-`.npz` scene / 3DGS `.ply`. Scrub **time**, orbit with **azimuth / elevation / distance**, press
+**Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each), open a
+`.npz` scene / 3DGS `.ply`, or **lift a photo**: its centre square becomes static Gaussians placed by the preset's
+depth model, each with a feature distilled from the preset's CLIP (no ShapesWorld detector); name what it shows
+(`woman, flag`) and edit by those names. With the tiny pack's CLIP only ShapesWorld words are understood. Scrub **time**, orbit with **azimuth / elevation / distance**, press
 **Play** for a time sweep, **Show splats** for an interactive 3D viewer of the current time step (it follows
 the time slider once shown); **Export every frame** downloads one 3DGS PLY per frame in a zip. Edit by naming an object (e.g. `red square`, or `circle` for every circle):
 each Gaussian's feature is compared with the query's (thesis eq. 11.13-11.14), a threshold search picks
@@ -419,6 +421,18 @@ def lift_video(runner: Morpho4DRunner, video_path, view, progress=None):
     return (outputs[0], chat_messages(session), "", *outputs[1:])
 
 
+def lift_photo(runner: Morpho4DRunner, image, objects_text, view=None, progress=None):
+    """"Lift a photo": the picture fitted as a static scene of Gaussians with the preset's depth model and features
+    from the preset's CLIP, in this user's session; ``objects_text`` names what it shows, comma-separated ("woman,
+    flag"): the names edits' queries are matched against."""
+    names = [name.strip() for name in str(objects_text or "").split(",") if name.strip()]
+    session = view.session if view is not None else runner.new_session()
+    report = (lambda stage, fraction: progress(fraction, desc=stage)) if progress is not None else None
+    runner.lift_photo(image, names, session, report)
+    outputs = _loaded(new_view(session, f"Photo lifted to 3D: {', '.join(session.scene.object_names[1:])}"))
+    return (outputs[0], chat_messages(session), "", *outputs[1:])
+
+
 def to_mojito(view) -> tuple[str, np.ndarray, dict[str, list[list[float]]]]:
     """What "Send to Mojito" gives: the scene's prompt, its first frame from the home camera and, for a
     generated scene, each object's per-frame boxes as keyframes over Mojito's 16 frames."""
@@ -471,6 +485,12 @@ def create_tab(context: StudioContext) -> dict:
                 if ASSETS.is_dir():
                     gr.Examples(sorted(str(p) for p in ASSETS.iterdir() if p.suffix in (".npz", ".ply")),
                                 inputs=upload, label="Example files")
+                with gr.Accordion("Lift a photo to 3D", open=False):
+                    photo = gr.Image(label="Photo (its centre square is fitted)", type="numpy",
+                                     elem_id="morpho4d-photo")
+                    photo_objects = gr.Textbox(label="What it shows (comma-separated names to edit by)",
+                                               placeholder="woman, flag", elem_id="morpho4d-photo-objects")
+                    photo_button = gr.Button("Lift to 3D (preset's depth and CLIP features)")
                 status = gr.Markdown("No scene loaded.")
             with gr.Column(scale=2):
                 # PNG: a lossless view (WebP, the default, smears an edit's edges into the pixels around it).
@@ -524,6 +544,12 @@ def create_tab(context: StudioContext) -> dict:
         submitting = command.submit(command_run, inputs=[state, command, *sliders],
                                     outputs=command_outputs, api_name=False, show_progress_on=[chat], **HEAVY)
         wire_stop(stop, "morpho4d-command", [sending, submitting])
+
+        def photo_handler(image, objects_text, session, progress=gr.Progress()):
+            return lift_photo(runner, image, objects_text, session, progress)
+
+        photo_button.click(handler(photo_handler), inputs=[photo, photo_objects, state], outputs=command_outputs,
+                           api_name="morpho4d_lift_photo", show_progress_on=[chat], **HEAVY)
         load.click(handler(load_example, runner, examples=examples), inputs=[example, state],
                    outputs=changed + sliders, api_name="morpho4d_load_example", **SCENES)
         upload.upload(handler(open_file, runner), inputs=[upload, state], outputs=changed + sliders,

@@ -18,7 +18,8 @@ from . import mojito
 from .errors import shows_errors
 from .sessions import HEAVY
 
-# The condition type an image sent to FlexEControl is read as (the detector's segmentation of the picture).
+# The condition type an image sent to FlexEControl is read as (its segmentation by the preset's segmenter, or by
+# ShapesWorld's detector when the preset has none).
 SENT_CONDITION = "segmentation"
 
 

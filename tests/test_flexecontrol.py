@@ -30,7 +30,7 @@ from pipelines.flexecontrol import (
     total_loss,
 )
 from pipelines.flexecontrol.adapter import PHMAdaptedLayer
-from pipelines.flexecontrol.conditions import depth_from_model
+from pipelines.flexecontrol.conditions import class_palette, depth_from_model
 from pipelines.flexecontrol.encoder import ALWAYS_TRAINED, adapted_layer_names
 from pipelines.flexecontrol.metrics import edge_ssim, segmentation_miou, ssim
 from pipelines.shapesworld import sample_scene
@@ -272,6 +272,17 @@ def test_depth_from_a_transformers_model_structurally():
     model = DPTForDepthEstimation(config).eval()
     depth = depth_from_model(model, np.random.default_rng(0).integers(0, 255, (48, 40, 3), dtype=np.uint8), 64)
     assert depth.shape == (64, 64) and depth.dtype == np.uint8 and depth.min() == 0 and depth.max() == 255
+
+
+def test_the_class_palette_is_fixed_distinct_and_never_black():
+    palette = class_palette(150)
+    assert palette.shape == (150, 3) and palette.dtype == np.uint8
+    assert len(np.unique(palette, axis=0)) == 150 and palette.any(axis=1).all()  # black stays "no segment"
+    # PASCAL VOC's entries 1-3 (red, green, olive) for classes 0-2, and a shorter palette is a prefix of it.
+    assert palette[:3].tolist() == [[128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert np.array_equal(class_palette(20), palette[:20])
+    with pytest.raises(InvalidInputError):
+        class_palette(0)
 
 
 def test_bad_input_gets_clear_messages(scene):

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipelines.errors import ModelNotFoundError
+from pipelines.errors import InvalidInputError, ModelNotFoundError
 from pipelines.models.hub_shaped import WRITERS
 from pipelines.models.presets import get_preset
 
@@ -63,6 +63,11 @@ def test_stand_ins_keep_the_real_classes_and_settings(hub_shaped_cache):
     assert config("Intel/dpt-hybrid-midas", "config.json")["is_hybrid"] is True
     assert config("Qwen/Qwen2.5-0.5B-Instruct", "config.json")["architectures"] == ["Qwen2ForCausalLM"]
     assert config("google/owlvit-base-patch32", "preprocessor_config.json")["processor_class"] == "OwlViTProcessor"
+    segformer = config("nvidia/segformer-b0-finetuned-ade-512-512", "config.json")
+    assert segformer["architectures"] == ["SegformerForSemanticSegmentation"] and len(segformer["id2label"]) == 150
+    assert segformer["strides"] == [4, 2, 2, 2] and segformer["sr_ratios"] == [8, 4, 2, 1]
+    processor = config("nvidia/segformer-b0-finetuned-ade-512-512", "preprocessor_config.json")
+    assert processor["size"] == {"height": 512, "width": 512} and processor["do_reduce_labels"] is True
 
 
 def test_the_clip_tokenizer_is_a_real_format_open_vocabulary_bpe(hub_shaped_cache):
@@ -195,14 +200,19 @@ def test_preload_loads_every_model_of_the_preset_for_zero_gpu(hub_models, monkey
 
 
 def test_a_real_photo_goes_through_the_hub_models_not_the_shapesworld_fallbacks(hub_models):
-    """A photo that ships with a dependency (matplotlib's sample data): ComCLIP's boxes come from OWL-ViT and
-    FlexEControl's depth map from the preset's DPT, with no FlexEControl weights needed to extract maps."""
+    """A photo that ships with a dependency (matplotlib's sample data): ComCLIP's boxes come from OWL-ViT,
+    FlexEControl's depth map from the preset's DPT and its segmentation from the preset's SegFormer (the tiny
+    pack, which has no segmenter, keeps ShapesWorld's colour detector), with no FlexEControl weights needed to
+    extract maps."""
     import cv2
     import matplotlib.cbook
     from PIL import Image
 
+    from pipelines.flexecontrol.conditions import class_palette
     from pipelines.flexecontrol.runner import ConditionInput, FlexEControlRunner
     from pipelines.matching.runner import MatchRunner
+    from pipelines.models import ModelManager
+    from pipelines.shapesworld.conditions import segmentation_from_detections
     from pipelines.shapesworld.detector import detect
 
     photo = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
@@ -219,3 +229,96 @@ def test_a_real_photo_goes_through_the_hub_models_not_the_shapesworld_fallbacks(
     grey = cv2.cvtColor(cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     assert not np.array_equal(maps["depth"], grey) and "depth" in hub_models.loaded()  # DPT, not the grey fallback
     assert (maps["canny"] > 0).mean() > 0.05 and (maps["sketch"] > 0).mean() > 0.05
+    # Segmentation: SegFormer's classes in the fixed palette, not the detector's (empty or ShapesWorld-coloured) map.
+    small = cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA)
+    fallback = segmentation_from_detections(detect(small), 64)
+    assert "segmentation" in hub_models.loaded() and not np.array_equal(maps["segmentation"], fallback)
+    segmenter = runner.segmenter()
+    assert segmenter.model.config.num_labels == 150 and segmenter.model.config.id2label[12] == "person"
+    classes = segmenter.classes(photo, 64)
+    assert len(np.unique(classes)) > 1 and np.array_equal(maps["segmentation"], class_palette(150)[classes])
+    assert FlexEControlRunner(ModelManager("tiny")).segmenter() is None
+
+
+def test_morpho4d_lifts_a_real_photo_and_edits_it_by_its_learned_clip_features(hub_models, monkeypatch):
+    """A photo (matplotlib's sample data) lifted to Gaussians with the preset's DPT depth and features distilled
+    from the preset's CLIP (eq. 11.12), then recoloured by a text query (eq. 11.13-11.14) with the ShapesWorld
+    detector switched off. Random stand-in weights carry no meaning, so this checks the mechanism: features
+    that fit CLIP's per-pixel targets, a selection that is the thresholded query probability of those
+    features, and an edit that changes the picture where, and only where, the selected Gaussians are drawn."""
+    import matplotlib.cbook
+    import torch
+    from PIL import Image
+
+    import pipelines.shapesworld.detector
+    from pipelines.morpho4d.clip_features import clip_encoder
+    from pipelines.morpho4d.editing import gaussian_probabilities, match_query
+    from pipelines.morpho4d.fitting import FitConfig
+    from pipelines.morpho4d.generation import GenConfig, square_frame
+    from pipelines.morpho4d.rendering import render
+    from pipelines.morpho4d.runner import Morpho4DRunner, scene_digest
+    from pipelines.morpho4d.scene import sh_to_rgb
+
+    def no_detector(*args, **kwargs):
+        raise AssertionError("the ShapesWorld detector was called on a photo")
+
+    monkeypatch.setattr(pipelines.shapesworld.detector, "detect", no_detector)
+    photo = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    config = GenConfig(size=64, fit=FitConfig(steps=20, init_gaussians=600, converge_window=0), fit_size=32,
+                       refine_steps=10)
+    runner = Morpho4DRunner(hub_models, config=config)
+    session = runner.lift_photo(photo, ["woman"])
+    scene = session.scene
+    assert scene.n_frames == 1 and 500 <= scene.n_gaussians <= 700 and scene.object_names == ("background", "woman")
+    assert scene.feature_space == "clip-windows:hub-clip:w16s4:bgtext" and scene.meta["teacher"] == "clip"
+    assert "hub-clip" in scene.meta["source"] and "CLIP" in session.history[-1].outcome
+    assert {"depth", "clip"} <= set(hub_models.loaded()) and hub_models.get("depth").config.is_hybrid
+    # The Gaussians' features render to CLIP's own per-pixel features of the photo (eq. 11.12).
+    encoder = clip_encoder(hub_models, background=None)
+    target = encoder.pixel_features(square_frame(photo, 64)[None])[0]
+    rendered = render(scene, scene.camera, 0.0, "features").cpu().numpy()
+    cosine = (rendered * target).sum(-1) / np.linalg.norm(rendered, axis=-1).clip(1e-8)
+    assert cosine.mean() > 0.9
+    # A typed text edit (the grammar reads any noun; threshold search over eq. 11.13's probabilities).
+    assert session.run("make the woman green").ok
+    edit = session.editor.edits[-1]
+    assert edit.operation == "recolour" and edit.query == "woman"
+    match = match_query(scene, "the woman", encoder)
+    probabilities = gaussian_probabilities(scene.features, match.positives, match.alternative_vectors,
+                                           encoder.temperature)
+    assert edit.mask.any() and np.array_equal(edit.mask, probabilities >= edit.threshold)
+    assert probabilities.std() > 1e-3  # features differ across the photo; the query's probability with them
+    # At the median probability, some but not all Gaussians are selected, and the recolour changes the render
+    # where they are drawn, by at most their share of each pixel (coverage) times their colour change.
+    session.undo()
+    median = float(np.median(probabilities))
+    partial = session.editor.apply("recolour", "woman", "#00ff00", thresholds=(median,))
+    assert 0.3 < partial.mask.mean() < 0.7
+    before = render(scene, scene.camera, 0.0).cpu().numpy()
+    after = render(session.scene, scene.camera, 0.0).cpu().numpy()
+    coverage = render(scene, scene.camera, 0.0, "features",
+                      extra_values=torch.from_numpy(partial.mask[:, None].astype(np.float32))).cpu().numpy()[..., -1]
+    change = np.abs(after - before).max(-1)
+    largest = np.abs(np.clip(sh_to_rgb(scene.sh_dc[partial.mask]), 0.0, None) - [0.0, 1.0, 0.0]).max()
+    assert np.all(change <= coverage * largest + 1e-4)
+    assert change.mean() > 0.1 and np.corrcoef(change.ravel(), coverage.ravel())[0, 1] > 0.5
+    # The lift is a recipe: replayed, it makes the same scene.
+    replayed = runner.run(runner.request_of(Morpho4DRunner(hub_models, config=config).lift_photo(photo, ["woman"])))
+    assert scene_digest(replayed.scene) == scene_digest(scene)
+
+
+def test_the_morpho4d_tab_lifts_a_photo_and_its_chat_says_the_features_are_clips(hub_models):
+    from pipelines.morpho4d.fitting import FitConfig
+    from pipelines.morpho4d.generation import GenConfig
+    from pipelines.morpho4d.runner import Morpho4DRunner
+    from studio import morpho4d as tab
+
+    config = GenConfig(size=32, fit=FitConfig(steps=5, init_gaussians=200, converge_window=0), refine_steps=0)
+    runner = Morpho4DRunner(hub_models, config=config)
+    photo = (np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8)
+    outputs = tab.lift_photo(runner, photo, "woman, the flag")
+    view, chat = outputs[0], outputs[1]
+    assert view.scene.object_names == ("background", "woman", "flag") and view.scene.n_frames == 1
+    assert "CLIP" in chat[-1]["content"] and outputs[3].shape == (256, 256, 3)  # the rendered view
+    with pytest.raises(InvalidInputError, match="Name what the photo shows"):
+        tab.lift_photo(runner, photo, " , ")

@@ -78,3 +78,27 @@ def test_the_tab_has_one_state_and_its_undo_button_undoes_a_typed_command(runner
     chat = tab.run_command(runner, view, "undo", 0, 0, 0, 1.0)[1]  # typed undo
     assert view.scene.n_gaussians == count and chat[-1]["content"].startswith("Done: Undid")
     assert "[delete 'blue triangle']" in [m["content"] for m in chat if m["role"] == "user"]
+
+
+@pytest.mark.parametrize("image, objects, message", [
+    (None, ["woman"], "No image"),
+    (np.zeros((4, 64, 3), np.uint8), ["woman"], "at least 8"),
+    (np.zeros((64, 64, 3), np.uint8), [], "Name what the photo shows"),
+    (np.zeros((64, 64, 3), np.uint8), "woman", "Name what the photo shows"),
+    (np.zeros((64, 64, 3), np.uint8), ["the background"], "no object name"),
+    (np.zeros((64, 64, 3), np.uint8), [f"bird{c}" for c in "abcdefghi"], "At most 8"),
+])
+def test_lifting_a_photo_refuses_bad_input_before_loading_any_model(image, objects, message):
+    manager = ModelManager("tiny")
+    with pytest.raises(InvalidInputError, match=message):
+        Morpho4DRunner(manager).lift_photo(image, objects)
+    assert manager.loaded() == []
+
+
+def test_a_photo_is_lifted_from_its_centre_square():
+    from pipelines.morpho4d.generation import check_object_names, square_frame
+
+    photo = np.zeros((60, 40, 3), np.uint8)
+    photo[10:50] = 200  # the centre 40x40 square is bright, the 10-pixel bands above and below dark
+    assert square_frame(photo, 20).shape == (20, 20, 3) and (square_frame(photo, 20) == 200).all()
+    assert check_object_names(["The Woman", "a red car", "woman"]) == ("woman", "red car")

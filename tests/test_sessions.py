@@ -51,7 +51,7 @@ def studio():
 def test_events_are_sorted_into_pools(studio):
     by_api = {fn.api_name: fn for fn in studio.fns.values() if fn.api_name}
     for heavy in ("match_score", "match_generate", "flexecontrol_generate", "mojito_generate", "morpho4d_command",
-                  "mojito_lift_to_4d"):
+                  "mojito_lift_to_4d", "morpho4d_lift_photo"):
         assert by_api[heavy].concurrency_id == "models" and by_api[heavy].concurrency_limit == 1, heavy
     for cheap in ("match_heatmaps", "morpho4d_view", "mojito_preset", "match_load_example"):
         assert by_api[cheap].concurrency_limit is None, cheap  # never waits behind anyone

@@ -8,9 +8,12 @@ grey with near = bright, segmentation is RGB in ``SEGMENTATION_PALETTE``.
   strokes become lines, painted palette colours become segments (each pixel
   takes the nearest palette colour), grey levels are depth.
 - **Uploads** go through an extractor: OpenCV Canny (the ShapesWorld
-  thresholds), the detector's outlines (sketch), the detector's colour
-  segmentation, and for depth the preset's transformers depth-estimation
-  model when it has one (:func:`depth_from_model`), else the upload's grey levels.
+  thresholds), the detector's outlines (sketch); for segmentation the preset's
+  transformers semantic segmenter when it has one (:class:`SemanticSegmenter`:
+  the hub preset's SegFormer, ADE20K's 150 classes, each class one colour of
+  :func:`class_palette`), else the ShapesWorld detector's colour segmentation;
+  for depth the preset's transformers depth-estimation model when it has one
+  (:func:`depth_from_model`), else the upload's grey levels.
 
 :func:`prepare_conditions` checks a list of layers (at most four; known types;
 weights in [0, 2]; 0 <= start < end <= 1; nothing empty) and resizes maps of
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -119,8 +123,49 @@ def depth_from_model(model, image, size: int) -> np.ndarray:
     return (scaled * 255.0).round().byte().cpu().numpy()
 
 
-def from_upload(image, condition_type: str, size: int, depth_model=None) -> np.ndarray:
-    """The condition map extracted from an uploaded photo or render, at ``size x size``."""
+def class_palette(n_classes: int) -> np.ndarray:
+    """uint8 ``[n_classes, 3]``: class k's colour in a segmenter's maps, PASCAL VOC's bit-interleaved palette
+    entry k + 1 (entry 0, black, stays "no segment", as in the maps the encoder reads). Fixed, so a map made
+    today and one made from a recipe name a class by the same colour; distinct for up to 255 classes."""
+    if not 1 <= n_classes <= 255:
+        raise InvalidInputError(f"A segmentation palette has 1-255 classes, got {n_classes}.")
+    entries = np.arange(1, n_classes + 1)
+    colours = np.zeros((n_classes, 3), np.int64)
+    for bit in range(8):  # bit 3b + c of the entry goes to bit 7 - b of channel c
+        for channel in range(3):
+            colours[:, channel] |= ((entries >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SemanticSegmenter:
+    """A transformers semantic-segmentation model (a preset's ``segmentation`` role, e.g. SegFormer) and the image
+    processor stored beside it."""
+
+    # An ``AutoModelForSemanticSegmentation`` whose output has ``logits`` [batch, classes, h, w].
+    model: Any
+    # Its image processor (resizing and normalisation as the checkpoint was trained).
+    processor: Any
+
+    def classes(self, image, size: int) -> np.ndarray:
+        """int64 ``[size, size]``: the most likely class of each pixel of an RGB ``image`` (the logits upsampled
+        bilinearly to ``size x size`` before the argmax)."""
+        parameter = next(self.model.parameters())
+        pixels = self.processor(images=to_rgb_array(image), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            logits = self.model(pixel_values=pixels.to(parameter.device, parameter.dtype)).logits
+        upsampled = torch.nn.functional.interpolate(logits.float(), size=(size, size), mode="bilinear",
+                                                    align_corners=False)
+        return upsampled[0].argmax(dim=0).cpu().numpy()
+
+    def __call__(self, image, size: int) -> np.ndarray:
+        """The segmentation map of ``image``: uint8 ``[size, size, 3]``, class k in :func:`class_palette`'s colour k."""
+        return class_palette(int(self.model.config.num_labels))[self.classes(image, size)]
+
+
+def from_upload(image, condition_type: str, size: int, depth_model=None,
+                segmenter: SemanticSegmenter | None = None) -> np.ndarray:
+    """The condition map extracted from an uploaded photo or render, at ``size x size`` (module docstring)."""
     kind = canonical_type(condition_type)
     rgb = cv2.resize(to_rgb_array(image), (size, size), interpolation=cv2.INTER_AREA)
     if kind == "canny":
@@ -128,7 +173,7 @@ def from_upload(image, condition_type: str, size: int, depth_model=None) -> np.n
     if kind == "sketch":
         return outline_sketch(rgb)
     if kind == "segmentation":
-        return segmentation_from_detections(detect(rgb), size)
+        return segmenter(image, size) if segmenter is not None else segmentation_from_detections(detect(rgb), size)
     if depth_model is not None:
         return depth_from_model(depth_model, image, size)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

@@ -22,12 +22,12 @@ import torch
 from ..errors import InvalidInputError
 from ..vocabulary import check_text, notes_for
 from ..models import ModelManager
-from ..models.presets import method_weights
+from ..models.presets import get_preset, method_weights
 from ..recipes import Recipe, decode_image, digest, encode_image, model_hashes
 from ..shapesworld.detector import detect
 from ..utils import to_rgb_array
 from ..zerogpu import gpu
-from .conditions import Condition, from_drawing, from_upload, prepare_conditions
+from .conditions import Condition, SemanticSegmenter, canonical_type, from_drawing, from_upload, prepare_conditions
 from .metrics import drawn_objects, edge_ssim, placement_of_drawn, segmentation_miou
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, FlexEControlPipeline
 
@@ -91,8 +91,10 @@ def controllability(conditions: list[Condition], image: np.ndarray) -> list[dict
     return rows
 
 
-def read_conditions(inputs: list[ConditionInput], size: int, depth_model=None) -> tuple[list[Condition], list[str]]:
-    """Condition maps at ``size x size`` from drawings, uploads or maps, checked once; and notes for people."""
+def read_conditions(inputs: list[ConditionInput], size: int, depth_model=None,
+                    segmenter: SemanticSegmenter | None = None) -> tuple[list[Condition], list[str]]:
+    """Condition maps at ``size x size`` from drawings, uploads or maps, checked once; and notes for people.
+    Uploads' depth and segmentation come from ``depth_model`` and ``segmenter`` when given (:func:`from_upload`)."""
     conditions, notes = [], []
     for number, given in enumerate(inputs, start=1):
         label = f"Condition {number} ({given.type})"
@@ -104,7 +106,7 @@ def read_conditions(inputs: list[ConditionInput], size: int, depth_model=None) -
             image = to_rgb_array(given.image)
             if image.shape[:2] != (size, size):
                 notes.append(f"{label}: the {image.shape[1]}x{image.shape[0]} upload was resized to {size}x{size}.")
-            array = from_upload(image, given.type, size, depth_model)
+            array = from_upload(image, given.type, size, depth_model, segmenter)
         elif given.source == "draw":
             array = from_drawing(given.image, given.type, size)
         elif given.source == "map":
@@ -147,10 +149,25 @@ class FlexEControlRunner:
             return None
         return self.manager.get("depth")
 
+    def segmenter(self) -> SemanticSegmenter | None:
+        """The preset's semantic segmenter with its image processor (the hub preset's SegFormer), or None: the
+        tiny pack has none, and uploads are then segmented by ShapesWorld's colour detector."""
+        if "segmentation" not in get_preset(self.manager.preset).sources:
+            return None
+
+        def build() -> SemanticSegmenter:
+            from transformers import AutoImageProcessor
+
+            processor = AutoImageProcessor.from_pretrained(self.manager.source_location("segmentation"))
+            return SemanticSegmenter(self.manager.get("segmentation"), processor)
+
+        return self.manager.derived("semantic-segmenter", build)
+
     def conditions(self, inputs: list[ConditionInput]) -> tuple[list[Condition], list[str]]:
         """The maps the inputs become (what "Extract maps" shows)."""
-        wants_depth = any(c.type == "depth" and c.source == "upload" for c in inputs)
-        return read_conditions(inputs, self.image_size, self.depth_model() if wants_depth else None)
+        uploaded = {canonical_type(c.type) for c in inputs if c.source == "upload"}
+        return read_conditions(inputs, self.image_size, self.depth_model() if "depth" in uploaded else None,
+                               self.segmenter() if "segmentation" in uploaded else None)
 
     @gpu("flexecontrol")
     def run(self, request: FlexEControlRequest, progress: bool = True,

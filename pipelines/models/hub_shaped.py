@@ -1,7 +1,7 @@
 """Hub-shaped checkpoints: tiny random models laid out in a Hugging Face cache as the hub preset's are.
 
 For every source of a preset that names a hub id (``hub``: SD 2.1-base, SD 1.5, ZeroScope, CLIP ViT-B/32,
-DPT-hybrid, OWL-ViT, Qwen2.5-0.5B-Instruct) this writes a model of the same classes, with the same
+DPT-hybrid, OWL-ViT, SegFormer-B0 on ADE20K, Qwen2.5-0.5B-Instruct) this writes a model of the same classes, with the same
 sub-folders, file names and config keys as the real repository, but a few thousand parameters and random
 weights (safetensors only), into ``CACHE/models--ORG--NAME/`` exactly as ``huggingface_hub`` stores a download:
 content-addressed ``blobs/``, ``snapshots/<commit>/`` of relative symbolic links and ``refs/main``. With
@@ -214,6 +214,38 @@ def _dpt_hybrid(folder: Path) -> None:
                       image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
 
 
+# ADE20K's 150 classes in the order of SegFormer's ADE checkpoints' ``id2label`` (ADE's label k + 1, as
+# ``do_reduce_labels`` maps them; 0 "other" is dropped).
+ADE20K_LABELS = tuple(label.strip() for label in """wall, building, sky, floor, tree, ceiling, road, bed, windowpane,
+grass, cabinet, sidewalk, person, earth, door, table, mountain, plant, curtain, chair, car, water, painting, sofa, shelf,
+house, sea, mirror, rug, field, armchair, seat, fence, desk, rock, wardrobe, lamp, bathtub, railing, cushion, base, box,
+column, signboard, chest of drawers, counter, sand, sink, skyscraper, fireplace, refrigerator, grandstand, path, stairs,
+runway, case, pool table, pillow, screen door, stairway, river, bridge, bookcase, blind, coffee table, toilet, flower,
+book, hill, bench, countertop, stove, palm, kitchen island, computer, swivel chair, boat, bar, arcade machine, hovel,
+bus, towel, light, truck, tower, chandelier, awning, streetlight, booth, television receiver, airplane, dirt track,
+apparel, pole, land, bannister, escalator, ottoman, bottle, buffet, poster, stage, van, ship, fountain, conveyer belt,
+canopy, washer, plaything, swimming pool, stool, barrel, basket, waterfall, tent, bag, minibike, cradle, oven, ball,
+food, step, tank, trade name, microwave, pot, animal, bicycle, lake, dishwasher, screen, blanket, sculpture, hood,
+sconce, vase, traffic light, tray, ashcan, fan, pier, crt screen, plate, monitor, bulletin board, shower, radiator,
+glass, clock, flag""".split(","))
+
+
+def _segformer_ade(folder: Path) -> None:
+    """SegFormer-B0 fine-tuned on ADE20K at 512: SegformerForSemanticSegmentation with the real config's keys,
+    stage layout (strides, patch sizes, reduction ratios), activation and 150-class ``id2label``, and its
+    image processor (512x512, ImageNet mean and std, labels reduced); stages 8-16 wide instead of 32-256."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    id2label = dict(enumerate(ADE20K_LABELS))
+    config = SegformerConfig(num_channels=3, num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
+                             hidden_sizes=[8, 16, 16, 16], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
+                             num_attention_heads=[1, 1, 2, 2], mlp_ratios=[4, 4, 4, 4], hidden_act="gelu",
+                             decoder_hidden_size=16, reshape_last_stage=True, semantic_loss_ignore_index=255,
+                             id2label=id2label, label2id={label: i for i, label in id2label.items()})
+    SegformerForSemanticSegmentation(config).save_pretrained(folder, safe_serialization=True)
+    SegformerImageProcessor(size={"height": 512, "width": 512}, do_reduce_labels=True).save_pretrained(folder)
+
+
 def _qwen(folder: Path) -> None:
     """Qwen2.5-0.5B-Instruct: Qwen2ForCausalLM (tied embeddings) with a byte-level BPE tokenizer, its chat
     special tokens and a generation config."""
@@ -247,6 +279,7 @@ WRITERS: dict[str, Callable[[Path], None]] = {
     "openai/clip-vit-base-patch32": _clip,
     "google/owlvit-base-patch32": _owlvit,
     "Intel/dpt-hybrid-midas": _dpt_hybrid,
+    "nvidia/segformer-b0-finetuned-ade-512-512": _segformer_ade,
     "Qwen/Qwen2.5-0.5B-Instruct": _qwen,
 }
 

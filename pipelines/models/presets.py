@@ -21,8 +21,10 @@ from ..errors import UnknownPresetError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_PACK_DIR = REPO_ROOT / "assets" / "models" / "tiny"
 
-Role = Literal["text-to-image", "control-base", "text-to-video", "clip", "depth", "detector", "language"]
-ROLES: tuple[str, ...] = ("text-to-image", "control-base", "text-to-video", "clip", "depth", "detector", "language")
+Role = Literal["text-to-image", "control-base", "text-to-video", "clip", "depth", "detector", "segmentation",
+               "language"]
+ROLES: tuple[str, ...] = ("text-to-image", "control-base", "text-to-video", "clip", "depth", "detector", "segmentation",
+                          "language")
 
 # Classes a source may name. Looked up by name in the library's namespace, so
 # nothing from a config file is ever evaluated.
@@ -33,7 +35,7 @@ LOADABLE_CLASSES: Mapping[str, frozenset[str]] = MappingProxyType(
         ),
         "transformers": frozenset(
             {"CLIPModel", "AutoModelForDepthEstimation", "OwlViTForObjectDetection", "AutoModel",
-             "AutoModelForCausalLM"}
+             "AutoModelForCausalLM", "AutoModelForSemanticSegmentation"}
         ),
     }
 )
@@ -127,6 +129,10 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
                     "detector": _hub(
                         "google/owlvit-base-patch32", "transformers", "OwlViTForObjectDetection",
                         "open-vocabulary boxes for Mojito's evaluation",
+                    ),
+                    "segmentation": _hub(
+                        "nvidia/segformer-b0-finetuned-ade-512-512", "transformers", "AutoModelForSemanticSegmentation",
+                        "SegFormer-B0, ADE20K's 150 classes: FlexEControl's segmentation of uploads, ~15 MB",
                     ),
                     "language": _hub(
                         "Qwen/Qwen2.5-0.5B-Instruct", "transformers", "AutoModelForCausalLM",

@@ -20,7 +20,11 @@ stride 4 at 0.96, but a query's pixels (p >= 0.85, CLIP's temperature) had preci
 background has no caption in ShapesWorld's language, so "background" is embedded by the image encoder: a
 frame of the scene's plain background colour, which is part of the feature space's identity
 (``clip-windows:<model>:w16s4:bg<rrggbb>``), so a saved scene finds the same encoder again
-(:func:`encoder_for_space`).
+(:func:`encoder_for_space`). A photo has no plain background colour, and its queries are open-vocabulary
+words: there "background" is the text encoder's embedding of the word (``...:bgtext``), so that a query
+and its alternatives all come from the text tower; an image embedding of a plain frame would sit on CLIP's
+image side of the modality gap, closer to every pixel's (image) feature than any text is, and win
+everywhere.
 
 The detector plays no part: features come from the frames and the encoder only.
 """
@@ -37,7 +41,7 @@ from ..errors import InvalidInputError
 from ..shapesworld.vocab import vocabulary
 from .queries import BACKGROUND, FILLER_WORDS, UnknownQueryError, register_encoder
 
-SPACE_PATTERN = re.compile(r"clip-windows:(?P<model>[a-z0-9_.-]+):w(?P<w>\d+)s(?P<s>\d+):bg(?P<bg>[0-9a-f]{6})")
+SPACE_PATTERN = re.compile(r"clip-windows:(?P<model>[a-z0-9_.-]+):w(?P<w>\d+)s(?P<s>\d+):bg(?P<bg>[0-9a-f]{6}|text)")
 # Window side and stride (pixels of a 64-pixel frame; scaled with the frame side).
 WINDOW, STRIDE = 16, 4
 # Colour gate (sum of absolute RGB differences, 0-765): a window keeps only the pixels this close to its
@@ -48,23 +52,25 @@ COLOUR_GATE = 60.0
 class ClipFeatureEncoder:
     """A CLIP model as the 2D encoder of eq. 11.12 and the query encoder of eq. 11.14 (module docstring)."""
 
-    def __init__(self, clip, model_name: str = "shapes-clip", background: Sequence[float] = (0.5, 0.5, 0.5),
+    def __init__(self, clip, model_name: str = "shapes-clip", background: Sequence[float] | None = (0.5, 0.5, 0.5),
                  window: int = WINDOW, stride: int = STRIDE, colour_gate: float | None = COLOUR_GATE) -> None:
+        """``background``: the scene's plain background colour (RGB in [0, 1]), or None for the word
+        "background" embedded by the text encoder (photos; module docstring, "Queries")."""
         if not 1 <= stride <= window:
             raise InvalidInputError(f"The stride must be in [1, window], got window {window}, stride {stride}.")
         self.clip = clip  # a pipelines.matching.ClipMatcher (model + processor)
         self.model_name, self.window, self.stride = model_name, int(window), int(stride)
         self.colour_gate = None if colour_gate is None else float(colour_gate)
-        self.background = tuple(float(min(max(c, 0.0), 1.0)) for c in background)
-        hex_colour = "".join(f"{int(round(c * 255)):02x}" for c in self.background)
-        self.space = f"clip-windows:{model_name}:w{self.window}s{self.stride}:bg{hex_colour}"
+        self.background = None if background is None else tuple(float(min(max(c, 0.0), 1.0)) for c in background)
+        tag = "text" if self.background is None else "".join(f"{int(round(c * 255)):02x}" for c in self.background)
+        self.space = f"clip-windows:{model_name}:w{self.window}s{self.stride}:bg{tag}"
         self._vocabulary = frozenset(vocabulary()) if model_name == "shapes-clip" else None
         self._background_vector: np.ndarray | None = None
         self.dim = int(self.encode_texts(["circle"]).shape[1])
         # Softmax temperature of eq. 11.13 in this space: CLIP's own, 1 / logit scale (tiny pack: 1 / 27.4).
         self.temperature = float(1.0 / self.clip.model.logit_scale.exp().item())
 
-    def with_background(self, background: Sequence[float]) -> ClipFeatureEncoder:
+    def with_background(self, background: Sequence[float] | None) -> ClipFeatureEncoder:
         """The same model, with another background colour (another feature space)."""
         return ClipFeatureEncoder(self.clip, self.model_name, background, self.window, self.stride)
 
@@ -94,7 +100,10 @@ class ClipFeatureEncoder:
         return self.clip.text_embeddings(list(texts)).cpu().numpy().astype(np.float32)
 
     def background_vector(self) -> np.ndarray:
-        """The image embedding of a frame of the plain background colour (module docstring, "Queries")."""
+        """The image embedding of a frame of the plain background colour, or with no colour the text embedding of
+        "background" (module docstring, "Queries")."""
+        if self._background_vector is None and self.background is None:
+            self._background_vector = self.encode_texts([BACKGROUND])[0]
         if self._background_vector is None:
             plain = np.empty((64, 64, 3), np.uint8)
             plain[:] = np.round(np.asarray(self.background) * 255).astype(np.uint8)
@@ -164,9 +173,9 @@ class ClipFeatureEncoder:
 _CLIPS: dict[tuple, object] = {}
 
 
-def clip_encoder(manager=None, background: Sequence[float] = (0.5, 0.5, 0.5)) -> ClipFeatureEncoder:
-    """The preset's CLIP (default: the tiny pack's ``shapes-clip``) as a feature encoder for ``background``,
-    registered for its feature space."""
+def clip_encoder(manager=None, background: Sequence[float] | None = (0.5, 0.5, 0.5)) -> ClipFeatureEncoder:
+    """The preset's CLIP (default: the tiny pack's ``shapes-clip``) as a feature encoder for ``background`` (a
+    colour, or None: the word), registered for its feature space."""
     from ..matching.loading import clip_from_manager
     from ..models import ModelManager
 
@@ -187,7 +196,7 @@ def encoder_for_space(space: str) -> ClipFeatureEncoder | None:
     preset = None if match is None else "tiny" if match["model"] == "shapes-clip" else match["model"].removesuffix("-clip")
     if preset not in PRESETS:
         return None
-    background = tuple(int(match["bg"][i : i + 2], 16) / 255.0 for i in (0, 2, 4))
+    background = None if match["bg"] == "text" else tuple(int(match["bg"][i : i + 2], 16) / 255.0 for i in (0, 2, 4))
     encoder = clip_encoder(ModelManager(preset), background=background)
     if (encoder.window, encoder.stride) != (int(match["w"]), int(match["s"])):
         encoder = register_encoder(ClipFeatureEncoder(encoder.clip, encoder.model_name, background,

@@ -52,11 +52,15 @@
    steps at full size that start from that fit.
    Object Gaussians that never match their object's mask afterwards are pruned
    (:func:`~.fitting.prune_unmatched`).
+
+A photo takes a shorter road (:func:`scene_from_photo`): its centre square is one frame, with depth and the
+"clip" teacher's features (step 5) and no detector, fitted as in step 6 (:func:`fit_at_two_sizes`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
@@ -68,12 +72,13 @@ from ..errors import InvalidInputError
 from ..shapesworld.render import composite, render_background, shape_coverage, to_uint8
 from ..shapesworld.scene import sample_background
 from ..shapesworld.vocab import COLOURS, DIRECTIONS, SPEEDS
+from ..utils import MIN_IMAGE_SIDE, to_rgb_array
 from .depth import relief_depth
 from .fitting import FitConfig, FitFrames, FitResult, fit_scene, prune_unmatched
 from .frame_check import FrameCheck, box_centres, check_frames, owner, repair_frames
 from .motion import object_name, plan_trajectories
 from .plan import GenObject, Plan
-from .queries import BACKGROUND, QueryEncoder, default_encoder
+from .queries import BACKGROUND, FILLER_WORDS, QueryEncoder, default_encoder
 from .scene import Scene4D
 from .shapes4d import home_camera
 
@@ -85,6 +90,8 @@ STAND_IN_LABEL = "ShapesWorld renderer (stand-in, NOT generated: no text-to-vide
 # Intensity level (Mojito's MIM, 1-10) per speed word: the middle of ShapesWorld's bins.
 SPEED_INTENSITY = {"slowly": 2, "steadily": 5, "quickly": 9}
 Progress = Callable[[str, float], None]
+# Most object names a lifted photo takes (each is one more query alternative in every selection).
+MAX_PHOTO_OBJECTS = 8
 
 
 class UndrawableObjectError(InvalidInputError):
@@ -398,6 +405,112 @@ def pixel_features(ids: np.ndarray, names: tuple[str, ...], encoder: QueryEncode
     return features / np.linalg.norm(features, axis=-1, keepdims=True).clip(1e-8), "attention"
 
 
+def fit_at_two_sizes(full: FitFrames, config: GenConfig, clip: bool,
+                     report: Progress | None = None) -> tuple[FitResult, FitFrames]:
+    """Step 6 of the module docstring: fit ``full`` (eq. 11.8-11.12) first at ``config.fit_size`` pixels, then
+    ``config.refine_steps`` at full size from that fit. CLIP targets (``clip``) are learnt through latents of
+    :data:`CLIP_LATENT_DIM` unless ``config.fit.latent_dim`` says otherwise. Returns the fit and the frames of
+    its last steps."""
+    frames = full.resized(config.fit_size or config.size)
+    steps = max(config.fit.steps + config.refine_steps, 1)
+
+    def on_step(step, loss):
+        if report is not None:
+            report("fitting the 4D scene", 0.4 + 0.6 * (step + 1) / steps)
+        return False
+
+    fit_config = config.fit
+    if clip and fit_config.latent_dim is None:
+        fit_config = replace(fit_config, latent_dim=CLIP_LATENT_DIM)
+    fit = fit_scene(frames, fit_config, callback=on_step)
+    if config.refine_steps and frames is not full:  # warm start at full size from the small frames' fit
+        done = len(fit.losses)
+        fine = fit_scene(full, replace(fit_config, steps=config.refine_steps, converge_window=0), init=fit.scene,
+                         callback=lambda step, loss: on_step(done + step, loss))
+        fit = replace(fine, losses=fit.losses + fine.losses, initial_loss=fit.initial_loss)
+        frames = full
+    return fit, frames
+
+
+def square_frame(image, size: int) -> np.ndarray:
+    """uint8 ``[size, size, 3]``: the centre square of an RGB ``image`` (a photo, any aspect), resized to ``size``
+    (area-averaged when shrinking). Raises :class:`InvalidInputError` for what is no image or one under
+    :data:`~pipelines.utils.MIN_IMAGE_SIDE` pixels a side."""
+    rgb = to_rgb_array(image)
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    if side < MIN_IMAGE_SIDE:
+        raise InvalidInputError(f"The photo is {width}x{height} pixels; it needs at least {MIN_IMAGE_SIDE} a side.")
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = np.ascontiguousarray(rgb[top : top + side, left : left + side])
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return crop if side == size else cv2.resize(crop, (size, size), interpolation=interpolation)
+
+
+def check_object_names(objects) -> tuple[str, ...]:
+    """The names a photo's objects are edited by ("woman", "red car"): lower-case words without fillers ("the"),
+    at least one name, at most :data:`MAX_PHOTO_OBJECTS`, none "background" (the scene's own rest). Raises
+    :class:`InvalidInputError`."""
+    if isinstance(objects, str) or not objects:
+        raise InvalidInputError("Name what the photo shows (a list such as ['woman', 'flag']): edits select "
+                                "Gaussians by these names.")
+    names = []
+    for given in objects:
+        words = [word for word in re.findall(r"[a-z]+", str(given).lower()) if word not in FILLER_WORDS]
+        if not words or words == [BACKGROUND]:
+            raise InvalidInputError(f"{given!r} is no object name (use words, e.g. 'woman'; the background is "
+                                    "always there).")
+        names.append(" ".join(words))
+    if len(set(names)) > MAX_PHOTO_OBJECTS:
+        raise InvalidInputError(f"At most {MAX_PHOTO_OBJECTS} object names, got {len(set(names))}.")
+    return tuple(dict.fromkeys(names))
+
+
+def scene_from_photo(image, objects, depth_model, manager, *, config: GenConfig | None = None,
+                     progress: Progress | None = None) -> Scene4D:
+    """A static Scene4D (one frame) lifted from a photo, with learned CLIP features (thesis 11.3.2, "Scene
+    Reconstruction", for a picture instead of a generated video):
+
+    1. the photo's centre square at ``config.size`` pixels (:func:`square_frame`);
+    2. depth by ``depth_model`` (the preset's, :class:`~.depth.DepthEstimator`), in the home geometry;
+    3. per-pixel features F^s (eq. 11.12) from the preset's CLIP (``manager``'s; :mod:`.clip_features`), the
+       "background" query being the word's text embedding (``bgtext``); the detector plays no part;
+    4. Gaussians unprojected from the RGB-D pixels and fitted to colour, depth and features
+       (:func:`fit_at_two_sizes`), static (no instances: nothing moves in a photo).
+
+    ``objects`` name what the photo shows (:func:`check_object_names`); they become the scene's object names,
+    which edits' queries are matched against, while which Gaussians a query selects comes from the features
+    (eq. 11.13-11.14). ``meta["source"]`` says where the scene came from."""
+    # 1. Check inputs and take the frame.
+    config = config or GenConfig()
+    names = (BACKGROUND, *check_object_names(objects))
+    report = progress or (lambda stage, fraction: None)
+    rgb = to_rgb_array(image)
+    height, width = rgb.shape[:2]
+    frame = square_frame(rgb, int(config.size))[None]  # [1, S, S, 3]
+    # 2. Depth.
+    report("depth", 0.1)
+    camera = home_camera(config.size)
+    depth = depth_model(frame)
+    # 3. Features from the preset's CLIP.
+    report("features", 0.2)
+    from .clip_features import clip_encoder
+
+    encoder = clip_encoder(manager, background=None)
+    features = encoder.pixel_features(frame)
+    # 4. Fit.
+    full = FitFrames(rgb=frame.astype(np.float32) / 255.0, depth=depth, camera=camera, features=features,
+                     names=names, feature_space=encoder.space)
+    fit, _ = fit_at_two_sizes(full, config, True, report)
+    scene = fit.scene
+    scene.camera = camera
+    scene.meta.update({"source": f"photo ({width}x{height}, centre square at {config.size}x{config.size}); "
+                                 f"features: {encoder.model_name} (CLIP windows, eq. 11.12)",
+                       "generated": False, "teacher": "clip", "seed": int(config.fit.seed)})
+    report("done", 1.0)
+    return scene
+
+
 def generate_scene(
     plan: Plan,
     source: FrameSource | None = None,
@@ -497,23 +610,7 @@ def generate_scene(
     full = FitFrames(rgb=video.frames.astype(np.float32) / 255.0, depth=depth, camera=camera,
                      features=features, instance_ids=ids, tracks=object_tracks(ids), names=names,
                      feature_space=encoder.space)
-    frames = full.resized(config.fit_size or config.size)
-    steps = max(config.fit.steps + config.refine_steps, 1)
-
-    def on_step(step, loss):
-        report("fitting the 4D scene", 0.4 + 0.6 * (step + 1) / steps)
-        return False
-
-    fit_config = config.fit
-    if teacher == "clip" and fit_config.latent_dim is None:
-        fit_config = replace(fit_config, latent_dim=CLIP_LATENT_DIM)
-    fit = fit_scene(frames, fit_config, callback=on_step)
-    if config.refine_steps and frames is not full:  # warm start at full size from the small frames' fit
-        done = len(fit.losses)
-        fine = fit_scene(full, replace(fit_config, steps=config.refine_steps, converge_window=0), init=fit.scene,
-                         callback=lambda step, loss: on_step(done + step, loss))
-        fit = replace(fine, losses=fit.losses + fine.losses, initial_loss=fit.initial_loss)
-        frames = full
+    fit, frames = fit_at_two_sizes(full, config, teacher == "clip", report)
     scene, pruned = prune_unmatched(fit.scene, frames)
     scene.camera = camera
     lap("fit")

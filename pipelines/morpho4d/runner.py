@@ -4,10 +4,11 @@
 scene, editor and one history) with models from the shared :class:`~pipelines.models.ModelManager`: the
 frame source is Mojito's pipeline that the Mojito tab uses (loaded once, from the preset), the depth model
 is the preset's, the command parser the grammar (or the preset's local LLM). GEN fits dynamic Gaussians
-(thesis eq. 11.8-11.12) to the frames; edits select by feature similarity (eq. 11.13-11.14).
+(thesis eq. 11.8-11.12) to the frames; :meth:`Morpho4DRunner.lift_photo` fits a static scene to a photo with
+features from the preset's CLIP; edits select by feature similarity (eq. 11.13-11.14).
 
-A :class:`Morpho4DRequest` is a scene's recipe: where it started (an example, or nothing when its first
-command generates it), every step that succeeded (typed commands and button edits, undo and redo
+A :class:`Morpho4DRequest` is a scene's recipe: where it started (an example, a lifted Mojito video or
+photo, or nothing when its first command generates it), every step that succeeded (typed commands and button edits, undo and redo
 included), the frame source and the generation settings. :meth:`Morpho4DRunner.run` replays it; the NPZ and
 PLY files the studio writes carry it, and ``python -m pipelines.morpho4d rerun FILE`` remakes them.
 """
@@ -36,8 +37,8 @@ class Morpho4DRequest:
     # Steps in order: {"command": text} or {"edit": {"operation": ..., "query": ..., "colour": ...}}.
     actions: list[dict] = field(default_factory=list)
     # Where the scene started: None (the first command generates it), {"example": {seed, size, n_frames,
-    # n_gaussians}} (a ShapesWorld example scene) or {"mojito": MojitoRequest as JSON} (a Mojito video lifted
-    # to 4D along its trajectory).
+    # n_gaussians}} (a ShapesWorld example scene), {"mojito": MojitoRequest as JSON} (a Mojito video lifted
+    # to 4D along its trajectory) or {"photo": {"image": base64 PNG of the fitted frame, "objects": names}}.
     origin: dict | None = None
     # Frames of GEN: "mojito" (generated), "stand-in" (ShapesWorld's renderer) or "auto" (Mojito when the
     # preset has a text-to-video model).
@@ -165,6 +166,28 @@ class Morpho4DRunner:
             True, time.perf_counter() - started))
         return session
 
+    def lift_photo(self, image, objects, session: CommandSession | None = None, progress=None) -> CommandSession:
+        """"Lift a photo": fit a static scene of Gaussians to ``image`` with the preset's depth model and learned
+        features from the preset's CLIP (:func:`~.generation.scene_from_photo`), its objects named ``objects``
+        ("woman", ...), in ``session`` (default: a new one), whose history starts afresh with the photo's fitted
+        frame as its origin. Edits then select by feature similarity (eq. 11.13-11.14); motion edits need a
+        generated scene."""
+        from ..recipes import encode_image
+        from .generation import check_object_names, scene_from_photo, square_frame
+
+        session = session or self.new_session()
+        names = check_object_names(objects)
+        started = time.perf_counter()
+        frame = square_frame(image, int(session.config.size))
+        scene = scene_from_photo(image, names, self.depth_model(), self.manager, config=session.config,
+                                 progress=progress)
+        session.load(scene, {"photo": {"image": encode_image(frame), "objects": list(names)}})
+        session.history.append(CommandRecord(
+            "[lift a photo]", None, "photo", f"Fitted the photo: {scene.n_gaussians:,} Gaussians; objects: "
+            f"{', '.join(names)}; features: the preset's CLIP ({scene.feature_space}); no detector.",
+            True, time.perf_counter() - started))
+        return session
+
     def request_of(self, session: CommandSession) -> Morpho4DRequest:
         """The recipe of the session's scene; :class:`InvalidInputError` for a scene opened from a file
         that carried no recipe (nothing says how it was made)."""
@@ -181,7 +204,9 @@ class Morpho4DRunner:
         except InvalidInputError:
             return None
         lifted = request["origin"] is not None and "mojito" in request["origin"]
-        roles = ["depth"] + (["text-to-video"] if request["frames"] == "mojito" or lifted else [])
+        photo = request["origin"] is not None and "photo" in request["origin"]
+        roles = ["depth"] + (["clip"] if photo else []) + \
+            (["text-to-video"] if request["frames"] == "mojito" or lifted else [])
         return Recipe(self.method, request, self.manager.preset, model_hashes(self.manager, roles),
                       output_sha256=output_sha256)
 
@@ -197,6 +222,14 @@ class Morpho4DRunner:
                 self.load_example(**request.origin["example"], session=session)
             elif "mojito" in request.origin:
                 self.lift(request.origin["mojito"], session)
+            elif "photo" in request.origin:
+                from ..recipes import decode_image
+
+                try:
+                    image, objects = request.origin["photo"]["image"], request.origin["photo"]["objects"]
+                except (KeyError, TypeError):
+                    raise InvalidInputError("A photo origin needs its fitted frame ('image') and 'objects'.") from None
+                self.lift_photo(decode_image(image), objects, session)
             else:
                 raise InvalidInputError(f"Cannot rebuild a scene from origin {request.origin!r}.")
         for action in request.actions:
