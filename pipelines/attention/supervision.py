@@ -36,6 +36,13 @@ def segment_attention(maps: Sequence[torch.Tensor], token_sets: torch.Tensor, si
     return total / len(maps)
 
 
+def segment_features(features: torch.Tensor, token_sets: torch.Tensor) -> torch.Tensor:
+    """Mean of each segment's token features: ``features`` [B, tokens, C], ``token_sets`` [B, J, tokens] (eq. 9.3's
+    ``T_j``) -> [B, J, C]; a segment with no tokens gives 0."""
+    sets = token_sets.to(features.dtype)
+    return torch.einsum("bjm,bmc->bjc", sets, features) / sets.sum(-1, keepdim=True).clamp(min=1.0)
+
+
 def cross_attention_loss(
     maps: Sequence[torch.Tensor], token_sets: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:

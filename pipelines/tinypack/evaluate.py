@@ -167,7 +167,7 @@ def relation_steering(pipe, n: int = 16, timestep: int = 900, seed: int = 0) -> 
       ``attention_shift_right``: the share of pairs moving the right way (chance 0.5).
     """
     from ..attention import CrossAttentionControl
-    from ..attention.supervision import phrase_token_sets, segment_attention
+    from ..attention.supervision import phrase_token_sets, segment_attention, segment_features
     from ..shapesworld.vocab import article
 
     rng = np.random.default_rng(seed)
@@ -186,7 +186,7 @@ def relation_steering(pipe, n: int = 16, timestep: int = 900, seed: int = 0) -> 
                             return_tensors="pt").input_ids
             text = pipe.text_encoder(ids)[0]
             sets = torch.stack([phrase_token_sets(tokenizer, c, words, max_tokens, 2)[0] for c in captions])
-            features = torch.einsum("bjm,bmc->bjc", sets, text) / sets.sum(-1, keepdim=True)  # [2, J, C]
+            features = segment_features(text, sets)  # [2, J, C]
             similarities.append(float(torch.nn.functional.cosine_similarity(features[0], features[1], dim=-1).mean()))
             noise = torch.randn((1, pipe.unet.config.in_channels, side, side),
                                 generator=torch.Generator().manual_seed(seed + k)).repeat(2, 1, 1, 1)

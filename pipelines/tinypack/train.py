@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPModel
 
 from ..attention import CrossAttentionControl
-from ..attention.supervision import cross_attention_loss, phrase_token_sets
+from ..attention.supervision import cross_attention_loss, phrase_token_sets, segment_features
 from ..errors import InvalidInputError, ModelNotFoundError
 from ..training import (
     SceneArrays,
@@ -151,8 +151,7 @@ def grounding_loss(places: torch.Tensor, token_sets: torch.Tensor, centres: torc
     In "a red circle left of a blue square" only the relation tells where each object goes, so the text encoder
     must carry the relation into the object words' features, the keys and values the UNet attends to.
     """
-    sets = token_sets.to(places.dtype)
-    predicted = torch.einsum("bjm,bmc->bjc", sets, places) / sets.sum(-1, keepdim=True).clamp(min=1.0)
+    predicted = segment_features(places, token_sets)
     per_object = (predicted - centres).square().sum(-1)
     weights = valid.to(per_object.dtype)
     return (per_object * weights).sum() / weights.sum().clamp(min=1.0)
