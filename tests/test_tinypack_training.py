@@ -129,7 +129,7 @@ def test_init_fine_tunes_from_a_checkpoints_ema_weights(tmp_path):
 
 
 def test_bf16_autocast_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights(tmp_path, monkeypatch):
-    """With --bf16 the UNet's convolutions compute in bfloat16 (seen by a hook during training), the losses stay
+    """With --bf16 (the default) the UNet's convolutions compute in bfloat16 (seen by a hook during training), the losses stay
     finite and close to the float32 run's, and the saved weights are float32 (the UNet's float16 copy aside)."""
     seen = set()
     original = build_unet
@@ -140,10 +140,10 @@ def test_bf16_autocast_runs_the_forward_passes_in_bfloat16_and_keeps_float32_wei
         return unet
 
     monkeypatch.setattr("pipelines.tinypack.train.build_unet", hooked_unet)
-    reports = {flag: main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path / (flag or "fp32"))] + ([flag] if flag else []))
-               for flag in ("", "--bf16")}
+    reports = {flag: main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path / flag), flag])
+               for flag in ("--no-bf16", "--bf16")}
     assert seen == {torch.float32, torch.bfloat16}
-    plain, mixed = (reports[f]["stages"]["text-to-image"]["final_loss"] for f in ("", "--bf16"))
+    plain, mixed = (reports[f]["stages"]["text-to-image"]["final_loss"] for f in ("--no-bf16", "--bf16"))
     assert np.isfinite(mixed) and mixed == pytest.approx(plain, rel=0.1)
     vae_weights = load_file(str(tmp_path / "--bf16" / "shapes-sd" / "vae" / "diffusion_pytorch_model.safetensors"))
     assert {t.dtype for t in vae_weights.values()} == {torch.float32}

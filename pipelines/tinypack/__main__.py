@@ -71,8 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--v-prediction", action="store_true",
                         help="the UNet predicts velocity over a zero-terminal-SNR schedule (Lin et al. 2023)")
     parser.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR gamma (0: plain MSE)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights; "
+                             "on by default)")
     parser.add_argument("--head-width", type=int, default=None, help="UNet channels per attention head (0: 16 heads, v1)")
     args = parser.parse_args(argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
         config.object_count_weights = tuple(args.object_mix)
     if args.uniform_objects:
         config.object_count_weights = None
-    if args.bf16:
-        config.bf16 = True
+    if args.bf16 is not None:
+        config.bf16 = args.bf16
     if args.v_prediction:
         config.prediction_type, config.zero_terminal_snr = "v_prediction", True
     if args.snr_gamma is not None:

@@ -53,7 +53,7 @@ class TinyPackConfig:
     vae_object_weight: float = 5.0
     # Text-to-image UNet and text encoder trained jointly on cached latents.
     text_to_image: TrainSchedule = field(
-        default_factory=lambda: TrainSchedule(steps=1800, batch_size=64, learning_rate=1e-3)
+        default_factory=lambda: TrainSchedule(steps=4000, batch_size=32, learning_rate=1e-3)
     )
     # Relative frequency of scenes with 1, 2 and 3 objects (None: uniform, pack v1). Two-object scenes always
     # state a relation, so their share sets how often the model sees "left of / above".
@@ -62,14 +62,14 @@ class TinyPackConfig:
     # 0 turns it off. Applied only to samples noised to a timestep in [supervision_min_timestep,
     # supervision_max_timestep]: at high noise the image does not yet show where an object is, so the target teaches
     # where the caption puts it (its relation), at low noise where the image already drew it.
-    attention_supervision: float = 0.0
-    supervision_min_timestep: int = 0
-    supervision_max_timestep: int = 400
+    attention_supervision: float = 0.3
+    supervision_min_timestep: int = 500
+    supervision_max_timestep: int = 999
     # Weight of the text grounding term (train.grounding_loss: each object's words' features, projected on two fixed
     # directions, say where the object is); 0 turns it off.
-    text_grounding: float = 0.0
+    text_grounding: float = 1.0
     # bfloat16 autocast in the autoencoder and text-to-image forward passes (float32 weights and optimiser).
-    bf16: bool = False
+    bf16: bool = True
     # Captions replaced by the empty caption, for classifier-free guidance.
     caption_dropout: float = 0.1
     # Min-SNR loss weighting gamma (Hang et al. 2023); None for plain MSE.
