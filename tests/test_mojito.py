@@ -249,6 +249,27 @@ def test_inflated_unet_equals_the_image_unet_per_frame():
     assert sum(p.numel() for p in unet3d.parameters()) > sum(p.numel() for p in unet2d.parameters())
 
 
+def test_inflated_unet_takes_per_level_head_counts_as_heads_of_gcd_channels():
+    """Pack v2's 2D UNet has a head count per level (1, 2, 2); the UNet3D gets heads of gcd(C) channels, keeps
+    every spatial weight, and starts as the image UNet per frame up to the head regrouping."""
+    torch.manual_seed(0)
+    unet2d = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32, 48), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=(1, 2, 2), norm_num_groups=8,
+    ).eval()
+    unet3d = inflate_unet(unet2d).eval()
+    assert unet3d.config.attention_head_dim == 16
+    heads = {name: module.heads for name, module in unet3d.named_modules()
+             if name.endswith("attentions.0.transformer_blocks.0.attn2") and "temp_" not in name}
+    assert heads["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == 1  # 16 channels / 16
+    assert heads["down_blocks.1.attentions.0.transformer_blocks.0.attn2"] == 2  # 32 / 16
+    spatial = {k: v for k, v in unet3d.state_dict().items() if k in unet2d.state_dict()}
+    for key, value in unet2d.state_dict().items():
+        torch.testing.assert_close(spatial[key].reshape(value.shape), value)
+
+
 def test_motion_encoder_adds_one_embedding_to_every_token():
     encoder = MotionIntensityEncoder(embedding_dim=8)
     torch.nn.init.normal_(encoder.embedding.weight)

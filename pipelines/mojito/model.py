@@ -11,6 +11,8 @@ denoises each frame exactly as the image model does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
@@ -110,15 +112,22 @@ def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = No
     a, diffusers' 2D blocks split a C-channel attention into a heads of C/a
     channels, its 3D blocks into C/a heads of a channels. The two coincide when
     C = a^2 (then the video model is the image model frame by frame, as the
-    tests check); for the tiny pack (C = 48, 96, 128, a = 16) the copied
-    projections are regrouped into fewer, wider heads, and training re-adapts them.
+    tests check); for tiny pack v1 (C = 48, 96, 128, a = 16) the copied
+    projections are regrouped into other heads, and training re-adapts them.
+    A per-level head count (pack v2: 1, 2, 2 heads) has no 3D form, because the
+    UNet3D's ``transformer_in`` takes the same argument as one integer; the
+    video model then gets heads of gcd(C) channels (16 for the tiny pack),
+    regrouped in the same way.
     """
     config = unet2d.config
     sizes = sizes or ComponentSizes(
         image_size=config.sample_size * 4, unet_channels=tuple(config.block_out_channels),
         text_width=config.cross_attention_dim,
     )
-    unet3d = build_unet3d(sizes, config.attention_head_dim, config.norm_num_groups)
+    head_dim = config.attention_head_dim
+    if not isinstance(head_dim, int):
+        head_dim = math.gcd(*config.block_out_channels)
+    unet3d = build_unet3d(sizes, head_dim, config.norm_num_groups)
     zero_temporal_attention(unet3d)
     target = unet3d.state_dict()
     mapped = {}
