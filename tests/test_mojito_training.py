@@ -14,11 +14,13 @@ from pipelines.mojito.train import (
     build_video_arrays,
     losses_from_log,
     main,
+    motion_targets,
     per_frame_attention_loss,
     steps_before,
     without_speed_word,
 )
 from pipelines.shapesworld import sample_video
+from pipelines.tinypack.train import GROUNDING_SCALE, place_directions
 
 SHIPPED = TINY_PACK_DIR / "shapes-t2v"
 
@@ -124,3 +126,57 @@ def test_per_frame_attention_loss_repeats_token_sets_over_frames():
     dropped = per_frame_attention_loss(Recorded, token_sets, torch.tensor([[True]]), masks, torch.tensor([True]),
                                        torch.tensor([True]), "cpu")
     assert float(dropped) == 0.0
+
+
+def test_per_frame_attention_loss_ignores_the_mims_extra_tokens():
+    """With the MIM's "tokens" reading the maps have two more tokens than the caption; the loss is the same as
+    on the caption's tokens alone."""
+    class Recorded:
+        layers = ["layer"]
+
+        class store:
+            @staticmethod
+            def maps_for(name):
+                return maps
+
+    torch.manual_seed(0)
+    maps = torch.rand(1, 2, 1, 2, 2, 5)  # 3 caption tokens + 2 c_M tokens
+    masks = torch.randint(0, 256, (1, 2, 1, 2, 2), dtype=torch.uint8)
+    token_sets = torch.tensor([[[0.0, 1.0, 0.0]]])
+    args = (torch.tensor([[True]]), masks, torch.tensor([False]), torch.tensor([True]), "cpu")
+    with_extra = per_frame_attention_loss(Recorded, token_sets, *args)
+    maps = maps[..., :3]
+    assert float(with_extra) == pytest.approx(float(per_frame_attention_loss(Recorded, token_sets, *args)))
+
+
+def test_motion_targets_are_the_mean_place_and_the_unit_direction_by_hand():
+    """A 4x4 grid, three frames: object 0 moves one cell right per frame on row 1, object 1 stays put."""
+    masks = torch.zeros(1, 3, 2, 4, 4)
+    for t in range(3):
+        masks[0, t, 0, 1, t] = 1.0  # object 0 at (x = t, y = 1)
+        masks[0, t, 1, 3, 3] = 1.0  # object 1 at (3, 3)
+    targets = motion_targets(masks)
+    centre = lambda cell: (cell + 0.5) / 4 - 0.5  # noqa: E731
+    torch.testing.assert_close(targets[0, 0], torch.tensor([centre(1), centre(1), 0.5, 0.0]))  # mean x of 0,1,2
+    torch.testing.assert_close(targets[0, 1], torch.tensor([centre(3), centre(3), 0.0, 0.0]))  # still: no direction
+    diagonal = torch.zeros(1, 2, 1, 4, 4)
+    diagonal[0, 0, 0, 3, 0] = diagonal[0, 1, 0, 0, 3] = 1.0  # bottom-left to top-right
+    torch.testing.assert_close(targets.new_tensor([0.5, -0.5]) / 2 ** 0.5, motion_targets(diagonal)[0, 0, 2:])
+
+
+def test_motion_directions_extend_the_image_models_place_directions():
+    image = place_directions(64)
+    video = place_directions(64, 4)
+    torch.testing.assert_close(video[:, :2], image)  # the video model reads places as its base did
+    torch.testing.assert_close(video.T @ video, torch.eye(4) * GROUNDING_SCALE ** 2, atol=1e-5, rtol=0)
+
+
+def test_motion_grounding_adds_its_term_and_is_reported(tmp_path):
+    def run(*extra: str) -> dict:
+        return main(["--smoke", "--out", str(tmp_path / "-".join(extra or ("plain",))),
+                     "--checkpoints", str(tmp_path / "checkpoints"), *extra])
+
+    plain, grounded = run(), run("--text-grounding", "100")
+    assert grounded["text_grounding"] == 100.0 and plain["text_grounding"] == 0.0
+    first = next(iter(plain["stages"]))
+    assert grounded["stages"][first]["final_loss"] > plain["stages"][first]["final_loss"] + 1.0

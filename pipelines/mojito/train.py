@@ -41,6 +41,7 @@ from ..models.presets import TINY_PACK_DIR
 from ..shapesworld import sample_video
 from ..shapesworld.vocab import SPEEDS
 from ..tinypack.data import MAX_OBJECTS
+from ..tinypack.train import grounding_loss, object_centres, place_directions
 from ..tinypack.report import write_report
 from ..training import (
     SceneArrays,
@@ -99,9 +100,13 @@ class VideoTrainConfig:
     # then carry how fast the object moves (eq. 10.8).
     speed_word_dropout: float = 0.0
     # Weight of eq. 9.4's L_ca per frame (each object's words toward its mask in that frame), on samples noised
-    # to at most ``supervision_max_timestep``; 0 turns it off.
+    # to a timestep in [supervision_min_timestep, supervision_max_timestep]; 0 turns it off.
     attention_supervision: float = 0.0
+    supervision_min_timestep: int = 0
     supervision_max_timestep: int = 400
+    # Weight of the motion grounding term (:func:`motion_targets`: each object's words' features say where it is
+    # and which way it moves); 0 turns it off.
+    text_grounding: float = 0.0
     # bfloat16 autocast in the forward pass (float32 weights and optimiser; pipelines.training.autocast).
     bf16: bool = False
     seed: int = 0
@@ -155,17 +160,49 @@ def build_video_arrays(num_videos: int, size: int, n_frames: int, mask_side: int
 
 
 class VideoDenoiser(nn.Module):
-    """UNet3D conditioned on c_L = c_T + c_M (eq. 10.8); all three parts train jointly."""
+    """UNet3D conditioned on c_L = c_T + c_M (eq. 10.8); all three parts train jointly.
 
-    def __init__(self, unet: nn.Module, text_encoder: nn.Module, motion_encoder: MotionIntensityEncoder) -> None:
+    With ``grounding``, forward also returns every token's text feature (c_T) read on four fixed directions
+    (:func:`~pipelines.tinypack.train.place_directions`): a place (x, y), as the image model reads it, and a
+    motion (dx, dy), for :func:`motion_targets`.
+    """
+
+    def __init__(self, unet: nn.Module, text_encoder: nn.Module, motion_encoder: MotionIntensityEncoder,
+                 grounding: bool = False) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
         self.motion_encoder = motion_encoder
+        self.grounding = grounding
+        self.register_buffer("directions", place_directions(text_encoder.config.hidden_size, 4), persistent=False)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor, rows: torch.Tensor):
-        condition = self.motion_encoder(self.text_encoder(input_ids)[0], rows)
-        return self.unet(noisy, timesteps, encoder_hidden_states=condition).sample
+        text = self.text_encoder(input_ids)[0]
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=self.motion_encoder(text, rows)).sample
+        if not self.grounding:
+            return prediction
+        return prediction, text @ self.directions.to(text.dtype)
+
+
+# Length of a moving object's motion target (places span [-0.5, 0.5]); a still object's is 0.
+MOTION_SCALE = 0.5
+# Displacements shorter than this (image widths) count as still.
+STILL_BELOW = 0.02
+
+
+def motion_targets(masks: torch.Tensor) -> torch.Tensor:
+    """What each object's words should say in motion grounding: ``masks`` [B, T, J, h, w] in [0, 1] -> [B, J, 4].
+
+    (x, y): the object's centroid averaged over the frames (the image model's place, :func:`object_centres`);
+    (dx, dy): the direction from its first-frame to its last-frame centroid, :data:`MOTION_SCALE` long, or 0
+    for an object that moves less than :data:`STILL_BELOW`. The length says nothing about speed: a caption
+    without its speed word must still say which way, and the MIM carries how fast.
+    """
+    centres = object_centres(masks.flatten(0, 1)).unflatten(0, masks.shape[:2])  # [B, T, J, 2]
+    displacement = centres[:, -1] - centres[:, 0]
+    length = displacement.norm(dim=-1, keepdim=True)
+    direction = torch.where(length > STILL_BELOW, displacement / length.clamp(min=1e-6) * MOTION_SCALE, 0.0)
+    return torch.cat([centres.mean(dim=1), direction], dim=-1)
 
 
 def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, accelerator: Accelerator,
@@ -191,17 +228,20 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     noise_scheduler = build_train_scheduler()
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
 
-    supervise = config.attention_supervision > 0
-    if supervise:
+    supervise, ground = config.attention_supervision > 0, config.text_grounding > 0
+    if supervise or ground:
         if videos.object_masks is None or videos.object_words is None:
-            raise InvalidInputError("Attention supervision needs the videos' object masks (build_video_arrays(mask_side=...)).")
+            raise InvalidInputError("Attention supervision and motion grounding need the videos' object masks "
+                                    "(build_video_arrays(mask_side=...)).")
         token_sets, token_valid = zip(*(phrase_token_sets(base.tokenizer, c, w, max_tokens, MAX_OBJECTS)
                                         for c, w in zip(videos.captions, videos.object_words)))
         token_sets, token_valid = torch.stack(token_sets), torch.stack(token_valid)
         object_masks = torch.from_numpy(videos.object_masks)
+        targets = motion_targets(object_masks.float() / 255.0)
 
     resumed = start is not None
     model = (start or new_denoiser(base, config.frame_positions)).train()
+    model.grounding = ground
     if config.frame_positions and not model.motion_encoder.config.frame_positions:
         # A pack trained without frame positions (the first shipped one) gets them now.
         model.motion_encoder.register_to_config(frame_positions=config.frame_positions)
@@ -237,12 +277,19 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
         with control:  # backward inside: the recorded maps keep their graph
             with autocast(accelerator, config.bf16):
                 prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
+            if ground:
+                prediction, places = prediction
             per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
             loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
             if supervise:
                 loss = loss + config.attention_supervision * per_frame_attention_loss(
                     control, token_sets[index], token_valid[index], object_masks[index], no_caption,
-                    timesteps <= config.supervision_max_timestep, accelerator.device)
+                    (timesteps >= config.supervision_min_timestep) & (timesteps <= config.supervision_max_timestep),
+                    accelerator.device)
+            if ground:
+                valid = token_valid[index].to(accelerator.device) & (~no_caption).to(accelerator.device)[:, None]
+                loss = loss + config.text_grounding * grounding_loss(
+                    places.float(), token_sets[index].to(accelerator.device), targets[index].to(accelerator.device), valid)
             accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -261,16 +308,19 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
 
 
 def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.Tensor, valid: torch.Tensor,
-                             masks: torch.Tensor, no_caption: torch.Tensor, low_noise: torch.Tensor, device) -> torch.Tensor:
+                             masks: torch.Tensor, no_caption: torch.Tensor, in_window: torch.Tensor, device) -> torch.Tensor:
     """Eq. 9.4 on every frame: the recorded video maps ``[B, T, heads, h, w, tokens]`` become ``B*T`` images,
     each video's token sets repeat per frame and each frame has its own masks ``[B, T, J, h, w]``.
-    Videos without a caption or noised above the cut-off count for nothing (0 when none is left)."""
+    Videos without a caption or noised outside the supervised timesteps (``in_window`` False) count for
+    nothing (0 when none is left)."""
     frames = masks.shape[1]
-    keep = (~no_caption).to(device) & low_noise.to(device)
+    keep = (~no_caption).to(device) & in_window.to(device)
     per_frame_valid = (valid.to(device) & keep[:, None]).repeat_interleave(frames, dim=0)  # [B*T, J]
     if not per_frame_valid.any():
         return torch.zeros((), device=device)
     maps = [control.store.maps_for(name).flatten(0, 1).float() for name in control.layers]
+    # The MIM's "tokens" reading attends to c_M after the caption's tokens: no object word is there.
+    token_sets = F.pad(token_sets, (0, maps[0].shape[-1] - token_sets.shape[-1]))
     return cross_attention_loss(maps, token_sets.to(device).repeat_interleave(frames, dim=0),
                                 masks.to(device).flatten(0, 1).float() / 255.0, per_frame_valid)
 
@@ -371,7 +421,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of captions trained without their speed word (the MIM must carry speed)")
     parser.add_argument("--attention-supervision", type=float, default=None,
                         help="weight of eq. 9.4's L_ca on every frame (0: off)")
+    parser.add_argument("--supervision-min-timestep", type=int, default=None)
     parser.add_argument("--supervision-max-timestep", type=int, default=None)
+    parser.add_argument("--text-grounding", type=float, default=None,
+                        help="weight of motion grounding (object words' features say where the object is and which "
+                             "way it moves; 0: off)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (float32 weights)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
@@ -405,7 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
     config.temporal_text = args.temporal_text
     config.mim_tokens = args.mim_tokens
     config.bf16 = args.bf16
-    for name in ("speed_word_dropout", "attention_supervision", "supervision_max_timestep"):
+    for name in ("speed_word_dropout", "attention_supervision", "supervision_min_timestep", "supervision_max_timestep",
+                 "text_grounding"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     seed_everything(config.seed)
@@ -433,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     size = base.unet.config.sample_size * 4
     videos = build_video_arrays(config.num_videos, size, config.n_frames,
-                                mask_side=size // 4 if config.attention_supervision > 0 else None)
+                                mask_side=size // 4 if config.attention_supervision > 0 or config.text_grounding > 0 else None)
     model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints, start)
     report = {}
     if accelerator.is_main_process:
@@ -447,7 +502,8 @@ def main(argv: list[str] | None = None) -> dict:
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
             "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout, "bf16": config.bf16,
             "attention_supervision": config.attention_supervision,
-            "supervision_max_timestep": config.supervision_max_timestep,
+            "supervision_min_timestep": config.supervision_min_timestep,
+            "supervision_max_timestep": config.supervision_max_timestep, "text_grounding": config.text_grounding,
         })
     return report
 

@@ -106,6 +106,21 @@ def train_vae(config: TinyPackConfig, scenes: SceneArrays, accelerator: Accelera
 GROUNDING_SCALE = 0.25
 
 
+def place_directions(width: int, count: int = 2) -> torch.Tensor:
+    """``count`` fixed orthonormal directions of a ``width``-wide text feature space, [width, count], times
+    :data:`GROUNDING_SCALE`: a token's feature read on them is a place (:func:`grounding_loss`).
+
+    The first two are always the same (x, y), so a video model grounded on more directions
+    (``pipelines.mojito.train``: its motion as two more) reads places as the image model it starts from.
+    """
+    first, _ = torch.linalg.qr(torch.randn(width, 2, generator=torch.Generator().manual_seed(0)))
+    if count > 2:
+        extra = torch.randn(width, count - 2, generator=torch.Generator().manual_seed(1))
+        basis, triangle = torch.linalg.qr(torch.cat([first, extra], dim=1))
+        first = basis * torch.sign(torch.diagonal(triangle))  # QR keeps orthonormal leading columns up to sign
+    return first[:, :count] * GROUNDING_SCALE
+
+
 class _Denoiser(nn.Module):
     """The UNet conditioned on the text encoder, trained jointly.
 
@@ -121,9 +136,7 @@ class _Denoiser(nn.Module):
         self.unet = unet
         self.text_encoder = text_encoder
         self.grounding = grounding
-        width = text_encoder.config.hidden_size
-        directions, _ = torch.linalg.qr(torch.randn(width, 2, generator=torch.Generator().manual_seed(0)))
-        self.register_buffer("place_directions", directions * GROUNDING_SCALE, persistent=False)
+        self.register_buffer("place_directions", place_directions(text_encoder.config.hidden_size), persistent=False)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, input_ids: torch.Tensor):
         text = self.text_encoder(input_ids)[0]
