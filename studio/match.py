@@ -73,21 +73,15 @@ scores as CLIP.
 
 FINDING = """\
 **What the tiny pack measured** (`bench/results/matching.jsonl`: 200 held-out ShapesWorld groups, Winoground
-text score, chance = 0.25): the attention score alone (eq. 5.4) is **below chance zero-shot** in every
-reading tried: pre-softmax logits 0.090, post-softmax probabilities 0.075, lambda 10 0.070, with eq.
-5.7's head attribution maps 0.105, with scalar head weights 0.100. It behaves like caption prior +
-image prior. The discriminative signal is the denoising-error term that the thesis' code adds: Discffusion
-as the code computes it reaches 0.430 (colour 0.500, shape 0.525, relation 0.100; n = 80 / 80 / 40);
-the head attribution checkbox gives 0.425 (the same ranking as the denoising term alone), so it is off by
-default. Prompt learning on the combined score (200 few-shot groups, 100 steps) raises it to
-0.470 text, 0.425 image; colour and shape are 0.575 and 0.588, short of 0.8 (two-object swaps stay near
-chance). The tiny CLIP wins colour (0.950) and shape (0.900); every method is at or below chance on
-relations (best 0.125). The Diffusion Classifier (32 timesteps per caption) reaches 0.495 text; with two
-captions its hierarchical sampler gets 0.515 at 5.33x fewer UNet evaluations, but there it only drops the
-extreme timesteps (after its 6-timestep warm-up one caption is left). With more captions
-(`bench/results/match_retrieval.jsonl`, 20 images, recall@1) hierarchical DC needs 3.53x / 3.46x fewer
-evaluations than uniform DC at 16 / 32 captions with recall@1 0.45 / 0.45 against 0.45 / 0.35;
-CLIP 0.50 / 0.50, Discffusion 0.15 / 0.10. Details: `docs/notes/discffusion.md`.
+text score, chance = 0.25; tiny pack v2, whose words were trained to point at things). **Discffusion** as the
+thesis' code computes it (attention LSE + denoising-error term, noise levels 0.5 and 0.7) reaches **0.900**
+text (two-object colour swaps 0.825, shape swaps 0.975, relations 0.775; n = 40 each), above CLIP (0.760) and
+ComCLIP (0.745), which stay at 0.100 on relations. Its attention score alone (eq. 5.4) is 0.600, well above
+chance, and best on colour swaps (0.950). Prompt learning (200 few-shot groups, 100 steps) raises it to 0.965.
+The Diffusion Classifier with 32 timesteps per caption reaches 0.985 with 10.7x the UNet evaluations (64 per
+decision against Discffusion's 6); given Discffusion's budget (3 timesteps) it reaches 0.830. Pack v1's words
+pointed at nothing: there Discffusion scored 0.430 and its attention score alone 0.090, below chance.
+Details and every reading: `docs/notes/discffusion.md`.
 """
 
 
