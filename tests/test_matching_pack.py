@@ -93,3 +93,20 @@ def test_cli_scores_and_evaluates(tmp_path, capsys):
     assert "shapesworld-comp: 5 groups" in out and "comclip" in out
     assert main(["score", str(tmp_path / "missing.png"), "a red circle"]) == 2
     assert main(["eval", "--methods", "bogus"]) == 2
+
+
+def test_discffusion_ranks_every_shipped_match_example_right():
+    """Issue 19: the Match tab's examples (the first is the default) are ranked right by Discffusion on the tiny
+    pack, its caption first in each; on pack v1 the default example picked a swap."""
+    import json
+
+    from pipelines.matching.runner import MatchRequest, MatchRunner
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "examples" / "match"
+    examples = json.loads((folder / "examples.json").read_text())["examples"]
+    runner = MatchRunner(ModelManager("tiny"))
+    for example in examples:
+        with Image.open(folder / example["image"]) as opened:
+            image = np.asarray(opened.convert("RGB"))
+        report = runner.run(MatchRequest(image, example["captions"], ["discffusion"]))
+        assert report.winners()["discffusion"] == example["captions"][0], example["image"]
