@@ -1,6 +1,7 @@
 """Mojito's training script continues from a shipped pack (``--resume``) and writes a loadable pack."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -101,16 +102,13 @@ def test_per_frame_supervision_and_speed_dropout_change_training_and_are_reporte
     assert mixed["stages"][first]["final_loss"] == pytest.approx(plain[first]["final_loss"], rel=0.1)
 
 
+def recorded(maps: torch.Tensor) -> SimpleNamespace:
+    """A stand-in for a CrossAttentionControl that recorded ``maps`` on one layer."""
+    return SimpleNamespace(layers=["layer"], store=SimpleNamespace(maps_for=lambda name: maps))
+
+
 def test_per_frame_attention_loss_repeats_token_sets_over_frames():
     """Two frames, one object: the loss equals eq. 9.4 computed by hand on the per-frame maps."""
-    class Recorded:
-        layers = ["layer"]
-
-        class store:
-            @staticmethod
-            def maps_for(name):
-                return maps
-
     maps = torch.zeros(1, 2, 1, 2, 2, 3)  # [B, T, heads, h, w, tokens]: one video, two frames
     maps[0, 0, 0, 0, 0, 1] = 1.0  # frame 0: the object token attends at the top-left pixel only
     maps[0, 1, 0, :, :, 1] = 0.5  # frame 1: half everywhere
@@ -118,12 +116,12 @@ def test_per_frame_attention_loss_repeats_token_sets_over_frames():
     masks = torch.zeros(1, 2, 1, 2, 2, dtype=torch.uint8)
     masks[0, 0, 0, 0, 0] = 255  # frame 0: object at the top-left
     masks[0, 1, 0, 1, 1] = 255  # frame 1: object at the bottom-right
-    loss = per_frame_attention_loss(Recorded, token_sets, torch.tensor([[True]]), masks, torch.tensor([False]),
+    loss = per_frame_attention_loss(recorded(maps), token_sets, torch.tensor([[True]]), masks, torch.tensor([False]),
                                     torch.tensor([True]), "cpu")
     frame0 = 0.0
     frame1 = (3 * 0.25 + 0.25) / 4  # (0.5 - 0)^2 on three pixels, (0.5 - 1)^2 on one
     assert float(loss) == pytest.approx((frame0 + frame1) / 2)
-    dropped = per_frame_attention_loss(Recorded, token_sets, torch.tensor([[True]]), masks, torch.tensor([True]),
+    dropped = per_frame_attention_loss(recorded(maps), token_sets, torch.tensor([[True]]), masks, torch.tensor([True]),
                                        torch.tensor([True]), "cpu")
     assert float(dropped) == 0.0
 
@@ -131,22 +129,13 @@ def test_per_frame_attention_loss_repeats_token_sets_over_frames():
 def test_per_frame_attention_loss_ignores_the_mims_extra_tokens():
     """With the MIM's "tokens" reading the maps have two more tokens than the caption; the loss is the same as
     on the caption's tokens alone."""
-    class Recorded:
-        layers = ["layer"]
-
-        class store:
-            @staticmethod
-            def maps_for(name):
-                return maps
-
     torch.manual_seed(0)
     maps = torch.rand(1, 2, 1, 2, 2, 5)  # 3 caption tokens + 2 c_M tokens
     masks = torch.randint(0, 256, (1, 2, 1, 2, 2), dtype=torch.uint8)
     token_sets = torch.tensor([[[0.0, 1.0, 0.0]]])
     args = (torch.tensor([[True]]), masks, torch.tensor([False]), torch.tensor([True]), "cpu")
-    with_extra = per_frame_attention_loss(Recorded, token_sets, *args)
-    maps = maps[..., :3]
-    assert float(with_extra) == pytest.approx(float(per_frame_attention_loss(Recorded, token_sets, *args)))
+    with_extra = per_frame_attention_loss(recorded(maps), token_sets, *args)
+    assert float(with_extra) == pytest.approx(float(per_frame_attention_loss(recorded(maps[..., :3]), token_sets, *args)))
 
 
 def test_motion_targets_are_the_mean_place_and_the_unit_direction_by_hand():
