@@ -18,6 +18,9 @@ JSON lines:
   (the caption still says slowly/steadily/quickly), and their ratio;
 - ``steps_ablation`` (K = 1, 5, 10, 30 guided steps of 30) and ``eta_sweep``
   on the first ``--subset`` cases;
+- ``intensity_sweep``: the unguided video of a caption without a speed word at every intensity 1-10
+  (same noise), the Spearman correlation between the requested level and the measured Farneback
+  intensity, per caption and its mean (issue 19's bar: >= 0.8);
 - ``studio_seconds``: one 16-frame video at the tab's defaults, guided and unguided.
 
 Run: ``WORLDSTUDIO_THREADS=2 .venv/bin/python bench/mojito.py`` (``--n``, ``--subset``, ``--steps`` to scale).
@@ -53,6 +56,7 @@ from pipelines.mojito.evaluate import (  # noqa: E402
     shapes_detections,
     track_metrics,
 )
+from pipelines.mojito.train import without_speed_word  # noqa: E402
 from pipelines.mojito.trajectory import boxes_from_points, preset_points  # noqa: E402
 from pipelines.shapesworld import COLOURS, DIRECTIONS, SHAPES  # noqa: E402
 from pipelines.shapesworld.video import INTENSITY_STEP, speed_word  # noqa: E402
@@ -170,8 +174,10 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=GuidanceConfig().strength)
     parser.add_argument("--mim-cases", type=int, default=12, help="cases also generated without MIM")
     parser.add_argument("--model", type=Path, default=TINY_PACK_DIR / "shapes-t2v")
-    parser.add_argument("--parts", default="main,ablations,studio",
-                        help="comma-separated subset of main, ablations, studio (to run them as separate processes)")
+    parser.add_argument("--parts", default="main,ablations,intensity,studio",
+                        help="comma-separated subset of main, ablations, intensity, studio (to run them as separate "
+                             "processes)")
+    parser.add_argument("--sweep-captions", type=int, default=4, help="captions in the intensity sweep")
     parser.add_argument("--cases", default=None,
                         help="FIRST:LAST: only these cases of the main comparison, no summary (run slices in parallel)")
     parser.add_argument("--workers", type=int, default=2,
@@ -189,6 +195,8 @@ def main() -> None:
     emit(BENCH, "machine", None, **machine())
     if args.workers > 1 and not args.cases and parts & {"main", "ablations"}:
         process_seconds = run_workers(args, parts)
+        if "intensity" in parts:
+            intensity_sweep(MojitoPipeline.from_pretrained(args.model, local_files_only=True), args)
         if "studio" in parts:
             studio()
         total = time.perf_counter() - started
@@ -216,10 +224,41 @@ def main() -> None:
     if "ablations" in parts:  # reference sizes: the subset's unguided medians
         references = [judge(run(pipe, c, args.steps, None)[0], c, None)[1] for c in cases[: args.subset]]
         ablations(pipe, cases[: args.subset], references, args)
+    if "intensity" in parts:
+        intensity_sweep(pipe, args)
     if "studio" in parts:
         studio()
     total = time.perf_counter() - started
     emit(BENCH, "bench_seconds", round(total, 1), parts=sorted(parts), bar="< 1200 s", met=bool(total < 1200))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (Pearson's of the ranks; ties broken by order, as levels have none)."""
+    ranks_a, ranks_b = (np.argsort(np.argsort(x)).astype(float) for x in (a, b))
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def intensity_sweep(pipe: MojitoPipeline, args) -> None:
+    """Issue 19's intensity bar: straight-line captions with their speed word removed, each generated
+    unguided at intensity 1..10 from the same noise; Spearman between the level and the measured
+    Farneback intensity (:func:`motion_alignment`), per caption and averaged."""
+    pipe.set_progress_bar_config(disable=True)
+    levels = np.arange(1, 11)
+    correlations = []
+    for seed in range(1002, 1002 + 3 * args.sweep_captions, 3):  # seed % 3 == 0: make_case's straight lines
+        case = make_case(seed, two=False)
+        caption = without_speed_word(case.prompt)
+        measured = []
+        for level in levels:
+            frames = pipe(caption, intensity=int(level), num_frames=N_FRAMES, num_inference_steps=args.steps,
+                          generator=torch.Generator().manual_seed(case.seed)).frames
+            measured.append(motion_alignment(frames, int(level))[0])
+        correlations.append(spearman(levels, np.array(measured)))
+        emit(BENCH, "intensity_sweep_caption", round(correlations[-1], 3), prompt=caption,
+             measured=[round(m, 2) for m in measured])
+    mean = float(np.mean(correlations))
+    emit(BENCH, "intensity_sweep", round(mean, 3), captions=len(correlations), steps=args.steps,
+         bar="Spearman >= 0.8 between level 1-10 and measured flow, no speed word", met=bool(mean >= 0.8))
 
 
 def studio() -> None:

@@ -140,6 +140,7 @@ def test_bf16_autocast_runs_the_forward_passes_in_bfloat16_and_keeps_float32_wei
         return unet
 
     monkeypatch.setattr("pipelines.tinypack.train.build_unet", hooked_unet)
+    monkeypatch.setattr("pipelines.training.fast_bf16", lambda device: True)  # also where bfloat16 is emulated
     reports = {flag: main(["--smoke", "--stages", "vae,t2i", "--out", str(tmp_path / flag), flag])
                for flag in ("--no-bf16", "--bf16")}
     assert seen == {torch.float32, torch.bfloat16}
@@ -149,16 +150,18 @@ def test_bf16_autocast_runs_the_forward_passes_in_bfloat16_and_keeps_float32_wei
     assert {t.dtype for t in vae_weights.values()} == {torch.float32}
 
 
-def test_autocast_switches_matmuls_to_bfloat16_only_when_enabled():
+def test_autocast_switches_matmuls_to_bfloat16_only_when_enabled_and_native(monkeypatch):
     from accelerate import Accelerator
     from pipelines.training import autocast
 
     layer, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
     accelerator = Accelerator(cpu=True)
-    with autocast(accelerator, True):
-        assert layer(x).dtype == torch.bfloat16
-    with autocast(accelerator, False):
-        assert layer(x).dtype == torch.float32
+    for native in (True, False):
+        monkeypatch.setattr("pipelines.training.fast_bf16", lambda device: native)
+        with autocast(accelerator, True):
+            assert layer(x).dtype == (torch.bfloat16 if native else torch.float32)
+        with autocast(accelerator, False):
+            assert layer(x).dtype == torch.float32
 
 
 def test_velocity_target_and_zero_terminal_snr_schedule_match_hand_computation():

@@ -46,6 +46,7 @@ from ..tinypack.report import write_report
 from ..training import (
     SceneArrays,
     autocast,
+    fast_bf16,
     StageLog,
     TrainSchedule,
     build_train_scheduler,
@@ -500,7 +501,8 @@ def main(argv: list[str] | None = None) -> dict:
             "resumed_from": str(args.resume) if args.resume is not None else None,
             "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
-            "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout, "bf16": config.bf16,
+            "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout,
+            "bf16": config.bf16 and fast_bf16(accelerator.device),
             "attention_supervision": config.attention_supervision,
             "supervision_min_timestep": config.supervision_min_timestep,
             "supervision_max_timestep": config.supervision_max_timestep, "text_grounding": config.text_grounding,
