@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
+from gradio_image_annotation import image_annotator
 from PIL import Image, ImageDraw
 
 from pipelines.errors import InvalidInputError
@@ -80,6 +81,8 @@ class MojitoSession:
     background: np.ndarray | None = None
     # The prompt whose objects are drawn as the first frame when no picture was sent.
     prompt: str = ""
+    # The box editor's last few values as sent (:func:`box_editor_keys`): its change event echoes them back.
+    sent_boxes: list[tuple] = field(default_factory=list)
 
     def trajectories(self) -> list[TrajectoryInput]:
         """The objects as the runner's plain keyframe lists (it checks them)."""
@@ -246,6 +249,65 @@ def check_rows(rows: list[list[float]], n_frames: int = N_FRAMES) -> None:
                                     f"and y0 < y1, not ({x0:g}, {y0:g}, {x1:g}, {y1:g}).")
 
 
+FRAME_LABELS = [f"frame {i}" for i in range(N_FRAMES)]
+
+
+def box_editor_keys(boxes: list[dict]) -> tuple:
+    """What identifies a set of editor boxes: labels and pixel corners."""
+    return tuple(sorted((str(b.get("label") or ""), *(round(float(b[k])) for k in ("xmin", "ymin", "xmax", "ymax")))
+                        for b in boxes))
+
+
+def redraw_box_editor(session, phrase):
+    """The box editor redrawn after the keyframes changed elsewhere, remembered so that its echo (the editor's
+    change event fires on updates from the server too, possibly after later clicks) is not read as a drag."""
+    session = _session(session)
+    value = box_editor_value(session, phrase)
+    session.sent_boxes = [*session.sent_boxes[-7:], box_editor_keys(value["boxes"])]
+    return session, value
+
+
+def box_editor_value(session, phrase) -> dict:
+    """The draggable box editor's value: the first frame (no drawn boxes) under ``phrase``'s keyframe boxes in
+    pixels, each labelled with its frame."""
+    session = _session(session)
+    background = session.background if session.background is not None else first_frame(session)
+    image = np.asarray(Image.fromarray(background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST))
+    boxes = [{"xmin": round(x0 * CANVAS), "ymin": round(y0 * CANVAS), "xmax": round(x1 * CANVAS),
+              "ymax": round(y1 * CANVAS), "label": f"frame {int(frame)}"}
+             for frame, x0, y0, x1, y1 in session.objects.get(phrase or "", [])]
+    return {"image": image, "boxes": boxes}
+
+
+def boxes_moved(session, prompt, phrase, value, interpolation):
+    """Keyframes from the box editor after a person dragged, resized, drew or deleted boxes: each box's label
+    says its frame ("frame 3"), its corners are the keyframe's box. Checked as typed rows are."""
+    session = _session(session)
+    boxes = (value or {}).get("boxes") or []
+    if not phrase or (not boxes and phrase not in session.objects) or box_editor_keys(boxes) in session.sent_boxes:
+        return session, gr.skip(), gr.skip()  # nothing moved, or the echo of a redraw: the canvas and table stay
+    phrase = _check_phrase(prompt, phrase)
+    session.prompt = prompt or ""
+    # A box the editor gives back where it was drawn keeps its exact keyframe (pixels lose the fractions' digits).
+    before = {(int(row[0]), *(round(v * CANVAS) for v in row[1:])): row for row in session.objects.get(phrase, [])}
+    rows = []
+    for number, box in enumerate(boxes, start=1):
+        label = str(box.get("label") or "")
+        if label not in FRAME_LABELS:
+            raise InvalidInputError(f"Box {number} has no frame: pick one of 'frame 0' ... 'frame {N_FRAMES - 1}' "
+                                    "as its label.")
+        pixels = [min(max(round(float(box[k])), 0), CANVAS) for k in ("xmin", "ymin", "xmax", "ymax")]
+        frame = FRAME_LABELS.index(label)
+        rows.append(before.get((frame, *pixels), [frame, *(round(v / CANVAS, 4) for v in pixels)]))
+    rows.sort(key=lambda row: row[0])
+    check_rows(rows)
+    if rows:
+        session.objects[phrase] = rows
+    else:
+        session.objects.pop(phrase, None)
+    return session, render_canvas(session, interpolation), rows
+
+
 def apply_preset(session, prompt, phrase, preset, box_size, interpolation):
     session = _session(session)
     phrase = _check_phrase(prompt, phrase)
@@ -390,6 +452,13 @@ def create_tab(context: StudioContext) -> dict:
                                   label="First frame (click to add keyframes)", interactive=False, height=CANVAS + 40,
                                   elem_id="mojito-canvas", show_label=True)
                 gr.Markdown(LEGEND, elem_id="mojito-legend")
+                with gr.Accordion("Move or resize boxes", open=False, elem_id="mojito-boxes-panel"):
+                    gr.Markdown("Drag a box to move it, pull a corner to resize it, or draw a new one and pick its "
+                                "frame. Changes go to the canvas and the table.")
+                    box_editor = image_annotator(box_editor_value(None, None), label_list=FRAME_LABELS,
+                                                 label="Keyframe boxes of this object", elem_id="mojito-boxes",
+                                                 sources=[], show_clear_button=False, show_download_button=False,
+                                                 height=CANVAS + 60, image_type="numpy")
                 box_size = components.Slider(0.1, 0.6, value=0.3, step=0.05, label="Box size (fraction of the frame)")
                 with gr.Row():
                     preset = gr.Dropdown(list(PRESETS), value=PRESETS[0], label="Preset", scale=2)
@@ -425,18 +494,25 @@ def create_tab(context: StudioContext) -> dict:
         plot = gr.Plot(label="Target vs generated centre paths", elem_id="mojito-plot")
         metrics = gr.Markdown("", elem_id="mojito-metrics")
 
+        redraw_boxes = dict(fn=handler(redraw_box_editor), inputs=[state, phrase], outputs=[state, box_editor],
+                            show_progress="hidden", api_name=False, **CHEAP)
         prompt.change(handler(prompt_changed), [state, prompt], [phrase, state, canvas], show_progress="hidden",
-                      **CHEAP)
+                      **CHEAP).then(**redraw_boxes)
         example_button.click(handler(load_example), state, [state, prompt, phrase, canvas, table, intensity],
-                             api_name=False, **CHEAP)
-        phrase.change(handler(select_object), [state, phrase], table, show_progress="hidden", **CHEAP)
+                             api_name=False, **CHEAP).then(**redraw_boxes)
+        phrase.change(handler(select_object), [state, phrase], table, show_progress="hidden", **CHEAP
+                      ).then(**redraw_boxes)
         canvas.select(handler(add_click), [state, prompt, phrase, box_size, interpolation], [state, canvas, table],
-                      show_progress="hidden", **CHEAP)
+                      show_progress="hidden", **CHEAP).then(**redraw_boxes)
         table.input(handler(table_edited), [state, prompt, phrase, table, interpolation], [state, canvas],
-                    show_progress="hidden", **CHEAP)
+                    show_progress="hidden", **CHEAP).then(**redraw_boxes)
         preset_button.click(handler(apply_preset), [state, prompt, phrase, preset, box_size, interpolation],
-                            [state, canvas, table], api_name="mojito_preset", **CHEAP)
-        clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table], **CHEAP)
+                            [state, canvas, table], api_name="mojito_preset", **CHEAP).then(**redraw_boxes)
+        clear_button.click(handler(clear_object), [state, phrase, interpolation], [state, canvas, table], **CHEAP
+                           ).then(**redraw_boxes)
+        # A drag, resize, new or deleted box in the editor: the keyframes follow (the editor is not redrawn).
+        box_editor.change(handler(boxes_moved), [state, prompt, phrase, box_editor, interpolation],
+                          [state, canvas, table], show_progress="hidden", api_name=False, **CHEAP)
         runner = MojitoRunner(context.manager)
         # The request's fields by name (inputs given as a set arrive as a component -> value dict).
         fields = {"prompt": prompt, "intensity": intensity, "strength": strength, "guided_steps": guide_steps,

@@ -107,6 +107,41 @@ def test_bad_input_is_explained_before_any_model_loads():
         tab.table_edited(None, PROMPT, "red circle", [["zero", 0.1, 0.1, 0.4, 0.4]], "linear")
 
 
+def test_box_editor_shows_the_keyframes_and_its_drags_become_keyframes():
+    session, _, rows = click(None, 32, 128)
+    session, _, rows = click(session, 224, 128)
+    session, value = tab.redraw_box_editor(session, "red circle")
+    assert value["image"].shape == (tab.CANVAS, tab.CANVAS, 3)
+    assert [b["label"] for b in value["boxes"]] == ["frame 0", "frame 15"]
+    assert value["boxes"][1] == {"xmin": 179, "ymin": 90, "xmax": 256, "ymax": 166, "label": "frame 15"}
+    # The editor's echo of a redraw (even one that arrives after a later click) changes nothing.
+    session, _, _ = click(session, 128, 128)
+    echoed = tab.boxes_moved(session, PROMPT, "red circle", value, "linear")
+    assert echoed[1:] == (tab.gr.skip(), tab.gr.skip()) and len(session.objects["red circle"]) == 3
+    # Given back from a person's edit elsewhere, boxes that did not move keep their exact fractions.
+    session, _, _ = tab.clear_object(session, "red circle", "linear")
+    session.objects["red circle"] = [list(row) for row in rows]
+    # The frame-15 box dragged 64 px up and pulled 32 px wider to the left, then a new box at frame 8.
+    value["boxes"][1].update(xmin=147, ymin=26, ymax=102)
+    value["boxes"].append({"xmin": 96, "ymin": 96, "xmax": 160, "ymax": 160, "label": "frame 8"})
+    session, canvas, moved = tab.boxes_moved(session, PROMPT, "red circle", value, "linear")
+    assert [r[0] for r in moved] == [0, 8, 15] and moved[0] == rows[0]  # frame 0 did not move: exact
+    assert moved[1][1:] == [0.375, 0.375, 0.625, 0.625]
+    assert moved[2][1:] == [round(147 / 256, 4), round(26 / 256, 4), 1.0, round(102 / 256, 4)]
+    assert session.objects["red circle"] == moved and canvas.shape == (tab.CANVAS, tab.CANVAS, 3)
+    # A box without a frame, or two boxes on one frame, are refused in words; the keyframes stay.
+    unlabeled = {"boxes": [*value["boxes"], {"xmin": 10, "ymin": 10, "xmax": 40, "ymax": 40, "label": ""}]}
+    with pytest.raises(InvalidInputError, match="Box 4 has no frame"):
+        tab.boxes_moved(session, PROMPT, "red circle", unlabeled, "linear")
+    twice = {"boxes": [*value["boxes"], {"xmin": 10, "ymin": 10, "xmax": 40, "ymax": 40, "label": "frame 8"}]}
+    with pytest.raises(InvalidInputError, match="both at frame 8"):
+        tab.boxes_moved(session, PROMPT, "red circle", twice, "linear")
+    assert session.objects["red circle"] == moved
+    # Every box deleted: the object has no keyframes left.
+    session, _, none = tab.boxes_moved(session, PROMPT, "red circle", {"boxes": []}, "linear")
+    assert none == [] and "red circle" not in session.objects
+
+
 def test_path_plot_has_target_and_generated_paths():
     boxes = {"red circle": np.array([[0.1, 0.4, 0.3, 0.6], [0.7, 0.4, 0.9, 0.6]])}
     figure = tab.path_plot(boxes, {"red circle": np.array([[0.2, 0.5], [np.nan, np.nan]])})
@@ -148,6 +183,25 @@ def test_browser_clicks_three_keyframes_generates_and_plays(tmp_path, artifacts_
                                timeout=30_000)
         table = page.locator("#mojito-table").inner_text().split()
         assert table.count("0") >= 1 and "8" in table and "15" in table
+        # Drag the last keyframe's box up in the box editor: the table and the canvas follow.
+        page.get_by_text("Move or resize boxes").click()
+        editor = page.locator("#mojito-boxes canvas").first
+        editor.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)  # the accordion opens
+        editor.scroll_into_view_if_needed()
+        frame = editor.bounding_box()
+        side = min(frame["width"], frame["height"])
+        left, top = frame["x"] + (frame["width"] - side) / 2, frame["y"] + (frame["height"] - side) / 2
+        start = (left + 0.85 * side, top + 0.5 * side)  # the centre of the frame-15 box clicked at (0.85, 0.5)
+        page.mouse.move(*start)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(start[0], start[1] - k * 0.03 * side)
+        page.mouse.up()
+        page.wait_for_function(
+            "() => { const cells = document.querySelector('#mojito-table').innerText.split(/\\s+/);"
+            " const at = cells.lastIndexOf('15'); return at >= 0 && parseFloat(cells[at + 2]) < 0.1; }",
+            timeout=30_000)
         page.locator("#mojito-generate").click()
         page.wait_for_function("document.querySelector('#mojito-video video')?.readyState === 4", timeout=240_000)
         page.get_by_text("mIoU").first.wait_for(timeout=30_000)
