@@ -36,7 +36,7 @@ from . import components
 from .context import StudioContext
 from .errors import shows_errors
 from .outputs import recipe_markdown, scratch_path
-from .sessions import CHEAP, HEAVY, SCENES, session_state, stoppable, wire_stop
+from .sessions import CHEAP, HEAVY, SCENES, require_within_bound, session_state, stoppable, wire_stop
 
 TITLE = "Morpho4D"
 # Frames of a Mojito video (a scene sent to Mojito has its boxes spread over them).
@@ -249,6 +249,7 @@ def open_file(runner: Morpho4DRunner, path, view: ViewerSession | None = None):
         scene = read_ply(path, SceneLimits())
     else:
         raise InvalidInputError(f"Open a Morpho4D scene (.npz) or a 3DGS splat (.ply), not {suffix or 'a file without suffix'}.")
+    require_within_bound(scene, f"The scene in {path.name}")
     session = view.session if view is not None else runner.new_session()
     session.load(scene, {"file": path.name})
     if suffix == ".npz":

@@ -7,6 +7,10 @@ memory bound, and temporary files that are deleted.
   models and their attention hooks are shared by every user, so at most ``WORLDSTUDIO_HEAVY_CONCURRENCY``
   (default 1) run at a time and the rest wait in the queue, shown their position.
 * **Scene** events (fitting or reading a 4D scene, no shared model) have their own small pool.
+* **Memory**: what one person holds is bounded by ``WORLDSTUDIO_SESSION_MB`` (default 512): a Match session that
+  grows past it is cleared with a warning (:func:`check_session_size`), a scene opened in Morpho4D that alone
+  is over it is refused before it replaces the one held (:func:`require_within_bound`). Mojito's keyframes and
+  FlexEControl's last result are bounded by the tabs' own input limits (16 keyframes an object, checked images).
 * **Stop** buttons stop the run on the server, not only in the browser: a long handler wrapped by
   :func:`stoppable` registers a :class:`~pipelines.stopping.Stop` for this person and kind of run, its progress
   callback checks it at every step, and the button wired by :func:`wire_stop` sets it (Gradio's own
@@ -29,6 +33,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from pipelines.errors import InvalidInputError
 from pipelines.stopping import Stop, stopping
 
 logger = logging.getLogger("worldstudio.studio")
@@ -45,6 +50,10 @@ MAX_SESSION_BYTES = int(float(os.environ.get("WORLDSTUDIO_SESSION_MB", "512")) *
 SCRATCH_TTL = float(os.environ.get("WORLDSTUDIO_SCRATCH_TTL", str(2 * 3600)))
 SCRATCH_ROOT = Path(tempfile.gettempdir()) / "worldstudio"
 _last_sweep = [0.0]
+
+
+class SessionTooLargeError(InvalidInputError):
+    """What a person asked to hold is over the per-session memory bound (``WORLDSTUDIO_SESSION_MB``)."""
 
 
 def session_state() -> gr.State:
@@ -90,6 +99,15 @@ def check_session_size(value, what: str = "this session"):
     gr.Warning(f"{what[:1].upper() + what[1:]} grew to {size / 2**20:.0f} MB, over the {MAX_SESSION_BYTES / 2**20:.0f} MB a "
                "person may hold; it was cleared. Start again from an example.")
     return None
+
+
+def require_within_bound(value, what: str) -> None:
+    """Refuse ``value`` (something a person is about to hold, e.g. an opened scene) when it alone is over
+    ``MAX_SESSION_BYTES``: a :class:`SessionTooLargeError` in words, before it replaces what they hold."""
+    size = state_bytes(value)
+    if size > MAX_SESSION_BYTES:
+        raise SessionTooLargeError(f"{what} needs {size / 2**20:.0f} MB, over the {MAX_SESSION_BYTES / 2**20:.0f} MB "
+                                   "one person may hold here; open a smaller one (fewer Gaussians or frames).")
 
 
 def scratch_dir(prefix: str) -> Path:

@@ -65,6 +65,23 @@ def test_handlers_explain_bad_input(runner, examples, tmp_path):
         tab.show_splats(runner, session, 9)
 
 
+def test_a_scene_over_the_per_person_memory_bound_is_refused_and_the_old_one_kept(runner, examples, tmp_path,
+                                                                                   monkeypatch):
+    from studio import sessions
+    from studio.sessions import SessionTooLargeError
+
+    session = tab.load_example(runner, next(iter(examples)), examples=examples)[0]
+    held = session.scene
+    path = save_scene(held, tmp_path / "scene.npz")
+    needed = sessions.state_bytes(held)
+    monkeypatch.setattr(sessions, "MAX_SESSION_BYTES", needed - 1)
+    with pytest.raises(SessionTooLargeError, match=r"The scene in scene.npz needs \d+ MB, over the \d+ MB one person"):
+        tab.open_file(runner, str(path), session)
+    assert session.scene is held
+    monkeypatch.setattr(sessions, "MAX_SESSION_BYTES", needed)
+    assert tab.open_file(runner, str(path), session)[0].scene.n_gaussians == held.n_gaussians
+
+
 def test_every_frame_downloads_as_ply_in_one_zip_and_the_splat_viewer_follows_time(runner, examples, tmp_path):
     import zipfile
 
