@@ -298,6 +298,31 @@ def test_hierarchical_sampler_prunes_to_c_over_b_and_stops_when_the_leader_is_st
     assert [len(b) for b in long.trace.beams] == [8, 2, 1] and sum(long.trace.evaluations) == 8 + 8 + 2
 
 
+def test_confidence_gate_prunes_a_close_caption_only_once_its_paired_difference_is_significant():
+    from pipelines.matching.classifier import sample, significantly_worse
+
+    # Hand computation: differences 1, 3 -> mean 2, standard error 1 (std 1.414 / sqrt 2): 2 > 1.5 * 1, not > 2.5 * 1.
+    assert significantly_worse(np.array([2.0, 5.0]), np.array([1.0, 2.0]), 1.5)
+    assert not significantly_worse(np.array([2.0, 5.0]), np.array([1.0, 2.0]), 2.5)
+    assert not significantly_worse(np.array([2.0]), np.array([1.0]), 0.1)  # one pair says nothing
+    # Caption 1 is worse by 0.1 +- 0.3 (noisy) and caption 2 by a steady 1.0: caption 2 leaves after the warm-up,
+    # caption 1 stays until the end (16 visits), though by rank alone it would go at the warm-up too.
+    rng = np.random.default_rng(0)
+    table = np.stack([np.zeros(16), 0.1 + 0.3 * rng.standard_normal(16), np.ones(16)])
+
+    def errors(jobs):
+        return [table[c, k] for c, k in jobs]
+
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=16, beam_factor=2.0, warmup=3, confidence=3.0)
+    gated = sample(errors, 3, config)
+    assert gated.trace.pruned_after[2] == 2 and gated.trace.pruned_after[1] is None
+    assert len(gated.trace.beams) == 16 and int(np.argmax(gated.scores)) == 0
+    by_rank = sample(errors, 3, replace(config, confidence=None))
+    assert sum(by_rank.trace.evaluations) < sum(gated.trace.evaluations)
+    with pytest.raises(InvalidInputError, match="positive z"):
+        ClassifierConfig(confidence=0.0)
+
+
 def test_replaying_the_uniform_errors_decides_as_the_live_hierarchical_sampler(backbone):
     """The retrieval bench replays the sampler on the uniform run's errors (common random numbers)."""
     from pipelines.matching.classifier import sample

@@ -13,6 +13,10 @@ captions are not noise differences).
   pruned caption is never evaluated again; the search stops early when one
   caption has led for ``patience`` timesteps in a row (the thesis' ``t_s``) or
   one caption is left, else when every timestep has been visited.
+  With ``confidence`` z set, a caption leaves the beam only once its error is
+  significantly above the leader's: the mean of their paired per-timestep
+  differences (same noise, same timestep) over z standard errors; the streak
+  stop is then off, so close calls see every timestep and clear ones stop early.
 
 :func:`sample` runs either strategy over any source of errors (the UNet here;
 a table of errors computed once in ``bench/match_retrieval.py``, which replays
@@ -53,6 +57,8 @@ class ClassifierConfig:
     beam_factor: float = 2.0
     warmup: int = 4
     patience: int = 4
+    # hierarchical: prune only when significantly worse than the leader (z of a paired test); None: by rank alone
+    confidence: float | None = None
     # UNet rows per batch
     batch_size: int = 64
 
@@ -65,6 +71,8 @@ class ClassifierConfig:
             raise InvalidInputError(f"beam_factor must be > 1, got {self.beam_factor}.")
         if self.warmup < 1 or self.patience < 1:
             raise InvalidInputError("warmup and patience must be positive.")
+        if self.confidence is not None and not self.confidence > 0:
+            raise InvalidInputError(f"confidence must be a positive z, got {self.confidence}.")
 
 
 @dataclass
@@ -106,12 +114,14 @@ def sample(errors: ErrorSource, count: int, config: ClassifierConfig) -> Sampler
     order = coarse_to_fine(config.num_timesteps)
     totals = np.zeros(count)
     seen = np.zeros(count, dtype=int)
+    by_visit = np.full((count, len(order)), np.nan)  # each caption's error at each visited timestep
     trace = ClassifierTrace(evaluations=[0] * count, pruned_after=[None] * count)
 
     def run(jobs: list[tuple[int, int]], visits: list[int]) -> None:
         for (c, _), visit, error in zip(jobs, visits, errors(jobs)):
             totals[c] += error
             seen[c] += 1
+            by_visit[c, visit] = error
             trace.calls.append((c, visit))
             trace.errors.append(float(error))
 
@@ -130,18 +140,32 @@ def sample(errors: ErrorSource, count: int, config: ClassifierConfig) -> Sampler
             leader = best
             if step + 1 >= config.warmup and len(beam) > 1:
                 keep = max(1, math.ceil(len(beam) / config.beam_factor))
-                survivors = sorted(beam, key=means.__getitem__)[:keep]
+                ranked = sorted(beam, key=means.__getitem__)
+                survivors = ranked[:keep] + [c for c in ranked[keep:] if config.confidence is not None
+                                             and not significantly_worse(by_visit[c, : step + 1],
+                                                                         by_visit[best, : step + 1], config.confidence)]
                 for c in beam:
                     if c not in survivors:
                         trace.pruned_after[c] = step
                 beam = sorted(survivors)
             trace.beams.append(list(beam))
-            if len(beam) == 1 or (step + 1 >= config.warmup and streak >= config.patience):
+            streak_stop = config.confidence is None and step + 1 >= config.warmup and streak >= config.patience
+            if len(beam) == 1 or streak_stop:
                 break
     for c, _ in trace.calls:
         trace.evaluations[c] += config.samples_per_timestep
     mean_error = totals / np.maximum(seen, 1)
     return SamplerOutcome(rank_consistent_scores(-mean_error, trace.pruned_after), mean_error, trace)
+
+
+def significantly_worse(errors: np.ndarray, leader: np.ndarray, z: float) -> bool:
+    """Whether a caption's per-timestep ``errors`` are above the ``leader``'s by more than ``z`` standard errors
+    of their paired differences (the same noise at the same timestep: common random numbers)."""
+    differences = errors - leader
+    if len(differences) < 2:
+        return False
+    spread = differences.std(ddof=1) / math.sqrt(len(differences))
+    return bool(differences.mean() > z * spread)
 
 
 class DiffusionClassifier:
