@@ -1,8 +1,9 @@
 """Fitting a Scene4D to frames by differentiable rasterization, thesis eq. 11.8-11.12.
 
 Inputs (:class:`FitFrames`): T frames from one fixed camera (the thesis' generated scenes keep the
-camera fixed), or views of a static scene from one camera each (``cameras``), with RGB, depth (camera z), per-pixel target features ``F^s`` (eq. 11.12; any 2D
-encoder's output) and, optionally, validity masks and instance ids (e.g. from a segmenter).
+camera fixed), or views of a static scene from one camera each (``cameras``), with RGB, depth (camera z),
+per-pixel target features ``F^s`` (eq. 11.12; any 2D encoder's output) and, optionally, validity masks and
+instance ids (e.g. from a segmenter).
 
 1. Initialisation (:func:`init_from_rgbd`): every pixel is unprojected with Open3D
    (``PointCloud.create_from_depth_image``; its pixel (u, v) is our pixel centre (u + 0.5, v + 0.5),
