@@ -69,8 +69,10 @@ scene is fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians 
 """
 VIEWER_INTRO = """\
 **Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each), open a
-`.npz` scene / 3DGS `.ply`, or **lift a photo**: its centre square becomes static Gaussians placed by the preset's
-depth model, each with a feature distilled from the preset's CLIP (no ShapesWorld detector); name what it shows
+`.npz` scene / 3DGS `.ply` (a PLY's Gaussians get features distilled from the preset's CLIP on a few rendered
+views, named by the objects that CLIP recognises in them, so it is edited in words too), or **lift a photo**: its
+centre square becomes static Gaussians placed by the preset's depth model, each with a feature distilled from the
+preset's CLIP (no ShapesWorld detector); name what it shows
 (`woman, flag`) and edit by those names. With the tiny pack's CLIP only ShapesWorld words are understood. Scrub **time**, orbit with **azimuth / elevation / distance**, press
 **Play** for a time sweep, **Show splats** for an interactive 3D viewer of the current time step (it follows
 the time slider once shown); **Export every frame** downloads one 3DGS PLY per frame in a zip. Edit by naming an object (e.g. `red square`, or `circle` for every circle):
@@ -194,6 +196,7 @@ def status_markdown(session: ViewerSession, seconds: float | None = None) -> str
     lines = [
         f"**{session.label}**",
         f"{scene.n_gaussians:,} Gaussians, {scene.n_frames} frame(s), features D = {scene.feature_dim}; objects: {names}.",
+        *([f"Features: {scene.meta['features']}."] if scene.meta.get("features") else []),
         f"Renderer: {gsplat_status()}" + (f", last view {seconds * 1000:.0f} ms." if seconds is not None else "."),
     ]
     return "  \n".join(lines)
@@ -236,9 +239,10 @@ def load_example(runner: Morpho4DRunner, label: str, view: ViewerSession | None 
     return _loaded(new_view(session, f"Example {label}"))
 
 
-def open_file(runner: Morpho4DRunner, path, view: ViewerSession | None = None):
+def open_file(runner: Morpho4DRunner, path, view: ViewerSession | None = None, progress=None):
     """A scene from a ``.npz`` or a 3DGS ``.ply``. An NPZ that carries a Morpho4D recipe continues it, so
-    what is written next carries the whole recipe; anything else cannot be replayed."""
+    what is written next carries the whole recipe; anything else cannot be replayed. A PLY gets features
+    distilled from the preset's CLIP (:meth:`Morpho4DRunner.load_ply`); the status says what it can be edited by."""
     if not path:
         raise InvalidInputError("No file was given.")
     path = Path(path)
@@ -251,7 +255,11 @@ def open_file(runner: Morpho4DRunner, path, view: ViewerSession | None = None):
         raise InvalidInputError(f"Open a Morpho4D scene (.npz) or a 3DGS splat (.ply), not {suffix or 'a file without suffix'}.")
     require_within_bound(scene, f"The scene in {path.name}")
     session = view.session if view is not None else runner.new_session()
-    session.load(scene, {"file": path.name})
+    if suffix == ".ply":
+        report = (lambda stage, fraction: progress(fraction, desc=stage)) if progress is not None else None
+        runner.load_ply(scene, path.name, session, report)
+    else:
+        session.load(scene, {"file": path.name})
     if suffix == ".npz":
         try:
             recipe = read_recipe(path)
@@ -553,7 +561,11 @@ def create_tab(context: StudioContext) -> dict:
                            api_name="morpho4d_lift_photo", show_progress_on=[chat], **HEAVY)
         load.click(handler(load_example, runner, examples=examples), inputs=[example, state],
                    outputs=changed + sliders, api_name="morpho4d_load_example", **SCENES)
-        upload.upload(handler(open_file, runner), inputs=[upload, state], outputs=changed + sliders,
+
+        def open_handler(path, session, progress=gr.Progress()):
+            return open_file(runner, path, session, progress)
+
+        upload.upload(handler(open_handler), inputs=[upload, state], outputs=changed + sliders,
                       api_name="morpho4d_open", **SCENES)
         splat_button.click(handler(show_splats, runner), inputs=[state, time_slider], outputs=splats, api_name=False,
                            **SCENES)

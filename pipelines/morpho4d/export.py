@@ -17,7 +17,8 @@ trip is still bit-exact; viewers then show the scene upright and from the front.
 Reading a PLY (:func:`read_ply`) treats the file as hostile: its size, header (format, elements,
 property types) and declared vertex count are checked against :class:`SceneLimits` before plyfile
 reads any data, and the values must be finite. A plain 3DGS PLY becomes a static Scene4D (one
-frame, no features: viewable and exportable, not editable by query).
+frame, no features: viewable and exportable, not editable by query, until
+:meth:`~.runner.Morpho4DRunner.load_ply` distils features into it from rendered views, :mod:`.distil`).
 """
 
 from __future__ import annotations

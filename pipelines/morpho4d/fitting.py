@@ -1,8 +1,9 @@
 """Fitting a Scene4D to frames by differentiable rasterization, thesis eq. 11.8-11.12.
 
 Inputs (:class:`FitFrames`): T frames from one fixed camera (the thesis' generated scenes keep the
-camera fixed) with RGB, depth (camera z), per-pixel target features ``F^s`` (eq. 11.12; any 2D
-encoder's output) and, optionally, validity masks and instance ids (e.g. from a segmenter).
+camera fixed), or views of a static scene from one camera each (``cameras``), with RGB, depth (camera z),
+per-pixel target features ``F^s`` (eq. 11.12; any 2D encoder's output) and, optionally, validity masks and
+instance ids (e.g. from a segmenter).
 
 1. Initialisation (:func:`init_from_rgbd`): every pixel is unprojected with Open3D
    (``PointCloud.create_from_depth_image``; its pixel (u, v) is our pixel centre (u + 0.5, v + 0.5),
@@ -25,6 +26,8 @@ encoder's output) and, optionally, validity masks and instance ids (e.g. from a 
    over valid pixels (eq. 11.10; L_feat with S = 1 feature space). As in the thesis (following
    Feature 3DGS), the decoder trained on rendered 2D feature maps is then applied to each Gaussian's
    latent: the fitted scene's ``features`` are ``D^s(f_j)``, in the query space.
+   With ``FitConfig.train = "features"`` only the latents and the decoder are optimised: a given scene
+   (e.g. an uploaded PLY, :mod:`.distil`) keeps its means, colours, opacities and scales and learns features.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from .rendering import rasterize
 from .scene import SH_C0, Camera, Scene4D, check_gaussian_count, logit, rgb_to_sh
 
 
+# FitConfig.train: optimise every parameter, or only the features (latents and decoder).
+TRAIN_MODES = ("all", "features")
 # Visibility offset of a track's Gaussians in frames where the track is not seen: opacity 0.9 -> 4e-4.
 HIDDEN = -10.0
 
@@ -60,6 +65,8 @@ class FitFrames:
     tracks: np.ndarray | None = None
     names: tuple[str, ...] = ()  # names of instance ids, if known
     feature_space: str = ""
+    # One camera per frame (views of a static scene), or None: every frame is seen by ``camera``.
+    cameras: tuple[Camera, ...] | None = None
 
     def __post_init__(self) -> None:
         self.rgb = np.asarray(self.rgb, dtype=np.float32)
@@ -71,6 +78,10 @@ class FitFrames:
             raise InvalidInputError(f"depth must be {shape}, got {self.depth.shape}.")
         if (self.camera.height, self.camera.width) != shape[1:]:
             raise InvalidInputError(f"The camera is {self.camera.width}x{self.camera.height}; the frames are {shape[2]}x{shape[1]}.")
+        if self.cameras is not None:
+            self.cameras = tuple(self.cameras)
+            if len(self.cameras) != shape[0] or any((c.height, c.width) != shape[1:] for c in self.cameras):
+                raise InvalidInputError(f"cameras must be {shape[0]} cameras of {shape[2]}x{shape[1]} pixels.")
         if self.features is not None:
             self.features = np.asarray(self.features, dtype=np.float32)
             if self.features.shape[:3] != shape or self.features.ndim != 4:
@@ -101,6 +112,10 @@ class FitFrames:
     def n_frames(self) -> int:
         return int(self.rgb.shape[0])
 
+    def camera_at(self, t: int) -> Camera:
+        """The camera that sees frame ``t``."""
+        return self.camera if self.cameras is None else self.cameras[t]
+
     def resized(self, side: int) -> FitFrames:
         """The targets at ``side`` x ``side`` pixels seen by the same camera (intrinsics scaled): colours
         area-averaged; depth, features, masks, instances and tracks nearest (a rim pixel keeps one object's depth,
@@ -121,7 +136,8 @@ class FitFrames:
         return FitFrames(rgb=scaled(self.rgb, area), depth=scaled(self.depth, nearest), camera=self.camera.resized(side, side),
                          features=scaled(self.features, nearest), masks=scaled(self.masks, nearest),
                          instance_ids=scaled(self.instance_ids, nearest), tracks=scaled(self.tracks, nearest),
-                         names=self.names, feature_space=self.feature_space)
+                         names=self.names, feature_space=self.feature_space,
+                         cameras=None if self.cameras is None else tuple(c.resized(side, side) for c in self.cameras))
 
     @classmethod
     def from_truth(cls, truth) -> FitFrames:
@@ -151,6 +167,9 @@ class FitConfig:
     lr_motion: float = 2e-4
     lr_visibility: float = 5e-2
     lr_decoder: float = 1e-3
+    # What is optimised: "all" parameters, or "features" only (latents and decoder; the scene's geometry,
+    # colours, opacities and motion stay as given, e.g. an uploaded PLY's).
+    train: str = "all"
     # Hidden width of the feature decoder MLP.
     decoder_hidden: int = 32
     # Per-Gaussian latent feature size D when it is below the targets' Ds (None: D = Ds). The latents start
@@ -358,7 +377,7 @@ class _Parameters(torch.nn.Module):
 
 def _frame_loss(params: _Parameters, frames: FitFrames, t: int, config: FitConfig, background) -> torch.Tensor:
     """The loss of one frame (module docstring)."""
-    rgb, features, depth, _ = params.render(t, frames.camera, background)
+    rgb, features, depth, _ = params.render(t, frames.camera_at(t), background)
     valid = torch.from_numpy(frames.masks[t] if frames.masks is not None else np.ones(rgb.shape[:2], bool))
     weight = valid.float() / valid.float().sum().clamp(min=1.0)
     loss = config.rgb_weight * ((rgb - torch.from_numpy(frames.rgb[t])).abs().mean(-1) * weight).sum()
@@ -410,6 +429,10 @@ def fit_scene(
     config = config or FitConfig()
     if config.steps < 0 or config.frames_per_step < 1:
         raise InvalidInputError("steps must be >= 0 and frames_per_step >= 1.")
+    if config.train not in TRAIN_MODES:
+        raise InvalidInputError(f"train must be one of {TRAIN_MODES}, got {config.train!r}.")
+    if frames.cameras is not None and (init is None or init.n_bases):
+        raise InvalidInputError("Frames seen by several cameras are views of a static scene: give that scene (init).")
     generator = seed_everything(config.seed)
     init = init or init_from_rgbd(frames, config.init_gaussians, config.init_frames)
     out_dim = frames.features.shape[-1] if frames.features is not None else None
@@ -424,16 +447,24 @@ def fit_scene(
     params.background_rgb = init.background
     background = torch.tensor(init.background, dtype=torch.float32)
     groups = [
+        {"params": [params.latent], "lr": config.lr_features},
+        {"params": list(params.decoder.parameters()), "lr": config.lr_decoder},
+    ]
+    geometry = [
         {"params": [params.means], "lr": config.lr_means},
         {"params": [params.log_scales], "lr": config.lr_scales},
         {"params": [params.quats], "lr": config.lr_quats},
         {"params": [params.opacity_logits], "lr": config.lr_opacity},
         {"params": [params.sh_dc], "lr": config.lr_colour / SH_C0},
-        {"params": [params.latent], "lr": config.lr_features},
         {"params": [params.motion_coeffs, params.motion_bases], "lr": config.lr_motion},
         {"params": [params.visibility], "lr": config.lr_visibility},
-        {"params": params.decoder.parameters(), "lr": config.lr_decoder},
     ]
+    if config.train == "all":
+        groups += geometry
+    else:  # features only: no gradient flows into the rest (the rasterizer then skips its geometry backward)
+        for group in geometry:
+            for parameter in group["params"]:
+                parameter.requires_grad_(False)
     optimizer = torch.optim.Adam(groups, eps=1e-15)
     result = FitResult(scene=init, initial_loss=scene_loss(params, frames, config))
     order: list[int] = []  # frames in epochs (each frame once per shuffled pass), so loss windows compare alike

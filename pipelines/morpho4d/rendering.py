@@ -456,6 +456,22 @@ def scene_tensors(scene: Scene4D, t: float, device: torch.device | str = "cpu") 
     }
 
 
+def blend_weights(scene: Scene4D, camera: Camera, t: float, pixel_values) -> torch.Tensor:
+    """float32 ``[N, C]``: for each Gaussian j, ``sum_pixels alpha_j T_j(pixel) * pixel_values[pixel]`` over
+    ``pixel_values`` ``[H, W, C]`` seen by ``camera`` at time ``t``: the adjoint of eq. 11.8's blending (with a
+    channel of ones, how much of the view Gaussian j draws). Read as the gradient of ``sum <rasterize(probe),
+    pixel_values>`` with respect to a per-Gaussian probe of zeros: one backward pass (CPU rasterizer)."""
+    tensors = scene_tensors(scene, t)
+    pixel_values = torch.as_tensor(np.asarray(pixel_values), dtype=torch.float32)
+    probe = torch.zeros(scene.n_gaussians, pixel_values.shape[-1], requires_grad=True)
+    with torch.enable_grad():
+        image, _ = rasterize(tensors["means"], tensors["quats"], tensors["scales"], tensors["opacities"], probe,
+                             torch.from_numpy(camera.viewmat), torch.from_numpy(camera.K), camera.width,
+                             camera.height, backend="cpu")
+        (image * pixel_values.to(image.dtype)).sum().backward()
+    return probe.grad
+
+
 def render(
     scene: Scene4D,
     camera: Camera | None = None,

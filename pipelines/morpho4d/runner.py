@@ -188,6 +188,37 @@ class Morpho4DRunner:
             True, time.perf_counter() - started))
         return session
 
+    def load_ply(self, scene: Scene4D, name: str, session: CommandSession | None = None,
+                 progress=None) -> CommandSession:
+        """A static ``scene`` read from an uploaded 3DGS PLY ``name`` (:func:`~.export.read_ply`, which checks the
+        file as hostile input) in ``session`` (default: a new one), its history started afresh, with features
+        distilled from the preset's CLIP on rendered views (:func:`~.distil.distil_features`, eq. 11.9-11.12) so
+        that typed and button edits select by text (eq. 11.13-11.14). Where the preset's CLIP cannot be loaded
+        the scene opens without features, viewable and exportable, and the history (the chat) and
+        ``scene.meta["features"]`` say why it cannot be edited by text. A PLY carries no recipe: the session
+        cannot be replayed."""
+        from .distil import distil_features
+
+        session = session or self.new_session()
+        started = time.perf_counter()
+        try:
+            if not self.manager.is_available("clip"):
+                raise ModelNotFoundError(f"the preset {self.manager.preset!r} has no CLIP model installed")
+            scene = distil_features(scene, self.manager, progress=progress)
+            names = scene.object_names[1:]
+            outcome = (f"Opened {name}: {scene.n_gaussians:,} Gaussians; features {scene.meta['features']}. "
+                       + (f"Edit by these names, e.g. 'make the {names[0]} blue'." if names else
+                          "The CLIP model recognised no object in it, so text queries have nothing to select."))
+        except (ModelNotFoundError, OSError) as error:
+            scene = replace(scene, meta={**scene.meta, "features": (
+                f"none ({error}): without the preset's CLIP this PLY can be viewed and exported but not edited "
+                "by text")})
+            outcome = f"Opened {name}: {scene.n_gaussians:,} Gaussians; features {scene.meta['features']}."
+        session.load(scene, {"file": name})
+        session.history.append(CommandRecord(f"[open {name}]", None, "file", outcome, True,
+                                             time.perf_counter() - started))
+        return session
+
     def request_of(self, session: CommandSession) -> Morpho4DRequest:
         """The recipe of the session's scene; :class:`InvalidInputError` for a scene opened from a file
         that carried no recipe (nothing says how it was made)."""

@@ -37,7 +37,7 @@ from .commands import NOUN_SHAPES
 from .editing import NoMatchError, select
 from .motion import object_name
 from .queries import BACKGROUND
-from .rendering import rasterize, scene_tensors
+from .rendering import blend_weights
 from .scene import Scene4D
 
 # A synonym per ShapesWorld shape for the synonym queries (the grammar's NOUN_SHAPES reads them back).
@@ -78,18 +78,11 @@ def gaussian_truth(scene: Scene4D, ids: np.ndarray, min_seen: float = 0.3) -> np
     labels = int(ids.max()) + 1
     votes = np.zeros((scene.n_gaussians, labels), np.float64)
     footprint = np.zeros(scene.n_gaussians, np.float64)
-    viewmat = torch.from_numpy(scene.camera.viewmat)
-    K = torch.from_numpy(scene.camera.K)
     focal = float(np.sqrt(scene.camera.K[0, 0] * scene.camera.K[1, 1]))
     flat = np.sort(scene.scales, axis=1)[:, 1:].prod(axis=1)  # the two largest axes: a splat's face
     for t in range(T):
-        tensors = scene_tensors(scene, float(t))
-        probe = torch.zeros(scene.n_gaussians, labels, requires_grad=True)
-        image, _ = rasterize(tensors["means"], tensors["quats"], tensors["scales"], tensors["opacities"], probe,
-                             viewmat, K, W, H, backend="cpu")
-        one_hot = torch.nn.functional.one_hot(torch.from_numpy(ids[t].astype(np.int64)), labels).to(image.dtype)
-        (image * one_hot).sum().backward()
-        votes += probe.grad.double().numpy()
+        one_hot = torch.nn.functional.one_hot(torch.from_numpy(ids[t].astype(np.int64)), labels)
+        votes += blend_weights(scene, scene.camera, float(t), one_hot).double().numpy()
         depth = scene.camera.to_camera(scene.means_at(float(t)))[:, 2]
         footprint += scene.opacities_at(float(t)) * 2 * np.pi * flat * (focal / np.maximum(depth, 1e-6)) ** 2
     truth = votes.argmax(axis=1).astype(np.int32)
