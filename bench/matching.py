@@ -154,7 +154,9 @@ def main() -> None:
     parser.add_argument("--pl-denoising-weight", type=float, default=1.0,
                         help="weight of the denoising term in the training score (0: the attention term alone)")
     parser.add_argument("--dc-timesteps", type=int, default=32)
-    parser.add_argument("--dc-warmup", type=int, default=6)
+    parser.add_argument("--dc-warmup", type=int, default=ClassifierConfig().warmup)
+    parser.add_argument("--dc-confidence", type=float, default=ClassifierConfig().confidence,
+                        help="z of the hierarchical sampler's pruning test (0: prune by rank alone)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -164,6 +166,7 @@ def main() -> None:
 
     manager = ModelManager("tiny")
     matchers = Matchers(manager, classifier=ClassifierConfig(num_timesteps=args.dc_timesteps, warmup=args.dc_warmup,
+                                                             confidence=args.dc_confidence or None,
                                                              patience=4))
     groups = shapesworld_groups(args.groups, seed=args.seed)
     few_shot = shapesworld_groups(args.few_shot, seed=1000)
@@ -229,6 +232,7 @@ def main() -> None:
     ratio = uniform.unet_evaluations_per_decision / hierarchical.unet_evaluations_per_decision
     loss_points = 100 * (uniform.overall["text"] - hierarchical.overall["text"])
     emit(BENCH, "bar_dc_hierarchical", ratio, fewer_evaluations_x=round(ratio, 2), accuracy_loss_points=loss_points,
+         warmup=matchers.classifier_config.warmup, confidence=matchers.classifier_config.confidence,
          met=ratio >= 2 and loss_points <= 1)
     for name in ("discffusion", "discffusion attention only (logits, lambda 1)", "discffusion (one noise level)",
                  "discffusion attention only (logits, lambda 1, one noise level)"):

@@ -255,7 +255,7 @@ def test_triplet_loss_is_zero_beyond_the_margin():
 def test_hierarchical_sampler_never_evaluates_a_pruned_caption_again(backbone):
     captions = ["a red circle", "a blue circle", "a green circle", "a red square", "a blue square",
                 "a green triangle"]
-    config = dict(num_timesteps=8, seed=1, beam_factor=2.0, warmup=1, patience=8)
+    config = dict(num_timesteps=8, seed=1, beam_factor=2.0, warmup=1, patience=8, confidence=None)
     uniform = DiffusionClassifier(backbone, ClassifierConfig(sampling="uniform", **config))
     hierarchical = DiffusionClassifier(backbone, ClassifierConfig(sampling="hierarchical", **config))
     full = uniform.score(image(), captions)
@@ -287,7 +287,8 @@ def test_hierarchical_sampler_prunes_to_c_over_b_and_stops_when_the_leader_is_st
 
     uniform = sample(errors, 8, ClassifierConfig(sampling="uniform", num_timesteps=8))
     assert sum(uniform.trace.evaluations) == 64
-    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, beam_factor=2.0, warmup=2, patience=3)
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, beam_factor=2.0, warmup=2, patience=3,
+                              confidence=None)
     beam = sample(errors, 8, config)
     # visits: 8 captions, 8 captions (warm-up ends: beam 8 -> 4), 4 captions (leader stable 3 visits: stop)
     assert [len(b) for b in beam.trace.beams] == [8, 4, 2]
@@ -333,7 +334,7 @@ def test_replaying_the_uniform_errors_decides_as_the_live_hierarchical_sampler(b
     uniform.score(image(), captions)
     order = coarse_to_fine(8)
     table = {(c, order[visit]): error for (c, visit), error in zip(uniform.last_trace.calls, uniform.last_trace.errors)}
-    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, seed=2, warmup=2, patience=2)
+    config = ClassifierConfig(sampling="hierarchical", num_timesteps=8, seed=2, warmup=2, patience=2, confidence=None)
     live = DiffusionClassifier(backbone, config)
     result = live.score(image(), captions)
     replay = sample(lambda jobs: [table[job] for job in jobs], len(captions), config)

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(not (PACK / "shapes-sd").is_dir() or not (PACK /
 def matchers(request) -> Matchers:
     """The tiny pack's matchers on the CPU (fp32), and on CUDA in fp16 where a GPU exists."""
     placement = choose_placement(request.param, "float32" if request.param == "cpu" else "float16")
-    return Matchers(ModelManager("tiny", placement), classifier=ClassifierConfig(num_timesteps=8, warmup=3))
+    return Matchers(ModelManager("tiny", placement), classifier=ClassifierConfig(num_timesteps=8, warmup=3,
+                                                                                   confidence=None))
 
 
 @pytest.fixture(scope="module")
