@@ -67,10 +67,10 @@ def test_distilled_features_name_the_square_and_leave_the_splats_as_they_were(pl
 def test_a_text_query_selects_the_square_of_the_example_ply(distilled, truth, query):
     selection = select(distilled, query)
     precision, recall = precision_recall(selection.mask, truth, [1])
-    # Measured: precision 1.000, recall 0.884 (107 of 121) for each query. The issue's bar is 0.9 for both;
-    # recall misses it: the square's outermost ring falls under the engine's lowest threshold (0.85).
-    assert precision >= 0.9
-    assert recall >= 0.85
+    # Measured: precision 1.000, recall 0.909 (110 of 121) for each query, at threshold 0.8 (CLIP's scan goes below
+    # the thesis' 0.85, which gave recall 0.884: the square's rim sits near 0.8).
+    assert selection.threshold < 0.85
+    assert precision >= 0.9 and recall >= 0.9
 
 
 def test_text_edits_through_the_runner_change_the_square_and_nothing_else(ply, truth):
@@ -81,7 +81,7 @@ def test_text_edits_through_the_runner_change_the_square_and_nothing_else(ply, t
     session.run("make the orange square blue")
     after = session.scene
     changed = np.any(after.sh_dc != before.sh_dc, axis=1)
-    assert changed.sum() >= 0.85 * (truth == 1).sum()
+    assert changed.sum() >= 0.9 * (truth == 1).sum()
     assert not (changed & (truth != 1)).any()
     assert np.allclose(after.colours[changed], np.asarray(COLOURS["blue"]) / 255.0, atol=1e-5)
     for name in ("means", "quats", "log_scales", "opacity_logits"):
@@ -91,7 +91,7 @@ def test_text_edits_through_the_runner_change_the_square_and_nothing_else(ply, t
     session.run("delete the square")
     gone = session.editor.edits[session.editor.cursor - 1].mask  # over the opened scene's Gaussians
     assert session.scene.n_gaussians == before.n_gaussians - gone.sum()
-    assert gone.sum() >= 0.85 * (truth == 1).sum() and not (gone & (truth != 1)).any()
+    assert gone.sum() >= 0.9 * (truth == 1).sum() and not (gone & (truth != 1)).any()
 
 
 def test_without_a_clip_model_the_ply_opens_and_says_it_cannot_be_edited_by_text(ply):

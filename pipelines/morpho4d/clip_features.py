@@ -39,6 +39,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..shapesworld.vocab import vocabulary
+from .editing import DEFAULT_THRESHOLDS
 from .queries import BACKGROUND, FILLER_WORDS, UnknownQueryError, register_encoder
 
 SPACE_PATTERN = re.compile(r"clip-windows:(?P<model>[a-z0-9_.-]+):w(?P<w>\d+)s(?P<s>\d+):bg(?P<bg>[0-9a-f]{6}|text)")
@@ -69,6 +70,11 @@ class ClipFeatureEncoder:
         self.dim = int(self.encode_texts(["circle"]).shape[1])
         # Softmax temperature of eq. 11.13 in this space: CLIP's own, 1 / logit scale (tiny pack: 1 / 27.4).
         self.temperature = float(1.0 / self.clip.model.logit_scale.exp().item())
+        # Selection thresholds the search of eq. 11.13 scans in this space (editing.select): CLIP's per-pixel
+        # probabilities are softer than a taught identity's, so the scan goes on below the thesis' 0.85 and the
+        # rendered-IoU score picks; an object's rim sits near 0.8 (example PLY: recall 0.884 -> 0.909 at
+        # precision 1.0, docs/notes/morpho4d_issue23.md).
+        self.thresholds = (*DEFAULT_THRESHOLDS, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 
     def with_background(self, background: Sequence[float] | None) -> ClipFeatureEncoder:
         """The same model, with another background colour (another feature space)."""

@@ -195,17 +195,20 @@ def select(
     query: str,
     *,
     encoder: QueryEncoder | None = None,
-    thresholds=DEFAULT_THRESHOLDS,
+    thresholds=None,
     temperature: float | None = None,
     views: list[tuple] | None = None,
 ) -> Selection:
     """Select the Gaussians of ``query`` (module docstring, steps 1-3). Raises :class:`NoMatchError` if
-    the query names no object here or no Gaussian passes any threshold."""
+    the query names no object here or no Gaussian passes any threshold. ``thresholds`` default to the feature
+    space's own (an encoder's ``thresholds``), else :data:`DEFAULT_THRESHOLDS`."""
     start = time.perf_counter()
+    encoder = encoder or encoder_for(scene.feature_space)
+    if thresholds is None:
+        thresholds = getattr(encoder, "thresholds", DEFAULT_THRESHOLDS)
     thresholds = sorted({float(t) for t in thresholds}, reverse=True)
     if not thresholds or not all(0.0 < t < 1.0 for t in thresholds):
         raise InvalidInputError(f"Thresholds are probabilities in (0, 1), got {thresholds!r}.")
-    encoder = encoder or encoder_for(scene.feature_space)
     if temperature is None:  # the feature space's own (CLIP's 1 / logit scale), else TEMPERATURE
         temperature = float(getattr(encoder, "temperature", TEMPERATURE))
     match = match_query(scene, query, encoder)
