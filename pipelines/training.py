@@ -9,6 +9,8 @@ batches are drawn by index with a generator seeded per process.
 
 from __future__ import annotations
 
+import functools
+
 import time
 from dataclasses import dataclass, field
 
@@ -122,10 +124,16 @@ def train_loop(accelerator: Accelerator, schedule: TrainSchedule, seed: int, num
 def fast_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX-512 BF16
     or AMX. Elsewhere (e.g. an AVX2-only CPU) bfloat16 is emulated, and a 512x512 matmul is about 50x slower
-    than in float32 (measured on an AMD EPYC with AVX2, docs/notes/tiny_pack.md)."""
-    if device.type == "cuda":
+    than in float32 (measured on an AMD EPYC with AVX2, docs/notes/tiny_pack.md). Asked once per device kind
+    (autocast asks at every training step)."""
+    return _native_bf16(torch.device(device).type)
+
+
+@functools.cache
+def _native_bf16(kind: str) -> bool:
+    if kind == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
+    if kind == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
 

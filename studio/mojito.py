@@ -162,11 +162,16 @@ def first_frame(session: MojitoSession) -> np.ndarray:
     return np.full((CANVAS, CANVAS, 3), 236, np.uint8)
 
 
+def canvas_background(session: MojitoSession) -> Image.Image:
+    """The canvas' frame at ``CANVAS`` pixels: the picture sent here, or a ShapesWorld render of the prompt's objects."""
+    background = session.background if session.background is not None else first_frame(session)
+    return Image.fromarray(background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
+
+
 def render_canvas(session: MojitoSession, interpolation: str = "linear") -> np.ndarray:
     """The first-frame canvas: a frame (the picture sent here, or a ShapesWorld render of the prompt's objects)
     under each object's keyframe boxes and its interpolated centre path, in its colour."""
-    background = session.background if session.background is not None else first_frame(session)
-    image = Image.fromarray(background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST)
+    image = canvas_background(session)
     draw = ImageDraw.Draw(image)
     for k, (phrase, rows) in enumerate(session.objects.items()):
         colour = OBJECT_COLOURS[k % len(OBJECT_COLOURS)]
@@ -271,8 +276,7 @@ def box_editor_value(session, phrase) -> dict:
     """The draggable box editor's value: the first frame (no drawn boxes) under ``phrase``'s keyframe boxes in
     pixels, each labelled with its frame."""
     session = _session(session)
-    background = session.background if session.background is not None else first_frame(session)
-    image = np.asarray(Image.fromarray(background).convert("RGB").resize((CANVAS, CANVAS), Image.NEAREST))
+    image = np.asarray(canvas_background(session))
     boxes = [{"xmin": round(x0 * CANVAS), "ymin": round(y0 * CANVAS), "xmax": round(x1 * CANVAS),
               "ymax": round(y1 * CANVAS), "label": f"frame {int(frame)}"}
              for frame, x0, y0, x1, y1 in session.objects.get(phrase or "", [])]
