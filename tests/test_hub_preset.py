@@ -270,7 +270,7 @@ def test_morpho4d_lifts_a_real_photo_and_edits_it_by_its_learned_clip_features(h
     session = runner.lift_photo(photo, ["woman"])
     scene = session.scene
     assert scene.n_frames == 1 and 500 <= scene.n_gaussians <= 700 and scene.object_names == ("background", "woman")
-    assert scene.feature_space == "clip-windows:hub-clip:w16s4:bgtext" and scene.meta["teacher"] == "clip"
+    assert scene.feature_space == "clip-windows:hub-clip:w24s4:bgtext" and scene.meta["teacher"] == "clip"
     assert "hub-clip" in scene.meta["source"] and "CLIP" in session.history[-1].outcome
     assert {"depth", "clip"} <= set(hub_models.loaded()) and hub_models.get("depth").config.is_hybrid
     # The Gaussians' features render to CLIP's own per-pixel features of the photo (eq. 11.12).

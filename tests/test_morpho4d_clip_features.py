@@ -55,7 +55,7 @@ def test_feature_space_names_its_encoder(video_and_encoder):
 def test_a_photos_background_is_the_words_text_embedding_and_its_space_finds_it_again(video_and_encoder):
     _, coloured = video_and_encoder
     photo = clip_encoder(background=None)
-    assert photo.space == "clip-windows:shapes-clip:w16s4:bgtext" and photo.background is None
+    assert photo.space == "clip-windows:shapes-clip:w24s4:bgtext" and photo.background is None
     np.testing.assert_allclose(photo.encode("background"), photo.encode_texts(["background"])[0], atol=1e-6)
     assert not np.allclose(photo.encode("background"), coloured.encode("background"), atol=1e-3)
     again = encoder_for(photo.space)

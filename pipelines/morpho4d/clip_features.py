@@ -14,12 +14,15 @@ pack's ``shapes-clip`` (64x64 images, 8x8 patches) the vision tower's projected 
 reading) classified pixels among the objects' names and a background at 0.30; plain 16-px windows at
 stride 4 at 0.96, but a query's pixels (p >= 0.85, CLIP's temperature) had precision 0.47, recall 0.86
 (every window near an object looks like it); the colour gate raised that to precision 1.00, recall 0.84
-(5 objects of 4 videos, 4 frames each).
+(5 objects of 4 videos, 4 frames each). On generated scenes (the GEN stand-in's frames of 8 prompts, 10
+objects, query pixels p >= 0.85) 16-px windows with a gate of 60 had precision 0.998, recall 0.577: a window
+centred on an object's rim saw only part of it, and anti-aliased rim pixels fell outside the gate. Windows of
+24 px (32: the same) with a gate of 100 give 0.997 / 0.798 (gate 80: 0.686, 125: 0.802 at precision 0.994).
 
 **Queries.** An object name is embedded by CLIP's text encoder (:meth:`ClipFeatureEncoder.encode`). The
 background has no caption in ShapesWorld's language, so "background" is embedded by the image encoder: a
 frame of the scene's plain background colour, which is part of the feature space's identity
-(``clip-windows:<model>:w16s4:bg<rrggbb>``), so a saved scene finds the same encoder again
+(``clip-windows:<model>:w24s4:bg<rrggbb>``), so a saved scene finds the same encoder again
 (:func:`encoder_for_space`). A photo has no plain background colour, and its queries are open-vocabulary
 words: there "background" is the text encoder's embedding of the word (``...:bgtext``), so that a query
 and its alternatives all come from the text tower; an image embedding of a plain frame would sit on CLIP's
@@ -44,10 +47,10 @@ from .queries import BACKGROUND, FILLER_WORDS, UnknownQueryError, register_encod
 
 SPACE_PATTERN = re.compile(r"clip-windows:(?P<model>[a-z0-9_.-]+):w(?P<w>\d+)s(?P<s>\d+):bg(?P<bg>[0-9a-f]{6}|text)")
 # Window side and stride (pixels of a 64-pixel frame; scaled with the frame side).
-WINDOW, STRIDE = 16, 4
+WINDOW, STRIDE = 24, 4
 # Colour gate (sum of absolute RGB differences, 0-765): a window keeps only the pixels this close to its
 # centre pixel's colour, and a pixel takes features from grid points of its own colour (module docstring).
-COLOUR_GATE = 60.0
+COLOUR_GATE = 100.0
 
 
 class ClipFeatureEncoder:
@@ -78,7 +81,7 @@ class ClipFeatureEncoder:
 
     def with_background(self, background: Sequence[float] | None) -> ClipFeatureEncoder:
         """The same model, with another background colour (another feature space)."""
-        return ClipFeatureEncoder(self.clip, self.model_name, background, self.window, self.stride)
+        return ClipFeatureEncoder(self.clip, self.model_name, background, self.window, self.stride, self.colour_gate)
 
     # ----- queries (QueryEncoder protocol)
     def words(self, text: str) -> tuple[str, ...]:

@@ -72,6 +72,11 @@ class DistilConfig:
     min_alpha: float = 0.5
     # A ShapesWorld name is found when it is the nearest name of at least this share of the covered pixels.
     min_name_share: float = 0.005
+    # CLIP's windows (pixels of a 64-px view) and colour gate for the targets. Chosen on the example PLY before
+    # generated scenes moved to 24 px / 100 (clip_features): on its splat views those read a second name,
+    # "orange triangle", off the square's rim.
+    window: int = 16
+    colour_gate: float = 60.0
     # The distillation (step 4).
     fit: FitConfig = field(default_factory=_distil_fit)
 
@@ -135,7 +140,8 @@ def distil_features(scene: Scene4D, manager=None, *, objects: Sequence[str] | No
         raise InvalidInputError(f"The views need at least 16 pixels a side, got {config.size}.")
     names = None if objects is None else check_object_names(objects)
     report = progress or (lambda stage, fraction: None)
-    from .clip_features import clip_encoder
+    from .clip_features import STRIDE, ClipFeatureEncoder, clip_encoder
+    from .queries import register_encoder
 
     # 2. Views, rendered.
     report("rendering views", 0.0)
@@ -148,6 +154,8 @@ def distil_features(scene: Scene4D, manager=None, *, objects: Sequence[str] | No
 
     # 3. Targets (eq. 11.12), one view at a time.
     encoder = clip_encoder(manager, background=np.median(frames[0][masks[0]].reshape(-1, 3), axis=0) / 255.0)
+    encoder = register_encoder(ClipFeatureEncoder(encoder.clip, encoder.model_name, encoder.background,
+                                                  config.window, STRIDE, config.colour_gate))
     targets = []
     for v, frame in enumerate(frames):
         report(f"CLIP features of view {v + 1} of {len(frames)}", 0.05 + 0.45 * v / len(frames))
