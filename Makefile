@@ -58,9 +58,10 @@ tiny-t2v: setup
 tiny-depth: setup
 	WORLDSTUDIO_THREADS=1 $(PY) -m pipelines.morpho4d.depth --out assets/models/tiny/shapes-depth
 
-# FlexEControl's tiny weights over shapes-sd, then the same training (3000 steps, batch 8, 4000 scenes with half of
-# the maps drawn by hand, seed 0) for the full copy and without L_ca / L_mask, which bench/flexecontrol.py
-# compares: two one-thread runs at a time, about 70 min on 2 CPU cores (checkpoints in runs/flexecontrol/).
+# FlexEControl's tiny weights over shapes-sd and the full copy (9000 steps as three resumed runs of 3000, batch 8, 4000
+# scenes with half of the maps drawn by hand, seeds 0 / 1 / 2), then 3000 steps without L_ca / L_mask, which
+# bench/flexecontrol.py compares: two one-thread runs at a time, about 27 min a run, 1 h 55 min on 2 CPU cores
+# (past issue 18's 90 min; checkpoints in runs/flexecontrol/).
 tiny-flexecontrol: setup
 	bash scripts/train_flexecontrol.sh $(PY) assets/models/tiny/flexecontrol
 
