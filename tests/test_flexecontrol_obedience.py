@@ -131,6 +131,31 @@ def test_composition_maps_draw_by_hand_and_cut_by_object(small_training):
     assert torch.equal(whole[0][1], scenes.map_batch("depth", index)) and whole[0][2] == [None] * 6
 
 
+def test_judge_scores_segmentation_against_the_truth_and_against_the_map_given():
+    """The renders judged as if generated: extracted maps are the truth, so both mIoUs agree and placement is
+    near 1; a drawn brush is a little off the truth, so the renders match it less than the truth; a canny
+    setting has no segmentation map to judge against."""
+    from transformers import CLIPTokenizer
+
+    from pipelines.flexecontrol.data import build_control_scenes
+    from pipelines.flexecontrol.evaluate import condition_slots, judge
+
+    tokenizer = dummy_sd_components(seed=0)["tokenizer"]
+    assert isinstance(tokenizer, CLIPTokenizer)
+    scenes = build_control_scenes(8, 64, tokenizer, tokenizer.model_max_length, split="test")
+    scores = {}
+    for setting in ("single_segmentation", "single_canny"):
+        for source in ("extracted", "drawn"):
+            slots, parts = condition_slots(scenes, setting, source)
+            scores[setting, source] = judge(scenes, scenes.images, slots, parts, setting, source)
+    extracted, drawn = scores["single_segmentation", "extracted"], scores["single_segmentation", "drawn"]
+    assert extracted.placed >= 0.9 and extracted.miou_segmentation >= 0.9
+    assert extracted.miou_condition == pytest.approx(extracted.miou_segmentation)
+    assert drawn.miou_segmentation == pytest.approx(extracted.miou_segmentation)
+    assert drawn.miou_condition < drawn.miou_segmentation - 0.05
+    assert scores["single_canny", "extracted"].miou_condition is None
+
+
 def test_embedding_learning_rate_and_checkpoints_resume(small_training, tmp_path):
     from accelerate import Accelerator
 

@@ -8,10 +8,12 @@ segmentation, truth depth) or ``"drawn"`` (by hand, :mod:`.strokes`, read
 through the studio's :func:`.conditions.from_drawing`). The scenes' truth then
 judges the output: for each condition, the share of its objects the detector
 finds where they were drawn (box IoU >= 0.5, :func:`.metrics.object_placement`)
-and with the right shape and colour; segmentation mIoU against the truth; SSIM
-of the output's edges against the truth's Canny edges. The detector's own mIoU
-on the renders is the ceiling a generator can be judged against (ControlNet++'s
-reading).
+and with the right shape and colour; segmentation mIoU against the truth, and
+against the segmentation map given (ControlNet++'s reading: drawn brushes are a
+little off the truth in place and size, and the output should follow the
+drawing); SSIM of the output's edges against the truth's Canny edges. The
+detector's own mIoU on the renders is the ceiling a generator can be judged
+against (ControlNet++'s reading).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class ControlScore:
     objects: int = 0
     miou_segmentation: float = 0.0
     ssim_canny: float = 0.0
+    # Segmentation mIoU against the segmentation map given, when one map covers the whole scene (else None).
+    miou_condition: float | None = None
 
 
 def condition_slots(scenes: ControlScenes, setting: str, source: str, seed: int = 0):
@@ -64,9 +68,10 @@ def condition_slots(scenes: ControlScenes, setting: str, source: str, seed: int 
     return [ConditionBatch(kind, m) for kind, m, _ in maps], [parts for _, _, parts in maps]
 
 
-def judge(scenes: ControlScenes, images: np.ndarray, parts_per_slot: Sequence[list], setting: str,
-          source: str) -> ControlScore:
-    """Placement, mIoU and SSIM of ``images`` (one per scene) against the scenes' truth."""
+def judge(scenes: ControlScenes, images: np.ndarray, slots: Sequence[ConditionBatch], parts_per_slot: Sequence[list],
+          setting: str, source: str) -> ControlScore:
+    """Placement, mIoU and SSIM of ``images`` (one per scene) against the scenes' truth, and mIoU against a
+    whole-scene segmentation condition among ``slots``."""
     from ..shapesworld.detector import detect
 
     detections = [detect(image) for image in images]
@@ -84,17 +89,25 @@ def judge(scenes: ControlScenes, images: np.ndarray, parts_per_slot: Sequence[li
     every_right = [r for slot in per_slot_right for r in slot]
     mious = [segmentation_miou(truth_segmentation(scenes, b), im) for b, im in enumerate(images)]
     ssims = [edge_ssim(scenes.maps["canny"][b, 0].numpy(), im) for b, im in enumerate(images)]
+    whole = [s for s, parts in zip(slots, parts_per_slot) if s.type == "segmentation" and all(p is None for p in parts)]
     mean = lambda v: float(np.mean(v)) if len(v) else 0.0  # noqa: E731
+    miou_condition = None if not whole else mean([segmentation_miou(condition_image(whole[0], b), im)
+                                                  for b, im in enumerate(images)])
     return ControlScore(setting, source, mean(every_placed), mean(every_right),
                         [mean(p) for p in per_slot_placed], [mean(r) for r in per_slot_right],
-                        len(every_placed), mean(mious), mean(ssims))
+                        len(every_placed), mean(mious), mean(ssims), miou_condition)
+
+
+def condition_image(slot: ConditionBatch, b: int) -> np.ndarray:
+    """Scene ``b``'s map of a condition slot as the uint8 [H, W, C] image it was drawn or extracted as."""
+    return (slot.maps[b].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def slot_regions(pipe: FlexEControlPipeline, scenes: ControlScenes, slots: Sequence[ConditionBatch]) -> list:
     """Each scene's phrase-to-region ties (:func:`.pipeline.object_regions`), read from its condition maps."""
     regions = []
     for b, caption in enumerate(scenes.captions):
-        maps = [(s.type, (s.maps[b].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for s in slots]
+        maps = [(s.type, condition_image(s, b)) for s in slots]
         maps = [(kind, m if kind == "segmentation" else m[..., 0]) for kind, m in maps]
         regions.append(object_regions(caption, maps, pipe.tokenizer))
     return regions
@@ -115,7 +128,7 @@ def score_model(pipe: FlexEControlPipeline, scenes: ControlScenes, setting: str,
     regions = slot_regions(pipe, scenes, slots) if use_conditions and bind_objects else None
     images = pipe.generate(scenes.captions, slots if use_conditions else [], generators, num_inference_steps=steps,
                            progress=False, conditional_control=conditional_control, regions=regions, **kwargs)
-    return judge(scenes, images, parts, setting, source)
+    return judge(scenes, images, slots, parts, setting, source)
 
 
 def truth_segmentation(scenes: ControlScenes, b: int) -> np.ndarray:
