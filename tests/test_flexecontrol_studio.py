@@ -311,3 +311,25 @@ def test_bench_reference_reads_the_drawn_rows(tmp_path, monkeypatch):
         assert "objects where drawn 80% (no condition 0%)" in text and "0.98 for a perfect image" in text
     finally:
         tab.bench_reference.cache_clear()
+
+
+def test_bench_reference_prefers_the_miou_against_the_drawing(tmp_path, monkeypatch):
+    """The tab scores a drawn segmentation against the drawing, so the reference is the bench's mIoU against the
+    map given where the file has it, not the one against the scene's truth."""
+    import json
+
+    rows = [{"name": "detector_ceiling", "value": 0.98, "scenes": 48},
+            *({"name": "controllability", "model": m, "setting": "single_segmentation", "source": "drawn",
+               "value": {"placed": 0.9, "right": 0.7, "ssim_canny": 0.6, "miou_segmentation": truth,
+                         "miou_condition": given}}
+              for m, truth, given in (("flexecontrol", 0.76, 0.84), ("no_condition", 0.29, 0.27)))]
+    path = tmp_path / "flexecontrol.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setattr(tab, "BENCH_RESULTS", path)
+    tab.bench_reference.cache_clear()
+    try:
+        reference = tab.bench_reference()["segmentation"]
+        assert (reference["model"], reference["floor"]) == (0.84, 0.27)
+        assert reference["metric"] == "segmentation mIoU against the drawing"
+    finally:
+        tab.bench_reference.cache_clear()
