@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # One torch thread in tests: on 2 cores a busy neighbour made 2 threads 50-150x slower.
 TEST_THREADS ?= 1
 
-.PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-reward tiny-depth tiny-t2v system-deps browser-deps clean
+.PHONY: setup studio test test-all bench tiny-models tiny-flexecontrol tiny-flexecontrol-ablations tiny-reward tiny-depth tiny-t2v system-deps browser-deps clean
 
 # Debian packages (packages.txt, which a Space and the Dockerfile read too): libusb, libGL and libEGL for open3d,
 # ffmpeg for H.264 video export.
@@ -58,12 +58,16 @@ tiny-t2v: setup
 tiny-depth: setup
 	WORLDSTUDIO_THREADS=1 $(PY) -m pipelines.morpho4d.depth --out assets/models/tiny/shapes-depth
 
-# FlexEControl's tiny weights over shapes-sd and the full copy (9000 steps as three resumed runs of 3000, batch 8, 4000
-# scenes with half of the maps drawn by hand, seeds 0 / 1 / 2), then 3000 steps without L_ca / L_mask, which
-# bench/flexecontrol.py compares: two one-thread runs at a time, about 27 min a run, 1 h 55 min on 2 CPU cores
-# (past issue 18's 90 min; checkpoints in runs/flexecontrol/).
+# FlexEControl's tiny weights over shapes-sd and the full copy bench/flexecontrol.py compares them with (9000 steps
+# each as three resumed runs of 3000, batch 8, 4000 scenes with half of the maps drawn by hand, seeds 0 / 1 / 2): two
+# one-thread runs at a time, 3000 steps in 16 min (3.1 steps/s, nothing else running) to 29 min (beside other
+# work) here, so about 50-90 min on 2 CPU cores; checkpoints in runs/flexecontrol/.
 tiny-flexecontrol: setup
-	bash scripts/train_flexecontrol.sh $(PY) assets/models/tiny/flexecontrol
+	bash scripts/train_flexecontrol.sh $(PY) assets/models/tiny/flexecontrol weights
+
+# The two ablations of the bench (without L_ca, without L_mask), trained exactly as above: as long again.
+tiny-flexecontrol-ablations: setup
+	bash scripts/train_flexecontrol.sh $(PY) assets/models/tiny/flexecontrol ablations
 
 # The cycle-consistency reward's segmenter (FlexEControl's --cycle-weight; ~6 min on one thread).
 tiny-reward: setup

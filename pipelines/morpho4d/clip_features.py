@@ -3,8 +3,10 @@
 
 **Per-pixel features (colour-gated window embeddings).** For a frame, a grid of windows (``window`` pixels
 wide, every ``stride`` pixels) is cut out; each window keeps only its pixels of about its centre pixel's
-colour (``colour_gate``, raw RGB: no detector, no labels) and the rest of the frame is filled with the
-frame's median colour (ComCLIP's counterfactual image, thesis ch. 4); CLIP's image encoder embeds it. The
+colour (``colour_gate``, raw RGB: no detector, no labels), the rest filled with the frame's median colour
+(ComCLIP's counterfactual image, thesis ch. 4), and stays in place in a frame-sized image; with ``zoom`` the
+window alone is the image, resized to CLIP's input (LERF's crops: the object fills the view; spaces named
+``w..s..z``). CLIP's image encoder embeds it. The
 grid is brought to every pixel by joint bilateral upsampling: the 4 grid points around a pixel, bilinear
 weights times a weight for how close each grid point's centre colour is to the pixel's. A pixel's feature
 is "what CLIP sees of the thing this pixel belongs to", in CLIP's joint image-text space.
@@ -18,6 +20,13 @@ stride 4 at 0.96, but a query's pixels (p >= 0.85, CLIP's temperature) had preci
 objects, query pixels p >= 0.85) 16-px windows with a gate of 60 had precision 0.998, recall 0.577: a window
 centred on an object's rim saw only part of it, and anti-aliased rim pixels fell outside the gate. Windows of
 24 px (32: the same) with a gate of 100 give 0.997 / 0.798 (gate 80: 0.686, 125: 0.802 at precision 0.994).
+In place, a small object is a few per cent of the image CLIP sees, and its embedding stays close to the plain
+background's: on the red ball of "a red ball moves from left to right quickly" the query's pixel recall was
+0.22 (median p 0.78). Zoomed windows (24 px, gate 100) give precision 0.995, recall 0.960 on the same 10
+objects (16 px: 0.994 / 0.962; the red ball 0.95), so generated scenes use them (``GenConfig``). On ShapesWorld
+videos with two objects of one colour, zoomed windows read the inside of a large object as another shape (8
+objects of 4 videos: precision 0.961, recall 0.639 against 0.839 / 0.724 in place), so in place stays the
+default (docs/notes/morpho4d_issue23.md section 9).
 
 **Queries.** An object name is embedded by CLIP's text encoder (:meth:`ClipFeatureEncoder.encode`). The
 background has no caption in ShapesWorld's language, so "background" is embedded by the image encoder: a
@@ -45,7 +54,8 @@ from ..shapesworld.vocab import vocabulary
 from .editing import DEFAULT_THRESHOLDS
 from .queries import BACKGROUND, FILLER_WORDS, UnknownQueryError, register_encoder
 
-SPACE_PATTERN = re.compile(r"clip-windows:(?P<model>[a-z0-9_.-]+):w(?P<w>\d+)s(?P<s>\d+):bg(?P<bg>[0-9a-f]{6}|text)")
+SPACE_PATTERN = re.compile(
+    r"clip-windows:(?P<model>[a-z0-9_.-]+):w(?P<w>\d+)s(?P<s>\d+)(?P<zoom>z?):bg(?P<bg>[0-9a-f]{6}|text)")
 # Window side and stride (pixels of a 64-pixel frame; scaled with the frame side).
 WINDOW, STRIDE = 24, 4
 # Colour gate (sum of absolute RGB differences, 0-765): a window keeps only the pixels this close to its
@@ -57,17 +67,20 @@ class ClipFeatureEncoder:
     """A CLIP model as the 2D encoder of eq. 11.12 and the query encoder of eq. 11.14 (module docstring)."""
 
     def __init__(self, clip, model_name: str = "shapes-clip", background: Sequence[float] | None = (0.5, 0.5, 0.5),
-                 window: int = WINDOW, stride: int = STRIDE, colour_gate: float | None = COLOUR_GATE) -> None:
+                 window: int = WINDOW, stride: int = STRIDE, colour_gate: float | None = COLOUR_GATE,
+                 zoom: bool = False) -> None:
         """``background``: the scene's plain background colour (RGB in [0, 1]), or None for the word
-        "background" embedded by the text encoder (photos; module docstring, "Queries")."""
+        "background" embedded by the text encoder (photos; module docstring, "Queries"). ``zoom``: embed each
+        window resized to CLIP's input rather than in place in the frame (module docstring)."""
         if not 1 <= stride <= window:
             raise InvalidInputError(f"The stride must be in [1, window], got window {window}, stride {stride}.")
         self.clip = clip  # a pipelines.matching.ClipMatcher (model + processor)
         self.model_name, self.window, self.stride = model_name, int(window), int(stride)
         self.colour_gate = None if colour_gate is None else float(colour_gate)
+        self.zoom = bool(zoom)
         self.background = None if background is None else tuple(float(min(max(c, 0.0), 1.0)) for c in background)
         tag = "text" if self.background is None else "".join(f"{int(round(c * 255)):02x}" for c in self.background)
-        self.space = f"clip-windows:{model_name}:w{self.window}s{self.stride}:bg{tag}"
+        self.space = f"clip-windows:{model_name}:w{self.window}s{self.stride}{'z' if self.zoom else ''}:bg{tag}"
         self._vocabulary = frozenset(vocabulary()) if model_name == "shapes-clip" else None
         self._background_vector: np.ndarray | None = None
         self.dim = int(self.encode_texts(["circle"]).shape[1])
@@ -81,7 +94,8 @@ class ClipFeatureEncoder:
 
     def with_background(self, background: Sequence[float] | None) -> ClipFeatureEncoder:
         """The same model, with another background colour (another feature space)."""
-        return ClipFeatureEncoder(self.clip, self.model_name, background, self.window, self.stride, self.colour_gate)
+        return ClipFeatureEncoder(self.clip, self.model_name, background, self.window, self.stride, self.colour_gate,
+                                  self.zoom)
 
     # ----- queries (QueryEncoder protocol)
     def words(self, text: str) -> tuple[str, ...]:
@@ -138,20 +152,36 @@ class ClipFeatureEncoder:
             for cy in ys:
                 for cx in xs:
                     centre = colour[min(int(cy), H - 1), min(int(cx), W - 1)]
-                    y0, y1 = int(max(0, cy - window / 2)), int(min(H, cy + window / 2))
-                    x0, x1 = int(max(0, cx - window / 2)), int(min(W, cx + window / 2))
-                    keep = np.zeros((H, W), bool)
-                    keep[y0:y1, x0:x1] = True
-                    if self.colour_gate is not None:  # keep the window's pixels of the centre's colour
-                        keep &= np.abs(colour - centre).sum(-1) <= self.colour_gate
-                    crop = np.empty_like(frame)
-                    crop[:] = fill
-                    crop[keep] = frame[keep]
-                    crops.append(crop)
+                    crops.append(self._window_image(frame, colour, fill, centre, cy, cx, window))
                     centres.append(centre)
             embeddings = torch.cat([self.clip.image_embeddings(crops[i : i + batch]) for i in range(0, len(crops), batch)])
             grid = embeddings.reshape(len(ys), len(xs), -1).cpu().numpy()
             out[t] = self._upsample(grid, np.asarray(centres).reshape(len(ys), len(xs), 3), colour, stride)
+        return out
+
+    def _window_image(self, frame: np.ndarray, colour: np.ndarray, fill: np.ndarray, centre: np.ndarray, cy: float,
+                      cx: float, window: int) -> np.ndarray:
+        """The image CLIP embeds for the window centred at (``cy``, ``cx``): its pixels of about the centre's
+        colour on ``fill``; the window alone (``zoom``, padded with ``fill`` past the frame's edge) or in place
+        in a frame-sized image."""
+        H, W = frame.shape[:2]
+        if self.zoom:
+            y0, x0 = int(round(cy - window / 2)), int(round(cx - window / 2))
+            top, bottom, left, right = max(0, y0), min(H, y0 + window), max(0, x0), min(W, x0 + window)
+            out = np.empty((window, window, 3), np.uint8)
+            out[:] = fill
+            target = out[top - y0 : bottom - y0, left - x0 : right - x0]
+        else:
+            top, bottom = int(max(0, cy - window / 2)), int(min(H, cy + window / 2))
+            left, right = int(max(0, cx - window / 2)), int(min(W, cx + window / 2))
+            out = np.empty_like(frame)
+            out[:] = fill
+            target = out[top:bottom, left:right]
+        pixels = frame[top:bottom, left:right]
+        keep = np.ones(pixels.shape[:2], bool)
+        if self.colour_gate is not None:  # keep the window's pixels of the centre's colour
+            keep &= np.abs(colour[top:bottom, left:right] - centre).sum(-1) <= self.colour_gate
+        target[keep] = pixels[keep]
         return out
 
     def _upsample(self, grid: np.ndarray, centres: np.ndarray, colour: np.ndarray, stride: int) -> np.ndarray:
@@ -182,9 +212,10 @@ class ClipFeatureEncoder:
 _CLIPS: dict[tuple, object] = {}
 
 
-def clip_encoder(manager=None, background: Sequence[float] | None = (0.5, 0.5, 0.5)) -> ClipFeatureEncoder:
+def clip_encoder(manager=None, background: Sequence[float] | None = (0.5, 0.5, 0.5),
+                 zoom: bool = False) -> ClipFeatureEncoder:
     """The preset's CLIP (default: the tiny pack's ``shapes-clip``) as a feature encoder for ``background`` (a
-    colour, or None: the word), registered for its feature space."""
+    colour, or None: the word), with windows in place or zoomed, registered for its feature space."""
     from ..matching.loading import clip_from_manager
     from ..models import ModelManager
 
@@ -193,7 +224,7 @@ def clip_encoder(manager=None, background: Sequence[float] | None = (0.5, 0.5, 0
     if key not in _CLIPS:
         _CLIPS[key] = clip_from_manager(manager)
     name = "shapes-clip" if manager.preset == "tiny" else f"{manager.preset}-clip"
-    return register_encoder(ClipFeatureEncoder(_CLIPS[key], name, background))
+    return register_encoder(ClipFeatureEncoder(_CLIPS[key], name, background, zoom=zoom))
 
 
 def encoder_for_space(space: str) -> ClipFeatureEncoder | None:
@@ -206,8 +237,8 @@ def encoder_for_space(space: str) -> ClipFeatureEncoder | None:
     if preset not in PRESETS:
         return None
     background = None if match["bg"] == "text" else tuple(int(match["bg"][i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-    encoder = clip_encoder(ModelManager(preset), background=background)
+    encoder = clip_encoder(ModelManager(preset), background=background, zoom=bool(match["zoom"]))
     if (encoder.window, encoder.stride) != (int(match["w"]), int(match["s"])):
         encoder = register_encoder(ClipFeatureEncoder(encoder.clip, encoder.model_name, background,
-                                                      int(match["w"]), int(match["s"])))
+                                                      int(match["w"]), int(match["s"]), zoom=bool(match["zoom"])))
     return encoder
