@@ -103,7 +103,7 @@ def _near(image, rgb, tolerance=80):
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by `make test`")
-def test_browser_types_a_scene_then_makes_the_ball_blue(tmp_path, artifacts_dir):
+def test_browser_types_a_scene_makes_the_ball_blue_undoes_and_redoes(tmp_path, artifacts_dir):
     with running_studio(tmp_path) as url, browser_page(height=1400) as page:
         page.goto(url, wait_until="load")
         page.get_by_role("tab", name="Morpho4D").click()
@@ -132,6 +132,18 @@ def test_browser_types_a_scene_then_makes_the_ball_blue(tmp_path, artifacts_dir)
         )
         after = _image(page)
         page.screenshot(path=str(artifacts_dir / "morpho4d-language.png"), full_page=True)
+
+        # Undo brings the red ball back; redo makes it blue again.
+        for command, reply, expected in (("undo that last change", "Undid the last command.", before),
+                                         ("redo", "Redid the command.", after)):
+            source = page.locator("#morpho4d-view img").first.get_attribute("src")
+            box.fill(command)
+            page.locator("#morpho4d-send").click()
+            page.locator("#morpho4d-chat").get_by_text(reply).first.wait_for(timeout=60_000)
+            page.wait_for_function(
+                "src => document.querySelector('#morpho4d-view img')?.src !== src", arg=source, timeout=30_000
+            )
+            assert np.abs(_image(page) - expected).mean() < 1.0, command
 
     assert before.shape == after.shape
     red_before = _near(before, (220, 35, 45))
