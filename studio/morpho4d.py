@@ -66,6 +66,12 @@ each frame holds the planned objects (duplicates and fragments are removed, a mi
 along its path); each frame gets depth (objects rounded toward the camera) and a feature per pixel, and the
 scene is fitted as moving 3D Gaussians (eq. 11.8-11.12); edits select Gaussians by feature similarity
 (eq. 11.13-11.14).
+
+**Measured** (22 typed scenes, this 2-core CPU, nothing else running; `bench/results/morpho4d_gen_issue23.jsonl`):
+a scene takes 12.9 s on average (at most 17.7 s), the detected object count is right in 96% of 176 fitted frames,
+and every path goes the commanded way. With features learned from the tiny CLIP alone (no detector; frames from
+ShapesWorld's renderer, whose truth is known), a typed name selects its object's Gaussians at precision 0.96 and
+recall 0.93 (104 queries, `bench/results/morpho4d_truth_generated_clip.jsonl`).
 """
 VIEWER_INTRO = """\
 **Viewer.** Or load an example (a ShapesWorld video turned into moving 3D Gaussians with a feature each), open a
