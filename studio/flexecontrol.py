@@ -133,6 +133,9 @@ def overlay(image: np.ndarray, conditions: list[Condition]) -> np.ndarray:
 
 
 BENCH_RESULTS = REPO_ROOT / "bench" / "results" / "flexecontrol.jsonl"
+# The bench's controllability measures, as the tab names them.
+METRIC_NAMES = {"ssim_canny": "SSIM of edges", "miou_segmentation": "segmentation mIoU",
+                "miou_condition": "segmentation mIoU against the drawing"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -152,14 +155,13 @@ def bench_reference() -> dict[str, dict[str, float]]:
     for kind, setting, metric in (("canny", "single_canny", "ssim_canny"), ("sketch", "single_canny", "ssim_canny"),
                                   ("segmentation", "single_segmentation", "miou_segmentation")):
         flex, none = scores.get(("flexecontrol", setting)), scores.get(("no_condition", setting))
-        if flex and none and metric == "miou_segmentation" and flex.get("miou_condition") is not None:
+        if not (flex and none):
+            continue
+        if metric == "miou_segmentation" and flex.get("miou_condition") is not None:
             metric = "miou_condition"
-        if flex and none:
-            reference[kind] = {"floor": none[metric], "model": flex[metric], "placed": flex["placed"],
-                               "placed_floor": none["placed"], "right": flex["right"], "scenes": scenes,
-                               "metric": {"ssim_canny": "SSIM of edges", "miou_segmentation": "segmentation mIoU",
-                                          "miou_condition": "segmentation mIoU against the drawing"}[metric],
-                               "ceiling": ceiling if kind == "segmentation" else None}
+        reference[kind] = {"floor": none[metric], "model": flex[metric], "placed": flex["placed"],
+                           "placed_floor": none["placed"], "right": flex["right"], "scenes": scenes,
+                           "metric": METRIC_NAMES[metric], "ceiling": ceiling if kind == "segmentation" else None}
     return reference
 
 

@@ -165,18 +165,16 @@ class ClipFeatureEncoder:
         colour on ``fill``; the window alone (``zoom``, padded with ``fill`` past the frame's edge) or in place
         in a frame-sized image."""
         H, W = frame.shape[:2]
-        if self.zoom:
+        if self.zoom:  # the window's own square image; (y0, x0) is its top-left corner in the frame
             y0, x0 = int(round(cy - window / 2)), int(round(cx - window / 2))
             top, bottom, left, right = max(0, y0), min(H, y0 + window), max(0, x0), min(W, x0 + window)
-            out = np.empty((window, window, 3), np.uint8)
-            out[:] = fill
-            target = out[top - y0 : bottom - y0, left - x0 : right - x0]
-        else:
+            out = np.full((window, window, 3), fill, np.uint8)
+        else:  # a frame-sized image: the window sits where it is
+            y0 = x0 = 0
             top, bottom = int(max(0, cy - window / 2)), int(min(H, cy + window / 2))
             left, right = int(max(0, cx - window / 2)), int(min(W, cx + window / 2))
-            out = np.empty_like(frame)
-            out[:] = fill
-            target = out[top:bottom, left:right]
+            out = np.full_like(frame, fill)
+        target = out[top - y0 : bottom - y0, left - x0 : right - x0]
         pixels = frame[top:bottom, left:right]
         keep = np.ones(pixels.shape[:2], bool)
         if self.colour_gate is not None:  # keep the window's pixels of the centre's colour
