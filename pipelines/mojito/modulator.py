@@ -40,6 +40,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..errors import InvalidInputError
+from .frame_text import MAX_FRAME_TOKENS, FrameText
 from .temporal_text import CaptionKeyValue
 
 COMBINE_MODES = ("add", "tokens")
@@ -61,7 +62,7 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS,
                  frame_positions: int = 0, temporal_text_dims: tuple[int, ...] = (), combine: str = "add",
-                 copies: int = 2) -> None:
+                 copies: int = 2, frame_text_layers: int = 0, frame_text_query_dims: tuple[int, ...] = ()) -> None:
         super().__init__()
         if combine not in COMBINE_MODES or copies < 1:
             raise ValueError(f"combine must be one of {COMBINE_MODES} and copies >= 1, got {combine!r}, {copies!r}")
@@ -71,6 +72,10 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.embedding.weight)
         # One W_kc, W_vc per temporal block of the pack's UNet (.temporal_text), if it has them.
         self.temporal_text = nn.ModuleList(CaptionKeyValue(embedding_dim, width) for width in temporal_text_dims)
+        # Per-frame contexts and query positions for the spatial cross-attention (.frame_text), if it has them.
+        self.frame_text = (FrameText(embedding_dim, tuple(frame_text_query_dims), layers=frame_text_layers,
+                                     max_frames=frame_positions or MAX_FRAME_TOKENS)
+                           if frame_text_layers else None)
 
     def word(self, level: int) -> str:
         """The word of an intensity level, e.g. 7 -> "seven"."""

@@ -30,6 +30,7 @@ from ..errors import InvalidInputError
 from ..attention.guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
 from .model import add_frame_positions
 from .modulator import MotionIntensityEncoder, check_intensity
+from .frame_text import add_frame_text
 from .temporal_text import add_temporal_text
 from .pack import MOTION_ENCODER_FOLDER
 from .trajectory import check_trajectories
@@ -71,13 +72,16 @@ class MojitoPipeline(TextToVideoSDPipeline):
 
     def register_motion_encoder(self, motion_encoder: MotionIntensityEncoder | None) -> None:
         """Attach the MIM; a pack whose encoder records ``frame_positions`` also gets them in its UNet,
-        and one whose encoder holds caption key/values (``temporal_text_dims``) gets text-aware temporal attention."""
+        one whose encoder holds caption key/values (``temporal_text_dims``) gets text-aware temporal attention,
+        and one with a frame-text mixer (``frame_text_layers``) gets per-frame contexts (.frame_text)."""
         self.register_modules(motion_encoder=motion_encoder)
         positions = getattr(getattr(motion_encoder, "config", None), "frame_positions", 0)
         if positions:
             add_frame_positions(self.unet, positions)
         if motion_encoder is not None and len(motion_encoder.temporal_text):
             add_temporal_text(self.unet, motion_encoder.temporal_text)
+        if getattr(motion_encoder, "frame_text", None) is not None:
+            add_frame_text(self.unet, motion_encoder.frame_text)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MojitoPipeline":

@@ -60,6 +60,7 @@ from .model import add_frame_positions, inflate_unet
 from .modulator import MotionIntensityEncoder
 from .pack import MOTION_ENCODER_FOLDER, save_pack
 from .pipeline import MAX_FRAMES, MojitoPipeline
+from .frame_text import add_frame_text, frame_text_query_dims
 from .temporal_text import add_temporal_text, temporal_text_dims
 
 
@@ -95,6 +96,8 @@ class VideoTrainConfig:
     frame_positions: int = MAX_FRAMES
     # Text-aware temporal attention (.temporal_text): each temporal block also attends to the caption.
     temporal_text: bool = False
+    # Frame-aware text (.frame_text): mixer layers for per-frame contexts and query positions (0: none).
+    frame_text_layers: int = 0
     # The MIM's "tokens" combination (c_M appended as context tokens, .modulator) instead of "add".
     mim_tokens: bool = False
     # Samples whose caption loses its speed word ("quickly") but keeps its intensity: the MIM alone must
@@ -248,8 +251,9 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
         model.motion_encoder.register_to_config(frame_positions=config.frame_positions)
         add_frame_positions(model.unet, config.frame_positions)
     wants_tokens = config.mim_tokens and model.motion_encoder.config.combine != "tokens"
-    if wants_tokens or (config.temporal_text and not len(model.motion_encoder.temporal_text)):
-        upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens)
+    wants_frame_text = config.frame_text_layers and model.motion_encoder.frame_text is None
+    if wants_tokens or wants_frame_text or (config.temporal_text and not len(model.motion_encoder.temporal_text)):
+        upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens, config.frame_text_layers)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
@@ -326,38 +330,49 @@ def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.T
                                 masks.to(device).flatten(0, 1).float() / 255.0, per_frame_valid)
 
 
-def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_tokens: bool = False) -> VideoDenoiser:
+def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_tokens: bool = False,
+                 frame_text_layers: int = 0) -> VideoDenoiser:
     """``base``'s UNet inflated to 3D (with ``frame_positions`` if > 0), its text encoder and a fresh MIM
-    (with text-aware temporal attention if ``temporal_text``, combined as tokens if ``mim_tokens``)."""
+    (with text-aware temporal attention if ``temporal_text``, combined as tokens if ``mim_tokens``, with
+    frame-aware text of ``frame_text_layers`` mixer layers if > 0)."""
     unet = inflate_unet(base.unet)
     if frame_positions:
         add_frame_positions(unet, frame_positions)
     motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size,
                                             frame_positions=frame_positions)
     model = VideoDenoiser(unet, base.text_encoder, motion_encoder)
-    if temporal_text or mim_tokens:
-        upgrade_motion_conditioning(model, temporal_text, mim_tokens)
+    if temporal_text or mim_tokens or frame_text_layers:
+        upgrade_motion_conditioning(model, temporal_text, mim_tokens, frame_text_layers)
     return model
 
 
-def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_tokens: bool) -> None:
-    """Give ``model`` text-aware temporal attention (zero values: the model is unchanged) and/or the MIM's
-    ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added), by replacing
-    its motion encoder with one whose config says so."""
+def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_tokens: bool,
+                                frame_text_layers: int = 0) -> None:
+    """Give ``model`` text-aware temporal attention (zero values: the model is unchanged), the MIM's
+    ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added) and/or
+    frame-aware text (zero outputs: the model is unchanged), by replacing its motion encoder with one whose
+    config says so; what it already had is kept."""
     old = model.motion_encoder.config
     combine = "tokens" if mim_tokens else old.combine
     dims = temporal_text_dims(model.unet) if temporal_text else tuple(old.temporal_text_dims)
+    layers = old.get("frame_text_layers", 0) or frame_text_layers
+    query_dims = frame_text_query_dims(model.unet) if layers else ()
     encoder = MotionIntensityEncoder(embedding_dim=old.embedding_dim, words=tuple(old.words),
                                      frame_positions=old.frame_positions, temporal_text_dims=dims,
-                                     combine=combine, copies=old.copies)
+                                     combine=combine, copies=old.copies, frame_text_layers=layers,
+                                     frame_text_query_dims=query_dims)
     device = model.motion_encoder.embedding.weight.device
     if combine == old.combine:
         encoder.embedding.load_state_dict(model.motion_encoder.embedding.state_dict())
     if len(model.motion_encoder.temporal_text) == len(dims):
         encoder.temporal_text.load_state_dict(model.motion_encoder.temporal_text.state_dict())
+    if model.motion_encoder.frame_text is not None:
+        encoder.frame_text.load_state_dict(model.motion_encoder.frame_text.state_dict())
     model.motion_encoder = encoder.to(device)
     if dims:
         add_temporal_text(model.unet, encoder.temporal_text)
+    if layers:
+        add_frame_text(model.unet, encoder.frame_text)
 
 
 def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
@@ -418,6 +433,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="give the temporal blocks attention to the caption (pipelines.mojito.temporal_text)")
     parser.add_argument("--mim-tokens", action="store_true",
                         help="combine the MIM's c_M with the caption as extra tokens (pipelines.mojito.modulator)")
+    parser.add_argument("--frame-text", type=int, default=None, metavar="LAYERS",
+                        help="per-frame caption contexts from a LAYERS-layer mixer, and query positions, for the "
+                             "spatial cross-attention (pipelines.mojito.frame_text; 0: none)")
     parser.add_argument("--speed-word-dropout", type=float, default=None,
                         help="share of captions trained without their speed word (the MIM must carry speed)")
     parser.add_argument("--attention-supervision", type=float, default=None,
@@ -460,6 +478,8 @@ def main(argv: list[str] | None = None) -> dict:
     config.temporal_text = args.temporal_text
     config.mim_tokens = args.mim_tokens
     config.bf16 = args.bf16
+    if args.frame_text is not None:
+        config.frame_text_layers = args.frame_text
     for name in ("speed_word_dropout", "attention_supervision", "supervision_min_timestep", "supervision_max_timestep",
                  "text_grounding"):
         if getattr(args, name) is not None:
@@ -468,7 +488,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     base = load_base(args.base)
     if args.from_checkpoint is not None:
-        model = new_denoiser(base, config.frame_positions, config.temporal_text, config.mim_tokens)
+        model = new_denoiser(base, config.frame_positions, config.temporal_text, config.mim_tokens,
+                             config.frame_text_layers)
         model.load_state_dict(load_file(str(args.from_checkpoint)))
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
         steps = int(re.search(r"(\d+)", args.from_checkpoint.stem).group(1))
@@ -501,7 +522,8 @@ def main(argv: list[str] | None = None) -> dict:
             "resumed_from": str(args.resume) if args.resume is not None else None,
             "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
-            "mim_tokens": config.mim_tokens, "speed_word_dropout": config.speed_word_dropout,
+            "mim_tokens": config.mim_tokens, "frame_text_layers": config.frame_text_layers,
+            "speed_word_dropout": config.speed_word_dropout,
             "bf16": config.bf16 and fast_bf16(accelerator.device),
             "attention_supervision": config.attention_supervision,
             "supervision_min_timestep": config.supervision_min_timestep,
