@@ -28,6 +28,11 @@ backbones are pretrained text-to-video models that already ground motion
 words); Directional Motion Control, which reads and steers these same
 cross-attention maps (eq. 10.5-10.7), and the MIM are unchanged by it.
 
+Measured (2026-12-04, run W: 900 steps on top of a 600-step model, 54 min at two threads; ``docs/notes/mojito.md``):
+the object words' attention centroid still moved by -0.0004 of the frame width along the caption's direction, and
+the bench's unguided direction was 0.353 (17 straight cases), so no pack ships with it; it is a training option
+(``python -m pipelines.mojito.train --frame-text 1``) for a longer or differently supervised run.
+
 The weights belong to the pack's :class:`~.modulator.MotionIntensityEncoder`
 (config ``frame_text_layers`` and ``frame_text_query_dims``);
 :func:`add_frame_text` installs a forward pre-hook on the UNet that builds the
