@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import cv2
 import numpy as np
@@ -69,6 +70,35 @@ def tiny_components(seed: int = 0) -> dict:
     torch.nn.init.normal_(motion_encoder.embedding.weight, std=0.5)
     return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                 motion_encoder=motion_encoder)
+
+
+def denoise(unet, video, caption):
+    """One UNet call at timestep 10 without gradients."""
+    with torch.no_grad():
+        return unet(video, 10, encoder_hidden_states=caption).sample
+
+
+def assert_concurrent_calls_match_alone(unet, threads: int = 4) -> None:
+    """``threads`` threads denoising the same video with different captions at once each get what they get alone
+    (per-call state such as a hook's caption must not leak between concurrent studio calls)."""
+    video = torch.randn(1, 4, 3, 16, 16)
+    captions = [torch.randn(1, 5, 32) for _ in range(threads)]
+    alone = [denoise(unet, video, c) for c in captions]
+    results = [None] * threads
+    start = threading.Barrier(threads)
+
+    def work(i):
+        start.wait()
+        for _ in range(3):
+            results[i] = denoise(unet, video, captions[i])
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for got, expected in zip(results, alone):
+        torch.testing.assert_close(got, expected)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """Frame-aware text (pipelines/mojito/frame_text.py) on tiny random components."""
 
 import math
-import threading
 
 import pytest
 import torch
-from test_mojito import tiny_components
+from test_mojito import assert_concurrent_calls_match_alone, denoise, tiny_components
 
 from pipelines.attention.layers import attention_module, cross_attention_layers
 from pipelines.mojito import MojitoPipeline
@@ -29,11 +28,6 @@ def wake(frame_text: FrameText, std: float = 0.5) -> None:
     torch.nn.init.normal_(frame_text.out.weight, std=std)
     for projection in frame_text.query_positions:
         torch.nn.init.normal_(projection.weight, std=std)
-
-
-def denoise(unet, video, caption):
-    with torch.no_grad():
-        return unet(video, 10, encoder_hidden_states=caption).sample
 
 
 def test_grid_features_by_hand():
@@ -152,21 +146,4 @@ def test_pack_with_frame_text_loads_back_with_it(tmp_path):
 def test_concurrent_calls_each_use_their_own_contexts():
     model = equipped(5)
     wake(model.motion_encoder.frame_text)
-    video = torch.randn(1, 4, 3, 16, 16)
-    captions = [torch.randn(1, 5, 32) for _ in range(4)]
-    alone = [denoise(model.unet, video, c) for c in captions]
-    results = [None] * 4
-    start = threading.Barrier(4)
-
-    def work(i):
-        start.wait()
-        for _ in range(3):
-            results[i] = denoise(model.unet, video, captions[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for got, expected in zip(results, alone):
-        torch.testing.assert_close(got, expected)
+    assert_concurrent_calls_match_alone(model.unet)

@@ -1,11 +1,9 @@
 """Text-aware temporal attention (pipelines/mojito/temporal_text.py) on tiny random components."""
 
-import threading
-
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from test_mojito import tiny_components
+from test_mojito import assert_concurrent_calls_match_alone, denoise, tiny_components
 
 from pipelines.mojito import MojitoPipeline
 from pipelines.mojito.model import add_frame_positions, temporal_blocks
@@ -27,11 +25,6 @@ def equipped(seed: int = 0) -> VideoDenoiser:
     add_frame_positions(model.unet, 8)
     upgrade_motion_conditioning(model, temporal_text=True, mim_tokens=False)
     return model
-
-
-def denoise(unet, video, caption):
-    with torch.no_grad():
-        return unet(video, 10, encoder_hidden_states=caption).sample
 
 
 def test_processor_adds_attention_of_the_same_queries_to_the_caption():
@@ -108,21 +101,4 @@ def test_concurrent_calls_each_use_their_own_caption():
     model = equipped(3)
     for key_value in model.motion_encoder.temporal_text:
         torch.nn.init.normal_(key_value.to_v.weight, std=0.5)
-    video = torch.randn(1, 4, 3, 16, 16)
-    captions = [torch.randn(1, 5, 32) for _ in range(4)]
-    alone = [denoise(model.unet, video, c) for c in captions]
-    results = [None] * 4
-    start = threading.Barrier(4)
-
-    def work(i):
-        start.wait()
-        for _ in range(3):
-            results[i] = denoise(model.unet, video, captions[i])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for got, expected in zip(results, alone):
-        torch.testing.assert_close(got, expected)
+    assert_concurrent_calls_match_alone(model.unet)

@@ -27,7 +27,9 @@ The encoder's config also carries ``frame_positions``: how many frames the
 pack's temporal layers have sinusoidal positions for (0 for none; see
 :func:`.model.add_frame_positions`), and ``temporal_text_dims``: the widths of
 the caption key/value projections its temporal blocks attend to the caption
-through (empty for none; see :mod:`.temporal_text`), whose weights it holds.
+through (empty for none; see :mod:`.temporal_text`), whose weights it holds; and
+``frame_text_layers`` / ``frame_text_query_dims``: the per-frame context mixer and query positions of
+frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here.
 All of it is the pack's motion conditioning, and this is the component a
 Mojito pack adds to a stock text-to-video folder.
 """
