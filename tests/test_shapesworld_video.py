@@ -53,6 +53,33 @@ def test_bounces_follow_an_arc_and_moves_a_line():
     assert arc_y[len(arc_y) // 2] < arc_y[0] - 2  # a horizontal bounce arcs upward
 
 
+def test_leaving_side_start_puts_the_path_on_the_side_it_leaves_from():
+    size = 64
+    for direction, (dx, dy) in DIRECTIONS.items():
+        starts, ends = [], []
+        for seed in range(12):
+            video = sample_video(seed, size=size, direction=direction, start="leaving_side")
+            centres = (video.objects[0].boxes[:, :2] + video.objects[0].boxes[:, 2:]) / 2
+            starts.append(centres[0])
+            ends.append(centres[-1])
+            # The path still fits the frame and goes the caption's way.
+            assert np.all(video.objects[0].boxes >= 0) and np.all(video.objects[0].boxes <= size)
+            assert np.dot(centres[-1] - centres[0], (dx, dy)) > 0
+        starts = np.array(starts) / size
+        for axis, component in enumerate((dx, dy)):
+            if component > 0:  # leaves from the low side: starts within the first fifth of the room, plus a half side
+                assert starts[:, axis].max() < 0.3
+            elif component < 0:
+                assert starts[:, axis].min() > 0.7
+            else:  # the other axis keeps its spread
+                assert np.ptp(starts[:, axis]) > 0.3
+    # The default placement is unchanged by the option's existence, and differs from it.
+    assert sample_video(4).frames.tobytes() == sample_video(4, start="anywhere").frames.tobytes()
+    assert sample_video(4).frames.tobytes() != sample_video(4, start="leaving_side").frames.tobytes()
+    with pytest.raises(InvalidInputError, match="starts"):
+        sample_video(0, start="middle")
+
+
 def test_intensity_labels_rise_with_speed_and_span_the_range():
     measured = {level: [sample_video(seed, intensity=level).intensity for seed in range(4)] for level in range(1, 11)}
     means = [np.mean(measured[level]) for level in range(1, 11)]

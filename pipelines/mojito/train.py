@@ -39,6 +39,7 @@ from ..attention.supervision import cross_attention_loss, phrase_token_sets
 from ..errors import InvalidInputError, WorldStudioError
 from ..models.presets import TINY_PACK_DIR
 from ..shapesworld import sample_video
+from ..shapesworld.video import VIDEO_STARTS
 from ..shapesworld.vocab import SPEEDS
 from ..tinypack.data import MAX_OBJECTS
 from ..tinypack.train import grounding_loss, object_centres, place_directions
@@ -113,6 +114,9 @@ class VideoTrainConfig:
     text_grounding: float = 0.0
     # bfloat16 autocast in the forward pass (float32 weights and optimiser; pipelines.training.autocast).
     bf16: bool = False
+    # Where the training videos' paths start (shapesworld.sample_video's ``start``): "anywhere", or
+    # "leaving_side", so that a direction word also says where the object is in each frame.
+    video_start: str = "anywhere"
     seed: int = 0
 
     @classmethod
@@ -141,8 +145,10 @@ def without_speed_word(caption: str) -> str:
     return " ".join(word for word in caption.split(" ") if word not in SPEEDS)
 
 
-def build_video_arrays(num_videos: int, size: int, n_frames: int, mask_side: int | None = None) -> VideoArrays:
-    """Render ShapesWorld videos ``0..num_videos-1`` (one or two objects, every direction, verb and speed)."""
+def build_video_arrays(num_videos: int, size: int, n_frames: int, mask_side: int | None = None,
+                       start: str = "anywhere") -> VideoArrays:
+    """Render ShapesWorld videos ``0..num_videos-1`` (one or two objects, every direction, verb and speed; paths
+    placed as ``start`` says, :func:`~pipelines.shapesworld.sample_video`)."""
     frames = np.empty((num_videos, n_frames, size, size, 3), dtype=np.uint8)
     captions, intensities = [], np.empty(num_videos, dtype=np.int64)
     side = mask_side or 1
@@ -150,7 +156,7 @@ def build_video_arrays(num_videos: int, size: int, n_frames: int, mask_side: int
     words: list[list[str]] = []
     cell = size // side
     for seed in tqdm(range(num_videos), desc="ShapesWorld videos"):
-        video = sample_video(seed, size=size, n_frames=n_frames)
+        video = sample_video(seed, size=size, n_frames=n_frames, start=start)
         frames[seed], intensities[seed] = video.frames, video.intensity
         captions.append(video.caption)
         objects = video.objects[:MAX_OBJECTS]
@@ -445,6 +451,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--text-grounding", type=float, default=None,
                         help="weight of motion grounding (object words' features say where the object is and which "
                              "way it moves; 0: off)")
+    parser.add_argument("--video-start", choices=VIDEO_STARTS, default=None,
+                        help="where the training videos' paths start (default anywhere; leaving_side: near the side "
+                             "the direction word leaves from)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (float32 weights)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
@@ -481,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.frame_text is not None:
         config.frame_text_layers = args.frame_text
     for name in ("speed_word_dropout", "attention_supervision", "supervision_min_timestep", "supervision_max_timestep",
-                 "text_grounding"):
+                 "text_grounding", "video_start"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     seed_everything(config.seed)
@@ -510,7 +519,8 @@ def main(argv: list[str] | None = None) -> dict:
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     size = base.unet.config.sample_size * 4
     videos = build_video_arrays(config.num_videos, size, config.n_frames,
-                                mask_side=size // 4 if config.attention_supervision > 0 or config.text_grounding > 0 else None)
+                                mask_side=size // 4 if config.attention_supervision > 0 or config.text_grounding > 0 else None,
+                                start=config.video_start)
     model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints, start)
     report = {}
     if accelerator.is_main_process:
@@ -528,6 +538,7 @@ def main(argv: list[str] | None = None) -> dict:
             "attention_supervision": config.attention_supervision,
             "supervision_min_timestep": config.supervision_min_timestep,
             "supervision_max_timestep": config.supervision_max_timestep, "text_grounding": config.text_grounding,
+            "video_start": config.video_start,
         })
     return report
 

@@ -57,6 +57,12 @@ ARC_HEIGHT = 0.25
 # Speed jitter within a level's bin, as a fraction of one step (keeps the measured level on target).
 SPEED_JITTER = 0.25
 MAX_PATH_TRIES = 200
+# ``start="leaving_side"``: along each axis the path moves on, the start is drawn from this fraction of its room
+# nearest the side the caption leaves from ("from left to right" starts near the left edge).
+LEAVING_SIDE_SHARE = 0.2
+# An axis the path moves less than this many pixels along counts as still (uniform start there).
+STILL_AXIS_PX = 0.5
+VIDEO_STARTS = ("anywhere", "leaving_side")
 # Second entry of the video sampler's seed sequence, so videos and scenes of one seed differ.
 VIDEO_STREAM = 2
 
@@ -270,7 +276,21 @@ def _choose_speed(
     return word, level, speed_for_intensity(level, size) + jitter
 
 
-def _layout(rng: np.random.Generator, n: int, offsets: np.ndarray, size: int) -> tuple[list[Box], Box | None]:
+def _start_range(low: np.ndarray, high: np.ndarray, offsets: np.ndarray, start: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where the path's first centre may lie, per axis: all of ``[low, high]``, or with ``start="leaving_side"``
+    the :data:`LEAVING_SIDE_SHARE` of it on the side the path leaves from, on each axis it moves along."""
+    if start == "anywhere":
+        return low, high
+    net = offsets[-1] - offsets[0]
+    share = LEAVING_SIDE_SHARE * (high - low)
+    lead_low = np.where(net < -STILL_AXIS_PX, high - share, low)
+    lead_high = np.where(net > STILL_AXIS_PX, low + share, high)
+    return lead_low, lead_high
+
+
+def _layout(
+    rng: np.random.Generator, n: int, offsets: np.ndarray, size: int, start: str = "anywhere"
+) -> tuple[list[Box], Box | None]:
     """Boxes of the moving object per frame (inside the frame) and of the still one (clear of them)."""
     gap = object_gap(size)
     for _ in range(MAX_PATH_TRIES):
@@ -279,7 +299,7 @@ def _layout(rng: np.random.Generator, n: int, offsets: np.ndarray, size: int) ->
         high = size - sides[0] / 2 - offsets.max(axis=0)
         if np.any(low > high):
             continue
-        centres = rng.uniform(low, high) + offsets
+        centres = rng.uniform(*_start_range(low, high, offsets, start)) + offsets
         moving = [shape_box((float(x), float(y)), float(sides[0])) for x, y in centres]
         if n == 1:
             return moving, None
@@ -324,6 +344,7 @@ def sample_video(
     speed: str | None = None,
     intensity: int | None = None,
     verb: str | None = None,
+    start: str = "anywhere",
 ) -> VideoScene:
     """A random video, the same for the same arguments.
 
@@ -333,13 +354,19 @@ def sample_video(
     along an arc, "moves" and "slides" along a straight line. With two objects
     (``n_objects`` 1-2, random if None) the second stays still, clear of the
     moving one's path. ``intensity`` on the result is measured from the frames
-    by :func:`motion_intensity`. Raises :class:`InvalidInputError` for a
-    requested speed or intensity that cannot fit in the frame over ``n_frames``.
+    by :func:`motion_intensity`. ``start`` places the path: ``"anywhere"`` it
+    fits, or ``"leaving_side"``: near the side the caption's direction leaves
+    from (:data:`LEAVING_SIDE_SHARE` of the room), so the caption also says where
+    the object is in each frame. Raises :class:`InvalidInputError` for a
+    requested speed or intensity that cannot fit in the frame over ``n_frames``,
+    or an unknown ``start``.
     """
     # 1. Check inputs.
     size = check_size(size)
     seed = check_seed(seed)
     n_frames = check_frames(n_frames)
+    if start not in VIDEO_STARTS:
+        raise InvalidInputError(f"A video starts {' or '.join(map(repr, VIDEO_STARTS))}, got {start!r}.")
     if n_objects is not None and n_objects not in (1, 2):
         raise InvalidInputError(f"A video has 1 or 2 objects, got {n_objects!r}.")
     rng = np.random.default_rng([seed, VIDEO_STREAM])
@@ -358,7 +385,7 @@ def sample_video(
     # 3. Path, layout, render.
     bulge = _bulge(direction, rng) if verb in ARC_VERBS else None
     offsets = _path_offsets(direction, pixel_speed * (n_frames - 1), n_frames, bulge)
-    moving, still = _layout(rng, n, offsets, size)
+    moving, still = _layout(rng, n, offsets, size, start)
     background = sample_background(rng, [spec.colour for spec in specs])
     frames, objects = _render(specs, background, moving, still, size)
 
