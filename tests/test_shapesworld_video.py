@@ -56,12 +56,11 @@ def test_bounces_follow_an_arc_and_moves_a_line():
 def test_leaving_side_start_puts_the_path_on_the_side_it_leaves_from():
     size = 64
     for direction, (dx, dy) in DIRECTIONS.items():
-        starts, ends = [], []
+        starts = []
         for seed in range(12):
             video = sample_video(seed, size=size, direction=direction, start="leaving_side")
             centres = (video.objects[0].boxes[:, :2] + video.objects[0].boxes[:, 2:]) / 2
             starts.append(centres[0])
-            ends.append(centres[-1])
             # The path still fits the frame and goes the caption's way.
             assert np.all(video.objects[0].boxes >= 0) and np.all(video.objects[0].boxes <= size)
             assert np.dot(centres[-1] - centres[0], (dx, dy)) > 0

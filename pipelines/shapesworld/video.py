@@ -289,7 +289,7 @@ def _start_range(low: np.ndarray, high: np.ndarray, offsets: np.ndarray, start: 
 
 
 def _layout(
-    rng: np.random.Generator, n: int, offsets: np.ndarray, size: int, start: str = "anywhere"
+    rng: np.random.Generator, n: int, offsets: np.ndarray, size: int, start: str
 ) -> tuple[list[Box], Box | None]:
     """Boxes of the moving object per frame (inside the frame) and of the still one (clear of them)."""
     gap = object_gap(size)
