@@ -40,7 +40,8 @@ from pipelines.attention.guidance import (
     sigma_squared,
     temporal_smoothness,
 )
-from pipelines.mojito.model import FramePositions, add_frame_positions, inflate_unet, temporal_blocks
+from pipelines.mojito.model import (FramePositions, add_frame_positions, inflate_unet, set_spatial_heads,
+                                   spatial_head_counts, temporal_blocks)
 from pipelines.mojito.pack import save_pack
 from pipelines.shapesworld import sample_video
 
@@ -279,9 +280,9 @@ def test_inflated_unet_equals_the_image_unet_per_frame():
     assert sum(p.numel() for p in unet3d.parameters()) > sum(p.numel() for p in unet2d.parameters())
 
 
-def test_inflated_unet_takes_per_level_head_counts_as_heads_of_gcd_channels():
-    """Pack v2's 2D UNet has a head count per level (1, 2, 2); the UNet3D gets heads of gcd(C) channels, keeps
-    every spatial weight, and starts as the image UNet per frame up to the head regrouping."""
+def test_inflated_unet_keeps_per_level_head_counts_and_equals_the_image_unet_per_frame(tmp_path):
+    """Pack v2's 2D UNet has a head count per level (1, 2, 2): the UNet3D takes over that split, so frame by
+    frame it is the image UNet; the motion encoder records the counts and a loaded pipeline applies them."""
     torch.manual_seed(0)
     unet2d = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32, 48), layers_per_block=1,
@@ -289,15 +290,31 @@ def test_inflated_unet_takes_per_level_head_counts_as_heads_of_gcd_channels():
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=16, attention_head_dim=(1, 2, 2), norm_num_groups=8,
     ).eval()
+    assert spatial_head_counts(unet2d) == (1, 2, 2)
     unet3d = inflate_unet(unet2d).eval()
-    assert unet3d.config.attention_head_dim == 16
     heads = {name: module.heads for name, module in unet3d.named_modules()
              if name.endswith("attentions.0.transformer_blocks.0.attn2") and "temp_" not in name}
-    assert heads["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == 1  # 16 channels / 16
-    assert heads["down_blocks.1.attentions.0.transformer_blocks.0.attn2"] == 2  # 32 / 16
-    spatial = {k: v for k, v in unet3d.state_dict().items() if k in unet2d.state_dict()}
-    for key, value in unet2d.state_dict().items():
-        torch.testing.assert_close(spatial[key].reshape(value.shape), value)
+    assert heads["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == 1  # 16 channels in one head
+    assert heads["down_blocks.1.attentions.0.transformer_blocks.0.attn2"] == 2
+    assert heads["mid_block.attentions.0.transformer_blocks.0.attn2"] == 2
+    assert heads["up_blocks.2.attentions.0.transformer_blocks.0.attn2"] == 1
+    video, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 5, 16)
+    with torch.no_grad():
+        out3d = unet3d(video, 10, encoder_hidden_states=text).sample
+        for f in range(3):
+            torch.testing.assert_close(out3d[:, :, f], unet2d(video[:, :, f], 10, encoder_hidden_states=text).sample,
+                                       atol=1e-4, rtol=1e-4)
+    # Saved and loaded as a pack: the UNet3D's config alone has heads of 16 channels; the encoder brings (1, 2, 2).
+    unet3d.save_pretrained(tmp_path / "unet")
+    loaded = UNet3DConditionModel.from_pretrained(tmp_path / "unet").eval()
+    assert loaded.down_blocks[0].attentions[0].transformer_blocks[0].attn2.heads == 1  # 16 / 16 either way
+    assert loaded.down_blocks[2 - 1].attentions[0].transformer_blocks[0].attn2.heads == 2  # 32 / 16 either way
+    assert loaded.mid_block.attentions[0].transformer_blocks[0].attn2.heads == 3  # 48 / 16: not the image's 2
+    assert set_spatial_heads(loaded, (1, 2, 2)) == 2 * (1 + 1 + 1 + 2 + 2)  # self + cross, down 2, mid 1, up 2 x 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video, 10, encoder_hidden_states=text).sample, out3d)
+    with pytest.raises(ValueError, match="levels"):
+        set_spatial_heads(loaded, (1, 2))
 
 
 def test_motion_encoder_adds_one_embedding_to_every_token():

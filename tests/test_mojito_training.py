@@ -13,6 +13,7 @@ from pipelines.mojito.model import temporal_blocks
 from pipelines.mojito.pipeline import MAX_FRAMES
 from pipelines.mojito.train import (
     build_video_arrays,
+    draw_timesteps,
     losses_from_log,
     main,
     motion_targets,
@@ -20,6 +21,7 @@ from pipelines.mojito.train import (
     steps_before,
     without_speed_word,
 )
+from pipelines.errors import InvalidInputError
 from pipelines.shapesworld import sample_video
 from pipelines.tinypack.train import GROUNDING_SCALE, place_directions
 
@@ -171,3 +173,27 @@ def test_motion_grounding_adds_its_term_and_is_reported(tmp_path):
     assert grounded["text_grounding"] == 100.0 and plain["text_grounding"] == 0.0
     first = next(iter(plain["stages"]))
     assert grounded["stages"][first]["final_loss"] > plain["stages"][first]["final_loss"] + 1.0
+
+
+def test_high_noise_share_moves_that_share_of_timesteps_above_its_first_timestep():
+    uniform = draw_timesteps(4000, 1000, 0.0, 600, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(uniform, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0)))
+    assert abs(float((uniform >= 600).float().mean()) - 0.4) < 0.03
+    half = draw_timesteps(4000, 1000, 0.5, 600, torch.Generator().manual_seed(0))
+    assert abs(float((half >= 600).float().mean()) - (0.5 + 0.5 * 0.4)) < 0.03  # 0.7 expected
+    assert int(half.min()) >= 0 and int(half.max()) <= 999
+    assert int(draw_timesteps(500, 1000, 1.0, 800, torch.Generator().manual_seed(1)).min()) >= 800
+    for share, first in ((1.5, 600), (0.3, 1000), (0.3, -1)):
+        with pytest.raises(InvalidInputError):
+            draw_timesteps(8, 1000, share, first, torch.Generator())
+
+
+def test_fresh_pack_keeps_the_image_models_head_split_and_reports_the_high_noise_share(tmp_path):
+    report = main(["--smoke", "--out", str(tmp_path / "pack"), "--checkpoints", str(tmp_path / "checkpoints"),
+                   "--high-noise-share", "0.5", "--high-noise-from", "700"])
+    assert (report["high_noise_share"], report["high_noise_from"]) == (0.5, 700)
+    base_heads = tuple(json.loads((TINY_PACK_DIR / "shapes-sd" / "unet" / "config.json").read_text())["attention_head_dim"])
+    pipe = MojitoPipeline.from_pretrained(tmp_path / "pack", local_files_only=True)
+    assert tuple(pipe.motion_encoder.config.spatial_heads) == base_heads
+    assert pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads == base_heads[-1]
+    assert pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.heads == base_heads[0]

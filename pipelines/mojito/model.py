@@ -16,6 +16,7 @@ import math
 import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 
 from ..tinypack.config import ComponentSizes
@@ -99,6 +100,39 @@ def zero_temporal_attention(unet: UNet3DConditionModel) -> None:
             torch.nn.init.zeros_(module.proj_out.bias)
 
 
+def spatial_head_counts(unet2d: UNet2DConditionModel) -> tuple[int, ...]:
+    """The per-level head counts of an image UNet whose ``attention_head_dim`` is a tuple (pack v2: (1, 2, 2)),
+    as diffusers' 2D blocks read it; () for one integer, which the UNet3D cannot take over (see :func:`inflate_unet`)."""
+    heads = unet2d.config.attention_head_dim
+    return () if isinstance(heads, int) else tuple(int(h) for h in heads)
+
+
+def set_spatial_heads(unet: UNet3DConditionModel, heads_per_level: tuple[int, ...]) -> int:
+    """Split every spatial attention of level i into ``heads_per_level[i]`` heads, as diffusers' 2D UNet does
+    (down block i: ``heads_per_level[i]``, the mid block: the last, up block i: the reversed list's i-th).
+
+    Only the split changes (``heads`` and the 1/sqrt(width) ``scale``); the projections are the same matrices.
+    Temporal attentions keep theirs. A pack records the counts in its motion encoder's config
+    (``spatial_heads``) and :class:`~.pipeline.MojitoPipeline` applies them on load. Returns how many
+    attentions were set.
+    """
+    if len(heads_per_level) != len(unet.down_blocks):
+        raise ValueError(f"{len(heads_per_level)} head counts for {len(unet.down_blocks)} levels")
+    blocks = [(block, heads_per_level[i]) for i, block in enumerate(unet.down_blocks)]
+    blocks += [(unet.mid_block, heads_per_level[-1])]
+    blocks += [(block, heads) for block, heads in zip(unet.up_blocks, reversed(heads_per_level))]
+    count = 0
+    for block, heads in blocks:
+        for transformer in getattr(block, "attentions", ()):
+            for module in transformer.modules():
+                if isinstance(module, Attention):
+                    if module.inner_dim % heads:
+                        raise ValueError(f"{module.inner_dim} channels do not split into {heads} heads")
+                    module.heads, module.scale = heads, (module.inner_dim // heads) ** -0.5
+                    count += 1
+    return count
+
+
 def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = None) -> UNet3DConditionModel:
     """A UNet3D carrying every weight of ``unet2d``; its temporal layers start as the identity.
 
@@ -108,16 +142,15 @@ def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = No
     which the 3D model holds as linear layers (same matrix, trailing 1x1 dropped).
     Raises ``ValueError`` if any 2D weight has no 3D twin.
 
-    One thing does not carry over exactly: with an integer ``attention_head_dim``
-    a, diffusers' 2D blocks split a C-channel attention into a heads of C/a
-    channels, its 3D blocks into C/a heads of a channels. The two coincide when
-    C = a^2 (then the video model is the image model frame by frame, as the
-    tests check); for tiny pack v1 (C = 48, 96, 128, a = 16) the copied
-    projections are regrouped into other heads, and training re-adapts them.
-    A per-level head count (pack v2: 1, 2, 2 heads) has no 3D form, because the
-    UNet3D's ``transformer_in`` takes the same argument as one integer; the
-    video model then gets heads of gcd(C) channels (16 for the tiny pack),
-    regrouped in the same way.
+    Head split: diffusers' 2D blocks read ``attention_head_dim`` as a head
+    count (a per level), its 3D blocks as a head width (C/a heads of a
+    channels). A per-level count (pack v2: 1, 2, 2 heads) is built with heads
+    of gcd(C) channels (the UNet3D's ``transformer_in`` takes one integer) and
+    then given the image UNet's heads with :func:`set_spatial_heads`, so the
+    video model is the image model frame by frame (the tests check both this
+    and the C = a^2 case). With one integer a (tiny pack v1: C = 48, 96, 128,
+    a = 16) the copied projections stay regrouped into C/a heads, and training
+    re-adapts them.
     """
     config = unet2d.config
     sizes = sizes or ComponentSizes(
@@ -128,6 +161,8 @@ def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = No
     if not isinstance(head_dim, int):
         head_dim = math.gcd(*config.block_out_channels)
     unet3d = build_unet3d(sizes, head_dim, config.norm_num_groups)
+    if spatial_head_counts(unet2d):
+        set_spatial_heads(unet3d, spatial_head_counts(unet2d))
     zero_temporal_attention(unet3d)
     target = unet3d.state_dict()
     mapped = {}

@@ -29,8 +29,9 @@ pack's temporal layers have sinusoidal positions for (0 for none; see
 the caption key/value projections its temporal blocks attend to the caption
 through (empty for none; see :mod:`.temporal_text`), whose weights it holds; and
 ``frame_text_layers`` / ``frame_text_query_dims``: the per-frame context mixer and query positions of
-frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here.
-All of it is the pack's motion conditioning, and this is the component a
+frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here; and
+``spatial_heads``: the image UNet's head count per level, which its UNet3D's spatial attentions take
+over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`). All of it is the pack's motion conditioning, and this is the component a
 Mojito pack adds to a stock text-to-video folder.
 """
 
@@ -64,7 +65,8 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS,
                  frame_positions: int = 0, temporal_text_dims: tuple[int, ...] = (), combine: str = "add",
-                 copies: int = 2, frame_text_layers: int = 0, frame_text_query_dims: tuple[int, ...] = ()) -> None:
+                 copies: int = 2, frame_text_layers: int = 0, frame_text_query_dims: tuple[int, ...] = (),
+                 spatial_heads: tuple[int, ...] = ()) -> None:
         super().__init__()
         if combine not in COMBINE_MODES or copies < 1:
             raise ValueError(f"combine must be one of {COMBINE_MODES} and copies >= 1, got {combine!r}, {copies!r}")

@@ -28,7 +28,7 @@ from diffusers.utils import BaseOutput
 from ..attention import CrossAttentionControl, average_resized, token_indices
 from ..errors import InvalidInputError
 from ..attention.guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
-from .model import add_frame_positions
+from .model import add_frame_positions, set_spatial_heads
 from .modulator import MotionIntensityEncoder, check_intensity
 from .frame_text import add_frame_text
 from .temporal_text import add_temporal_text
@@ -72,12 +72,16 @@ class MojitoPipeline(TextToVideoSDPipeline):
 
     def register_motion_encoder(self, motion_encoder: MotionIntensityEncoder | None) -> None:
         """Attach the MIM; a pack whose encoder records ``frame_positions`` also gets them in its UNet,
+        one whose encoder records ``spatial_heads`` gets its image UNet's head split (.model.set_spatial_heads),
         one whose encoder holds caption key/values (``temporal_text_dims``) gets text-aware temporal attention,
         and one with a frame-text mixer (``frame_text_layers``) gets per-frame contexts (.frame_text)."""
         self.register_modules(motion_encoder=motion_encoder)
-        positions = getattr(getattr(motion_encoder, "config", None), "frame_positions", 0)
+        config = getattr(motion_encoder, "config", None)
+        positions = getattr(config, "frame_positions", 0)
         if positions:
             add_frame_positions(self.unet, positions)
+        if getattr(config, "spatial_heads", ()):
+            set_spatial_heads(self.unet, tuple(config.spatial_heads))
         if motion_encoder is not None and len(motion_encoder.temporal_text):
             add_temporal_text(self.unet, motion_encoder.temporal_text)
         if getattr(motion_encoder, "frame_text", None) is not None:

@@ -57,7 +57,7 @@ from ..training import (
     train_loop,
 )
 from ..utils import seed_everything, set_torch_threads
-from .model import add_frame_positions, inflate_unet
+from .model import add_frame_positions, inflate_unet, spatial_head_counts
 from .modulator import MotionIntensityEncoder
 from .pack import MOTION_ENCODER_FOLDER, save_pack
 from .pipeline import MAX_FRAMES, MojitoPipeline
@@ -114,6 +114,10 @@ class VideoTrainConfig:
     text_grounding: float = 0.0
     # bfloat16 autocast in the forward pass (float32 weights and optimiser; pipelines.training.autocast).
     bf16: bool = False
+    # Share of samples whose timestep is drawn from [high_noise_from, 1000) instead of [0, 1000): where the noisy
+    # latent hides the object, so only the caption and the MIM can say where it is in each frame (0: uniform).
+    high_noise_share: float = 0.0
+    high_noise_from: int = 600
     # Where the training videos' paths start (shapesworld.sample_video's ``start``): "anywhere", or
     # "leaving_side", so that a direction word also says where the object is in each frame.
     video_start: str = "anywhere"
@@ -281,7 +285,8 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
             plain = (torch.rand(len(ids), generator=generator) < config.speed_word_dropout) & ~no_caption
             ids[plain] = plain_ids[index][plain]
         noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(ids),), generator=generator)
+        timesteps = draw_timesteps(len(ids), noise_scheduler.config.num_train_timesteps, config.high_noise_share,
+                                   config.high_noise_from, generator)
         latents, noise, ids, rows, timesteps = (t.to(accelerator.device) for t in (latents, noise, ids, rows, timesteps))
         control = (CrossAttentionControl(accelerator.unwrap_model(model).unet, differentiable=True, keep_steps="last")
                    if supervise else nullcontext())
@@ -318,6 +323,21 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     return denoiser.eval(), log
 
 
+def draw_timesteps(count: int, num_train_timesteps: int, high_noise_share: float, high_noise_from: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps [count]: uniform over ``[0, num_train_timesteps)``; with ``high_noise_share`` > 0, that
+    share of them (in expectation) uniform over ``[high_noise_from, num_train_timesteps)`` instead. With a share of
+    0 the random stream is the uniform draw alone, as before the option existed."""
+    timesteps = torch.randint(0, num_train_timesteps, (count,), generator=generator)
+    if high_noise_share <= 0:
+        return timesteps
+    if not 0 <= high_noise_from < num_train_timesteps or high_noise_share > 1:
+        raise InvalidInputError(f"High-noise share must be in [0, 1] and its first timestep in [0, {num_train_timesteps}), "
+                                f"got {high_noise_share!r} and {high_noise_from!r}.")
+    high = torch.rand(count, generator=generator) < high_noise_share
+    return torch.where(high, torch.randint(high_noise_from, num_train_timesteps, (count,), generator=generator), timesteps)
+
+
 def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.Tensor, valid: torch.Tensor,
                              masks: torch.Tensor, no_caption: torch.Tensor, in_window: torch.Tensor, device) -> torch.Tensor:
     """Eq. 9.4 on every frame: the recorded video maps ``[B, T, heads, h, w, tokens]`` become ``B*T`` images,
@@ -345,7 +365,7 @@ def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_to
     if frame_positions:
         add_frame_positions(unet, frame_positions)
     motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size,
-                                            frame_positions=frame_positions)
+                                            frame_positions=frame_positions, spatial_heads=spatial_head_counts(base.unet))
     model = VideoDenoiser(unet, base.text_encoder, motion_encoder)
     if temporal_text or mim_tokens or frame_text_layers:
         upgrade_motion_conditioning(model, temporal_text, mim_tokens, frame_text_layers)
@@ -366,7 +386,7 @@ def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_t
     encoder = MotionIntensityEncoder(embedding_dim=old.embedding_dim, words=tuple(old.words),
                                      frame_positions=old.frame_positions, temporal_text_dims=dims,
                                      combine=combine, copies=old.copies, frame_text_layers=layers,
-                                     frame_text_query_dims=query_dims)
+                                     frame_text_query_dims=query_dims, spatial_heads=tuple(old.get("spatial_heads", ())))
     device = model.motion_encoder.embedding.weight.device
     if combine == old.combine:
         encoder.embedding.load_state_dict(model.motion_encoder.embedding.state_dict())
@@ -454,6 +474,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--video-start", choices=VIDEO_STARTS, default=None,
                         help="where the training videos' paths start (default anywhere; leaving_side: near the side "
                              "the direction word leaves from)")
+    parser.add_argument("--high-noise-share", type=float, default=None,
+                        help="share of samples noised to a timestep >= --high-noise-from (default 0: uniform)")
+    parser.add_argument("--high-noise-from", type=int, default=None)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (float32 weights)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
@@ -490,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.frame_text is not None:
         config.frame_text_layers = args.frame_text
     for name in ("speed_word_dropout", "attention_supervision", "supervision_min_timestep", "supervision_max_timestep",
-                 "text_grounding", "video_start"):
+                 "text_grounding", "video_start", "high_noise_share", "high_noise_from"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     seed_everything(config.seed)
@@ -538,7 +561,8 @@ def main(argv: list[str] | None = None) -> dict:
             "attention_supervision": config.attention_supervision,
             "supervision_min_timestep": config.supervision_min_timestep,
             "supervision_max_timestep": config.supervision_max_timestep, "text_grounding": config.text_grounding,
-            "video_start": config.video_start,
+            "video_start": config.video_start, "high_noise_share": config.high_noise_share,
+            "high_noise_from": config.high_noise_from,
         })
     return report
 
