@@ -308,7 +308,7 @@ def test_inflated_unet_keeps_per_level_head_counts_and_equals_the_image_unet_per
     unet3d.save_pretrained(tmp_path / "unet")
     loaded = UNet3DConditionModel.from_pretrained(tmp_path / "unet").eval()
     assert loaded.down_blocks[0].attentions[0].transformer_blocks[0].attn2.heads == 1  # 16 / 16 either way
-    assert loaded.down_blocks[2 - 1].attentions[0].transformer_blocks[0].attn2.heads == 2  # 32 / 16 either way
+    assert loaded.down_blocks[1].attentions[0].transformer_blocks[0].attn2.heads == 2  # 32 / 16 either way
     assert loaded.mid_block.attentions[0].transformer_blocks[0].attn2.heads == 3  # 48 / 16: not the image's 2
     assert set_spatial_heads(loaded, (1, 2, 2)) == 2 * (1 + 1 + 1 + 2 + 2)  # self + cross, down 2, mid 1, up 2 x 2
     with torch.no_grad():

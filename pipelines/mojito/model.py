@@ -161,8 +161,9 @@ def inflate_unet(unet2d: UNet2DConditionModel, sizes: ComponentSizes | None = No
     if not isinstance(head_dim, int):
         head_dim = math.gcd(*config.block_out_channels)
     unet3d = build_unet3d(sizes, head_dim, config.norm_num_groups)
-    if spatial_head_counts(unet2d):
-        set_spatial_heads(unet3d, spatial_head_counts(unet2d))
+    heads_per_level = spatial_head_counts(unet2d)
+    if heads_per_level:
+        set_spatial_heads(unet3d, heads_per_level)
     zero_temporal_attention(unet3d)
     target = unet3d.state_dict()
     mapped = {}

@@ -31,8 +31,8 @@ through (empty for none; see :mod:`.temporal_text`), whose weights it holds; and
 ``frame_text_layers`` / ``frame_text_query_dims``: the per-frame context mixer and query positions of
 frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here; and
 ``spatial_heads``: the image UNet's head count per level, which its UNet3D's spatial attentions take
-over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`). All of it is the pack's motion conditioning, and this is the component a
-Mojito pack adds to a stock text-to-video folder.
+over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`). All of it is the pack's
+motion conditioning, and this is the component a Mojito pack adds to a stock text-to-video folder.
 """
 
 from __future__ import annotations
