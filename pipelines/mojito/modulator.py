@@ -31,7 +31,9 @@ through (empty for none; see :mod:`.temporal_text`), whose weights it holds; and
 ``frame_text_layers`` / ``frame_text_query_dims``: the per-frame context mixer and query positions of
 frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here; and
 ``spatial_heads``: the image UNet's head count per level, which its UNet3D's spatial attentions take
-over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`). All of it is the pack's
+over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`); and ``time_embedding_dim``: the width of
+the map W_t that also adds c_M to the UNet's time embedding (0 for none; "tokens" only; see :mod:`.time_intensity`),
+whose weights it holds. All of it is the pack's
 motion conditioning, and this is the component a Mojito pack adds to a stock text-to-video folder.
 """
 
@@ -45,6 +47,7 @@ from torch import nn
 from ..errors import InvalidInputError
 from .frame_text import MAX_FRAME_TOKENS, FrameText
 from .temporal_text import CaptionKeyValue
+from .time_intensity import IntensityToTime
 
 COMBINE_MODES = ("add", "tokens")
 INTENSITY_WORDS: tuple[str, ...] = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -66,10 +69,12 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
     def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS,
                  frame_positions: int = 0, temporal_text_dims: tuple[int, ...] = (), combine: str = "add",
                  copies: int = 2, frame_text_layers: int = 0, frame_text_query_dims: tuple[int, ...] = (),
-                 spatial_heads: tuple[int, ...] = ()) -> None:
+                 spatial_heads: tuple[int, ...] = (), time_embedding_dim: int = 0) -> None:
         super().__init__()
         if combine not in COMBINE_MODES or copies < 1:
             raise ValueError(f"combine must be one of {COMBINE_MODES} and copies >= 1, got {combine!r}, {copies!r}")
+        if time_embedding_dim and combine != "tokens":
+            raise ValueError("the time-embedding path reads c_M as the last context token: it needs combine='tokens'")
         # Row 0 is "none"; row k is words[k-1]. Zero-initialised: training starts from the text-only condition
         # ("tokens": from tokens with zero keys and values).
         self.embedding = nn.Embedding(len(words) + 1, embedding_dim)
@@ -80,6 +85,8 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
         self.frame_text = (FrameText(embedding_dim, tuple(frame_text_query_dims), layers=frame_text_layers,
                                      max_frames=frame_positions or MAX_FRAME_TOKENS)
                            if frame_text_layers else None)
+        # W_t, adding c_M to the UNet's time embedding (.time_intensity), if the pack has it.
+        self.to_time = IntensityToTime(embedding_dim, time_embedding_dim) if time_embedding_dim else None
 
     def word(self, level: int) -> str:
         """The word of an intensity level, e.g. 7 -> "seven"."""

@@ -32,6 +32,7 @@ from .model import add_frame_positions, set_spatial_heads
 from .modulator import MotionIntensityEncoder, check_intensity
 from .frame_text import add_frame_text
 from .temporal_text import add_temporal_text
+from .time_intensity import add_time_intensity
 from .pack import MOTION_ENCODER_FOLDER
 from .trajectory import check_trajectories
 
@@ -74,7 +75,8 @@ class MojitoPipeline(TextToVideoSDPipeline):
         """Attach the MIM; a pack whose encoder records ``frame_positions`` also gets them in its UNet,
         one whose encoder records ``spatial_heads`` gets its image UNet's head split (.model.set_spatial_heads),
         one whose encoder holds caption key/values (``temporal_text_dims``) gets text-aware temporal attention,
-        and one with a frame-text mixer (``frame_text_layers``) gets per-frame contexts (.frame_text)."""
+        one with a frame-text mixer (``frame_text_layers``) gets per-frame contexts (.frame_text), and one with
+        a time map (``time_embedding_dim``) adds c_M to the time embedding (.time_intensity)."""
         self.register_modules(motion_encoder=motion_encoder)
         config = getattr(motion_encoder, "config", None)
         positions = getattr(config, "frame_positions", 0)
@@ -86,6 +88,8 @@ class MojitoPipeline(TextToVideoSDPipeline):
             add_temporal_text(self.unet, motion_encoder.temporal_text)
         if getattr(motion_encoder, "frame_text", None) is not None:
             add_frame_text(self.unet, motion_encoder.frame_text)
+        if getattr(motion_encoder, "to_time", None) is not None:
+            add_time_intensity(self.unet, motion_encoder.to_time)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MojitoPipeline":

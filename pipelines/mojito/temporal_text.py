@@ -120,13 +120,20 @@ def add_temporal_text(unet: UNet3DConditionModel, key_values: nn.ModuleList) -> 
     if widths != temporal_text_dims(unet):
         raise ValueError(f"caption key/value widths {widths} do not match the UNet's temporal blocks "
                          f"{temporal_text_dims(unet)}")
+    current = caption_of_this_call(unet)
+    for block, key_value in zip(blocks, key_values):
+        block.attn1.set_processor(TemporalTextAttnProcessor(key_value, current))
+
+
+def caption_of_this_call(unet: nn.Module) -> _CaptionOfThisCall:
+    """The per-thread holder of the ``encoder_hidden_states`` of ``unet``'s running call (a forward pre-hook fills
+    it; installed once per UNet and shared by everything that reads the condition inside the UNet)."""
     current = getattr(unet, "_caption_of_this_call", None)
     if current is None:
         current = _CaptionOfThisCall()
         unet._caption_of_this_call = current
         unet.register_forward_pre_hook(_remember_caption(current), with_kwargs=True)
-    for block, key_value in zip(blocks, key_values):
-        block.attn1.set_processor(TemporalTextAttnProcessor(key_value, current))
+    return current
 
 
 def _remember_caption(current: _CaptionOfThisCall):

@@ -63,6 +63,7 @@ from .pack import MOTION_ENCODER_FOLDER, save_pack
 from .pipeline import MAX_FRAMES, MojitoPipeline
 from .frame_text import add_frame_text, frame_text_query_dims
 from .temporal_text import add_temporal_text, temporal_text_dims
+from .time_intensity import add_time_intensity, time_embedding_dim
 
 
 # Loss-log names in training_report.json: a resumed run into the same pack adds its stage beside the first.
@@ -73,9 +74,10 @@ FIRST_STAGE, RESUMED_STAGE = "text-to-video", "text-to-video (resumed)"
 class VideoTrainConfig:
     """Everything ``make tiny-t2v`` needs.
 
-    The shipped pack got two runs (``make tiny-t2v``): these 300 steps without frame positions
-    (61 min at one thread on a shared 2-core CPU), then ``--resume`` for 900 steps with them
-    (80 min at two threads, 4.2-5.3 s a step).
+    The defaults are the first pack's first stage (300 steps). The shipped pack (issue 19's run F,
+    ``make tiny-t2v``) is one run from shapes-sd v2 with ``--steps 1500 --video-start leaving_side
+    --speed-word-dropout 0.5 --mim-tokens --text-grounding 1.0 --high-noise-share 0.3
+    --high-noise-from 600`` (2.4-2.9 s a step at two threads when alone, about 65 min).
     """
 
     # Frames per training video and distinct ShapesWorld videos (seeds 0..n-1).
@@ -101,6 +103,9 @@ class VideoTrainConfig:
     frame_text_layers: int = 0
     # The MIM's "tokens" combination (c_M appended as context tokens, .modulator) instead of "add".
     mim_tokens: bool = False
+    # c_M also added to the UNet's time embedding (.time_intensity, the thesis' "global conditional input";
+    # needs mim_tokens).
+    mim_time: bool = False
     # Samples whose caption loses its speed word ("quickly") but keeps its intensity: the MIM alone must
     # then carry how fast the object moves (eq. 10.8).
     speed_word_dropout: float = 0.0
@@ -262,8 +267,11 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
         add_frame_positions(model.unet, config.frame_positions)
     wants_tokens = config.mim_tokens and model.motion_encoder.config.combine != "tokens"
     wants_frame_text = config.frame_text_layers and model.motion_encoder.frame_text is None
-    if wants_tokens or wants_frame_text or (config.temporal_text and not len(model.motion_encoder.temporal_text)):
-        upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens, config.frame_text_layers)
+    wants_time = config.mim_time and model.motion_encoder.to_time is None
+    if wants_tokens or wants_frame_text or wants_time or (config.temporal_text
+                                                          and not len(model.motion_encoder.temporal_text)):
+        upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens, config.frame_text_layers,
+                                    config.mim_time)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
@@ -357,36 +365,39 @@ def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.T
 
 
 def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_tokens: bool = False,
-                 frame_text_layers: int = 0) -> VideoDenoiser:
+                 frame_text_layers: int = 0, mim_time: bool = False) -> VideoDenoiser:
     """``base``'s UNet inflated to 3D (with ``frame_positions`` if > 0), its text encoder and a fresh MIM
     (with text-aware temporal attention if ``temporal_text``, combined as tokens if ``mim_tokens``, with
-    frame-aware text of ``frame_text_layers`` mixer layers if > 0)."""
+    frame-aware text of ``frame_text_layers`` mixer layers if > 0, added to the time embedding if ``mim_time``)."""
     unet = inflate_unet(base.unet)
     if frame_positions:
         add_frame_positions(unet, frame_positions)
     motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size,
                                             frame_positions=frame_positions, spatial_heads=spatial_head_counts(base.unet))
     model = VideoDenoiser(unet, base.text_encoder, motion_encoder)
-    if temporal_text or mim_tokens or frame_text_layers:
-        upgrade_motion_conditioning(model, temporal_text, mim_tokens, frame_text_layers)
+    if temporal_text or mim_tokens or frame_text_layers or mim_time:
+        upgrade_motion_conditioning(model, temporal_text, mim_tokens, frame_text_layers, mim_time)
     return model
 
 
 def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_tokens: bool,
-                                frame_text_layers: int = 0) -> None:
+                                frame_text_layers: int = 0, mim_time: bool = False) -> None:
     """Give ``model`` text-aware temporal attention (zero values: the model is unchanged), the MIM's
-    ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added) and/or
-    frame-aware text (zero outputs: the model is unchanged), by replacing its motion encoder with one whose
-    config says so; what it already had is kept."""
+    ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added),
+    frame-aware text (zero outputs: the model is unchanged) and/or c_M in the time embedding (a zero map: the
+    model is unchanged), by replacing its motion encoder with one whose config says so; what it already had
+    is kept."""
     old = model.motion_encoder.config
     combine = "tokens" if mim_tokens else old.combine
     dims = temporal_text_dims(model.unet) if temporal_text else tuple(old.temporal_text_dims)
     layers = old.get("frame_text_layers", 0) or frame_text_layers
     query_dims = frame_text_query_dims(model.unet) if layers else ()
+    time_dim = old.get("time_embedding_dim", 0) or (time_embedding_dim(model.unet) if mim_time else 0)
     encoder = MotionIntensityEncoder(embedding_dim=old.embedding_dim, words=tuple(old.words),
                                      frame_positions=old.frame_positions, temporal_text_dims=dims,
                                      combine=combine, copies=old.copies, frame_text_layers=layers,
-                                     frame_text_query_dims=query_dims, spatial_heads=tuple(old.get("spatial_heads", ())))
+                                     frame_text_query_dims=query_dims, spatial_heads=tuple(old.get("spatial_heads", ())),
+                                     time_embedding_dim=time_dim)
     device = model.motion_encoder.embedding.weight.device
     if combine == old.combine:
         encoder.embedding.load_state_dict(model.motion_encoder.embedding.state_dict())
@@ -394,11 +405,15 @@ def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_t
         encoder.temporal_text.load_state_dict(model.motion_encoder.temporal_text.state_dict())
     if model.motion_encoder.frame_text is not None:
         encoder.frame_text.load_state_dict(model.motion_encoder.frame_text.state_dict())
+    if model.motion_encoder.to_time is not None:
+        encoder.to_time.load_state_dict(model.motion_encoder.to_time.state_dict())
     model.motion_encoder = encoder.to(device)
     if dims:
         add_temporal_text(model.unet, encoder.temporal_text)
     if layers:
         add_frame_text(model.unet, encoder.frame_text)
+    if time_dim:
+        add_time_intensity(model.unet, encoder.to_time)
 
 
 def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
@@ -459,6 +474,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="give the temporal blocks attention to the caption (pipelines.mojito.temporal_text)")
     parser.add_argument("--mim-tokens", action="store_true",
                         help="combine the MIM's c_M with the caption as extra tokens (pipelines.mojito.modulator)")
+    parser.add_argument("--mim-time", action="store_true",
+                        help="also add the MIM's c_M to the UNet's time embedding (pipelines.mojito.time_intensity; "
+                             "needs --mim-tokens or a pack that has them)")
     parser.add_argument("--frame-text", type=int, default=None, metavar="LAYERS",
                         help="per-frame caption contexts from a LAYERS-layer mixer, and query positions, for the "
                              "spatial cross-attention (pipelines.mojito.frame_text; 0: none)")
@@ -492,6 +510,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--num-videos must be at least 4")
     if args.frame_positions is not None and not 0 <= args.frame_positions <= MAX_FRAMES:
         parser.error(f"--frame-positions must be in 0..{MAX_FRAMES}")
+    if args.mim_time and not args.mim_tokens and args.resume is None:
+        parser.error("--mim-time reads c_M as the last context token: it needs --mim-tokens")
     if args.resume is not None and not (args.resume / MOTION_ENCODER_FOLDER).is_dir():
         parser.error(f"--resume {args.resume} is not a Mojito pack (no {MOTION_ENCODER_FOLDER}/ folder)")
     return args
@@ -509,6 +529,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.frame_positions = args.frame_positions
     config.temporal_text = args.temporal_text
     config.mim_tokens = args.mim_tokens
+    config.mim_time = args.mim_time
     config.bf16 = args.bf16
     if args.frame_text is not None:
         config.frame_text_layers = args.frame_text
@@ -521,7 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = load_base(args.base)
     if args.from_checkpoint is not None:
         model = new_denoiser(base, config.frame_positions, config.temporal_text, config.mim_tokens,
-                             config.frame_text_layers)
+                             config.frame_text_layers, config.mim_time)
         model.load_state_dict(load_file(str(args.from_checkpoint)))
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
         steps = int(re.search(r"(\d+)", args.from_checkpoint.stem).group(1))
@@ -555,7 +576,8 @@ def main(argv: list[str] | None = None) -> dict:
             "resumed_from": str(args.resume) if args.resume is not None else None,
             "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
-            "mim_tokens": config.mim_tokens, "frame_text_layers": config.frame_text_layers,
+            "mim_tokens": config.mim_tokens, "mim_time": config.mim_time,
+            "frame_text_layers": config.frame_text_layers,
             "speed_word_dropout": config.speed_word_dropout,
             "bf16": config.bf16 and fast_bf16(accelerator.device),
             "attention_supervision": config.attention_supervision,
