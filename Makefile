@@ -46,13 +46,15 @@ test-all: setup browser-deps
 tiny-models: setup
 	WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.tinypack --out assets/models/tiny
 
-# Mojito's text-to-video model (UNet3D from shapes-sd + Motion Intensity Modulator), as shipped: 300 steps
-# without frame positions, then 900 resumed with them (68 min on 2 CPU cores, measured 2026-12-02; about
-# 1 h 45 min on a day the VM runs slow; faster on a GPU).
+# Mojito's text-to-video model (shapes-sd v2's UNet inflated to a UNet3D with its own head split, + the Motion
+# Intensity Modulator as tokens), as shipped (run F of issue 19, docs/notes/mojito.md): 1500 steps on paths that
+# start on the side they leave from, speed words dropped from half the captions, motion grounding, and 30% of
+# the samples noised to t >= 600. Run F's steps took 2.4-2.9 s each at 2 threads when alone (about 65 min) plus
+# about 5 min rendering and encoding the videos: about 70-75 min on 2 CPU cores; faster on a GPU.
 T2V := WORLDSTUDIO_THREADS=$$(nproc) $(PY) -m pipelines.mojito.train --out assets/models/tiny/shapes-t2v
 tiny-t2v: setup
-	$(T2V) --steps 300 --frame-positions 0 --checkpoints runs/mojito
-	$(T2V) --resume assets/models/tiny/shapes-t2v --steps 900 --checkpoints runs/mojito-resumed
+	$(T2V) --steps 1500 --video-start leaving_side --speed-word-dropout 0.5 --mim-tokens --text-grounding 1.0 \
+		--high-noise-share 0.3 --high-noise-from 600 --checkpoints runs/mojito
 
 # Morpho4D's depth model (a ~150k-parameter GLPN on ShapesWorld truth depth; ~5 min on one CPU thread).
 tiny-depth: setup

@@ -167,7 +167,7 @@ def test_browser_clicks_three_keyframes_generates_and_plays(tmp_path, artifacts_
                                timeout=30_000)
         legend = page.locator("#mojito-legend").inner_text()
         assert "coloured box is where the object should be" in legend and "white box" in legend
-        assert page.locator("#mojito-how").count() == 1 and not page.get_by_text("mIoU 6.6x").first.is_visible()
+        assert page.locator("#mojito-how").count() == 1 and not page.get_by_text("mIoU 6.3x").first.is_visible()
         page.get_by_role("button", name="Clear object").click()
         page.wait_for_function("!document.querySelector('#mojito-table').innerText.includes('\\n15\\n')",
                                timeout=30_000)

@@ -171,6 +171,12 @@ class ShapesWorldStandIn:
         return SourceVideo(np.stack(frames), self.label, False, plan_prompt(plan))
 
 
+# eta of eq. 10.7 for GEN's frames. A plan's boxes cross most of the frame in 8 frames ("quickly": 0.76 of the
+# width), further per frame than the Mojito tab's paths; with shapes-t2v v2 and Mojito's eta 0.1 the object stayed
+# near the middle in 3 of the GEN bench's 22 prompts (docs/notes/morpho4d_language.md).
+GEN_STRENGTH = 0.4
+
+
 class MojitoSource:
     """Mojito's guided generation (module docstring, step 2) with a :class:`MojitoPipeline`."""
 
@@ -180,8 +186,9 @@ class MojitoSource:
         self.pipe = pipe
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
-        # Directional Motion Control (eq. 10.5-10.7 = 11.7): Mojito's defaults, guided steps capped by the steps.
-        guidance = guidance or GuidanceConfig()
+        # Directional Motion Control (eq. 10.5-10.7 = 11.7): Mojito's defaults but a stronger step (GEN_STRENGTH),
+        # guided steps capped by the steps.
+        guidance = guidance or GuidanceConfig(strength=GEN_STRENGTH)
         self.guidance = replace(guidance, steps=min(guidance.steps, self.num_inference_steps))
         self.label = f"Mojito guided text-to-video ({type(pipe.unet).__name__}, {num_inference_steps} steps)"
 
