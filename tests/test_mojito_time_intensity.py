@@ -70,7 +70,10 @@ def test_pack_with_time_path_loads_back_with_it(tmp_path):
     save_pack(tmp_path, MojitoPipeline(**{**parts, "unet": model.unet, "motion_encoder": model.motion_encoder}),
               model.unet, model.text_encoder, model.motion_encoder)
     loaded = MojitoPipeline.from_pretrained(tmp_path, local_files_only=True)
-    assert loaded.motion_encoder.to_time is not None and loaded.unet._time_intensity is loaded.motion_encoder.to_time
+    assert loaded.motion_encoder.to_time is not None and loaded.unet._time_intensity[0] is loaded.motion_encoder.to_time
+    # W_t lives in the motion encoder only: the UNet's weights (and a training checkpoint) hold it once.
+    assert not any("proj" in key and "time_intensity" in key for key in model.unet.state_dict())
+    assert len({p.data_ptr() for p in model.parameters()}) == len(list(model.parameters()))
     video, caption = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 5, 32)
     # (saving rounded the UNet to float16 and back, as the pack stores it)
     torch.testing.assert_close(denoise(loaded.unet, video, caption), denoise(model.unet, video, caption),

@@ -53,10 +53,12 @@ def add_time_intensity(unet: UNet3DConditionModel, to_time: IntensityToTime) -> 
     if to_time.proj.out_features != time_embedding_dim(unet):
         raise ValueError(f"the intensity's time map gives width {to_time.proj.out_features}, the UNet's time "
                          f"embedding has {time_embedding_dim(unet)}")
-    if getattr(unet, "_time_intensity", None) is to_time:
+    # (map, hook handle) as a plain tuple, so the map does not become a submodule in the UNet's state dict.
+    installed = getattr(unet, "_time_intensity", None)
+    if installed is not None and installed[0] is to_time:
         return
-    if getattr(unet, "_time_intensity_hook", None) is not None:
-        unet._time_intensity_hook.remove()
+    if installed is not None:
+        installed[1].remove()
     current = caption_of_this_call(unet)
 
     def add_intensity(module, args, output):
@@ -65,5 +67,4 @@ def add_time_intensity(unet: UNet3DConditionModel, to_time: IntensityToTime) -> 
             return output
         return output + to_time(context[:, -1].to(output.dtype))
 
-    unet._time_intensity = to_time
-    unet._time_intensity_hook = unet.time_embedding.register_forward_hook(add_intensity)
+    unet._time_intensity = (to_time, unet.time_embedding.register_forward_hook(add_intensity))
