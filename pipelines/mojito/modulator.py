@@ -33,8 +33,8 @@ frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here; a
 ``spatial_heads``: the image UNet's head count per level, which its UNet3D's spatial attentions take
 over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`); and ``time_embedding_dim``: the width of
 the map W_t that also adds c_M to the UNet's time embedding (0 for none; "tokens" only; see :mod:`.time_intensity`),
-whose weights it holds. All of it is the pack's
-motion conditioning, and this is the component a Mojito pack adds to a stock text-to-video folder.
+whose weights it holds. All of it is the pack's motion conditioning, and this is the component a Mojito pack
+adds to a stock text-to-video folder.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ class ShapesWorldStandIn:
 
 # eta of eq. 10.7 for GEN's frames. A plan's boxes cross most of the frame in 8 frames ("quickly": 0.76 of the
 # width), further per frame than the Mojito tab's paths; with shapes-t2v v2 and Mojito's eta 0.1 the object stayed
-# near the middle in 3 of the GEN bench's 22 prompts (docs/notes/morpho4d_language.md).
+# near the middle in 3 of the GEN bench's 22 prompts (docs/notes/morpho4d_issue23.md, section 11).
 GEN_STRENGTH = 0.4
 
 
