@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import cv2
@@ -14,6 +15,7 @@ from dummies import dummy_tokenizer
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from pipelines.errors import InvalidInputError
+from pipelines.mojito.modulator import ordinal_level_rows
 from pipelines.mojito import (
     BoxOutsideFrameError,
     BoxSizeError,
@@ -343,6 +345,26 @@ def test_motion_encoder_tokens_append_duplicated_c_m():
     torch.testing.assert_close(combined[1, 5:], encoder.embedding.weight[0].expand(2, 8))  # "none" is learned
     with pytest.raises(ValueError, match="combine"):
         MotionIntensityEncoder(combine="concat")
+
+
+def test_levels_start_ordinal_at_the_asked_length_and_none_is_kept():
+    encoder = MotionIntensityEncoder(embedding_dim=4, combine="tokens")
+    encoder.embedding.weight.data[0] = 0.5
+    encoder.start_levels_at(2.0)
+    rows = encoder.embedding.weight.detach()
+    # Level k, width 4: (cos(pi k/20), sin(pi k/20), cos(pi k/10), sin(pi k/10)), length sqrt(2), scaled to 2.
+    k = 3
+    hand = torch.tensor([math.cos(math.pi * k / 20), math.sin(math.pi * k / 20),
+                         math.cos(math.pi * k / 10), math.sin(math.pi * k / 10)]) * (2.0 / math.sqrt(2))
+    torch.testing.assert_close(rows[k], hand)
+    torch.testing.assert_close(rows[1:].norm(dim=1), torch.full((10,), 2.0))
+    assert torch.all(rows[0] == 0.5)  # "none" untouched
+    distance = torch.cdist(rows[1:], rows[1:])
+    assert torch.all(distance[0, 1:].diff() > 0)  # further from level 1, the further the level
+    wide = ordinal_level_rows(10, 64, 7.6)
+    assert torch.all(torch.cdist(wide, wide)[0, 1:].diff() > 0)
+    with pytest.raises(ValueError, match="even"):
+        ordinal_level_rows(10, 5, 1.0)
 
 
 def test_only_intensity_tokens_can_change_where_attention_goes():

@@ -17,6 +17,7 @@ from pipelines.mojito.train import (
     losses_from_log,
     main,
     motion_targets,
+    object_weighted_error,
     per_frame_attention_loss,
     steps_before,
     without_speed_word,
@@ -188,12 +189,27 @@ def test_high_noise_share_moves_that_share_of_timesteps_above_its_first_timestep
             draw_timesteps(8, 1000, share, first, torch.Generator())
 
 
+def test_object_weighted_error_counts_covered_cells_by_one_plus_weight():
+    prediction, target = torch.zeros(1, 2, 1, 1, 2), torch.tensor([1.0, 2.0]).expand(1, 2, 1, 1, 2)
+    # Two objects: the first covers cell 0 fully, the second cell 0 and half of cell 1 (255 = full).
+    coverage = torch.tensor([[[[[255, 0]], [[255, 128]]]]], dtype=torch.uint8)  # [B=1, T=1, J=2, h=1, w=2]
+    weighted = object_weighted_error(prediction, target, coverage, 4.0)
+    # cell 0: error 1 at weight 1 + 4 * 1 (coverage capped at 1); cell 1: error 4 at weight 1 + 4 * 128/255
+    expected = (1.0 * 5.0 + 4.0 * (1 + 4 * 128 / 255)) / 2
+    torch.testing.assert_close(weighted, torch.tensor([expected]))
+    torch.testing.assert_close(object_weighted_error(prediction, target, None, 4.0), torch.tensor([2.5]))
+    torch.testing.assert_close(object_weighted_error(prediction, target, coverage, 0.0), torch.tensor([2.5]))
+
+
 def test_fresh_pack_keeps_the_image_models_head_split_and_reports_the_high_noise_share(tmp_path):
     report = main(["--smoke", "--out", str(tmp_path / "pack"), "--checkpoints", str(tmp_path / "checkpoints"),
-                   "--high-noise-share", "0.5", "--high-noise-from", "700"])
+                   "--high-noise-share", "0.5", "--high-noise-from", "700", "--snr-floor", "0.2", "--object-loss-weight", "2", "--mim-start-norm", "3"])
     assert (report["high_noise_share"], report["high_noise_from"]) == (0.5, 700)
+    assert (report["snr_floor"], report["object_loss_weight"], report["mim_start_norm"]) == (0.2, 2.0, 3.0)
     base_heads = tuple(json.loads((TINY_PACK_DIR / "shapes-sd" / "unet" / "config.json").read_text())["attention_head_dim"])
     pipe = MojitoPipeline.from_pretrained(tmp_path / "pack", local_files_only=True)
     assert tuple(pipe.motion_encoder.config.spatial_heads) == base_heads
+    # two small steps from level rows of length 3
+    torch.testing.assert_close(pipe.motion_encoder.embedding.weight[1:].norm(dim=1), torch.full((10,), 3.0), atol=0.05, rtol=0)
     assert pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads == base_heads[-1]
     assert pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.heads == base_heads[0]

@@ -53,6 +53,15 @@ def test_min_snr_weights_cap_high_snr_steps():
     assert torch.all(min_snr_weights(alphas_cumprod, torch.tensor([0, 1]), gamma=None) == 1)
 
 
+def test_min_snr_weights_floor_lifts_only_high_noise_steps():
+    alphas_cumprod = torch.tensor([0.99, 0.5, 0.01])  # SNR 99, 1, 1/99
+    t = torch.tensor([0, 1, 2])
+    floored = min_snr_weights(alphas_cumprod, t, gamma=5.0, floor=0.2)
+    # x_0-space weight clamp(SNR, 0.2, 5), divided by SNR: 5/99, 1, 0.2 * 99
+    torch.testing.assert_close(floored, torch.tensor([5 / 99, 1.0, 0.2 * 99]))
+    assert torch.equal(min_snr_weights(alphas_cumprod, t, gamma=5.0, floor=0.0), min_snr_weights(alphas_cumprod, t, 5.0))
+
+
 def test_object_mix_draws_two_object_scenes_at_their_weight():
     counts = object_counts(4000, (1.0, 2.0, 1.0), seed=0)
     assert {1, 2, 3} == set(counts)

@@ -62,6 +62,23 @@ def check_intensity(level) -> int:
     return int(level)
 
 
+def ordinal_level_rows(levels: int, dim: int, norm: float) -> torch.Tensor:
+    """[levels, dim] starting rows for the levels 1..``levels``, each of length ``norm``: row k is
+    (cos(k theta_m), sin(k theta_m)) for theta_m = pi m / (levels * dim / 2), m = 1..dim/2. Every angle stays
+    below pi, so the distance between two rows grows with the distance between their levels.
+
+    A zero-initialised M (the shipped packs) stays near zero under AdamW: after 1500 steps its rows had length
+    0.1-0.18 beside text tokens of length 7.6 (``docs/notes/mojito.md``), so c_M's tokens were almost empty keys and
+    values, the same for every level. Started at the text tokens' length, the levels are told apart from step 0.
+    """
+    if dim % 2:
+        raise ValueError(f"the ordinal code needs an even width, got {dim}")
+    angles = (torch.arange(1, levels + 1, dtype=torch.float32)[:, None] * torch.pi
+              * torch.arange(1, dim // 2 + 1, dtype=torch.float32)[None] / (levels * dim // 2))
+    rows = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).flatten(1)
+    return rows * (norm / rows.norm(dim=1, keepdim=True))
+
+
 class MotionIntensityEncoder(ModelMixin, ConfigMixin):
     """The learned layer M: an intensity word -> c_M, combined with c_T (c_L = c_T + c_M, eq. 10.8) by ``combine``."""
 
@@ -87,6 +104,12 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
                            if frame_text_layers else None)
         # W_t, adding c_M to the UNet's time embedding (.time_intensity), if the pack has it.
         self.to_time = IntensityToTime(embedding_dim, time_embedding_dim) if time_embedding_dim else None
+
+    @torch.no_grad()
+    def start_levels_at(self, norm: float) -> None:
+        """Set the level rows to :func:`ordinal_level_rows` of length ``norm`` (row 0, "none", is kept)."""
+        rows = ordinal_level_rows(len(self.config.words), self.config.embedding_dim, norm)
+        self.embedding.weight[1:] = rows.to(self.embedding.weight)
 
     def word(self, level: int) -> str:
         """The word of an intensity level, e.g. 7 -> "seven"."""

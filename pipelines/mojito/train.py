@@ -89,6 +89,16 @@ class VideoTrainConfig:
     # Further samples whose intensity becomes "none": the model also learns to generate without MIM.
     intensity_dropout: float = 0.2
     snr_gamma: float | None = 5.0
+    # Lowest x_0-space loss weight (min_snr_weights' floor): high-noise samples, where only the caption and the MIM
+    # can say where the object is in each frame, count at least this much (0: min-SNR alone).
+    snr_floor: float = 0.0
+    # Weight lambda of the objects' latent cells in the denoising loss (:func:`object_weighted_error`): a cell's
+    # squared error counts 1 + lambda * (the truth objects' coverage of it). ShapesWorld's objects cover about 1% of
+    # a frame, so without it where they are in each frame (direction, speed) is about 1% of the loss (0: off).
+    object_loss_weight: float = 0.0
+    # Length the MIM's level rows start at (MotionIntensityEncoder.start_levels_at; 0: keep them). The text tokens'
+    # length (7.6 for shapes-sd v2's encoder) puts c_M on the caption's scale from the first step.
+    mim_start_norm: float = 0.0
     ema_decay: float = 0.999
     # Linear warm-up, then a constant learning rate: the run up to step N is the same whatever
     # the total, so a checkpoint at step N is exactly what ``--steps N`` produces.
@@ -248,7 +258,7 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
 
     supervise, ground = config.attention_supervision > 0, config.text_grounding > 0
-    if supervise or ground:
+    if supervise or ground or config.object_loss_weight > 0:
         if videos.object_masks is None or videos.object_words is None:
             raise InvalidInputError("Attention supervision and motion grounding need the videos' object masks "
                                     "(build_video_arrays(mask_side=...)).")
@@ -272,6 +282,8 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
                                                           and not len(model.motion_encoder.temporal_text)):
         upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens, config.frame_text_layers,
                                     config.mim_time)
+    if config.mim_start_norm > 0:
+        model.motion_encoder.start_levels_at(config.mim_start_norm)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.schedule.learning_rate, weight_decay=1e-4)
     lr_schedule = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
@@ -303,8 +315,10 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
                 prediction = model(noise_scheduler.add_noise(latents, noise, timesteps), timesteps, ids, rows)
             if ground:
                 prediction, places = prediction
-            per_sample = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
-            loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma)).mean()
+            coverage = object_masks[index].to(accelerator.device) if config.object_loss_weight > 0 else None
+            per_sample = object_weighted_error(prediction.float(), noise.float(), coverage, config.object_loss_weight)
+            loss = (per_sample * min_snr_weights(alphas_cumprod, timesteps, config.snr_gamma,
+                                                  floor=config.snr_floor)).mean()
             if supervise:
                 loss = loss + config.attention_supervision * per_frame_attention_loss(
                     control, token_sets[index], token_valid[index], object_masks[index], no_caption,
@@ -329,6 +343,18 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     denoiser = accelerator.unwrap_model(model)
     ema.copy_to(denoiser.parameters())
     return denoiser.eval(), log
+
+
+def object_weighted_error(prediction: torch.Tensor, target: torch.Tensor, coverage: torch.Tensor | None,
+                          weight: float) -> torch.Tensor:
+    """Per-sample mean squared error [B] of videos [B, C, T, h, w], each latent cell's error counted
+    ``1 + weight * c``, c being the truth objects' coverage of the cell (``coverage`` uint8 [B, T, J, h, w] at the
+    latent's side, 0-255 per object, summed over objects and capped at 1); plain MSE when ``coverage`` is None."""
+    error = (prediction - target) ** 2
+    if coverage is None:
+        return error.mean(dim=(1, 2, 3, 4))
+    cells = (coverage.float() / 255.0).sum(dim=2).clamp(max=1.0)[:, None]  # [B, 1, T, h, w]
+    return (error * (1.0 + weight * cells)).mean(dim=(1, 2, 3, 4))
 
 
 def draw_timesteps(count: int, num_train_timesteps: int, high_noise_share: float, high_noise_from: int,
@@ -495,6 +521,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--high-noise-share", type=float, default=None,
                         help="share of samples noised to a timestep >= --high-noise-from (default 0: uniform)")
     parser.add_argument("--high-noise-from", type=int, default=None)
+    parser.add_argument("--object-loss-weight", type=float, default=None,
+                        help="extra weight of the truth objects' latent cells in the denoising loss (default 0: off)")
+    parser.add_argument("--mim-start-norm", type=float, default=None,
+                        help="length the MIM's level rows start at (e.g. the text tokens' 7.6; default 0: keep them)")
+    parser.add_argument("--snr-floor", type=float, default=None,
+                        help="lowest x_0-space loss weight, so high-noise samples count (default 0: min-SNR alone)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward pass (float32 weights)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from this Mojito pack (e.g. the shipped one) instead of inflating --base")
@@ -534,7 +566,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.frame_text is not None:
         config.frame_text_layers = args.frame_text
     for name in ("speed_word_dropout", "attention_supervision", "supervision_min_timestep", "supervision_max_timestep",
-                 "text_grounding", "video_start", "high_noise_share", "high_noise_from"):
+                 "text_grounding", "video_start", "high_noise_share", "high_noise_from", "snr_floor",
+                 "object_loss_weight", "mim_start_norm"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     seed_everything(config.seed)
@@ -563,7 +596,8 @@ def main(argv: list[str] | None = None) -> dict:
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     size = base.unet.config.sample_size * 4
     videos = build_video_arrays(config.num_videos, size, config.n_frames,
-                                mask_side=size // 4 if config.attention_supervision > 0 or config.text_grounding > 0 else None,
+                                mask_side=size // 4 if max(config.attention_supervision, config.text_grounding,
+                                                           config.object_loss_weight) > 0 else None,
                                 start=config.video_start)
     model, log = train_text_to_video(config, base, videos, accelerator, args.checkpoints, start)
     report = {}
@@ -584,7 +618,8 @@ def main(argv: list[str] | None = None) -> dict:
             "supervision_min_timestep": config.supervision_min_timestep,
             "supervision_max_timestep": config.supervision_max_timestep, "text_grounding": config.text_grounding,
             "video_start": config.video_start, "high_noise_share": config.high_noise_share,
-            "high_noise_from": config.high_noise_from,
+            "high_noise_from": config.high_noise_from, "snr_floor": config.snr_floor,
+            "object_loss_weight": config.object_loss_weight, "mim_start_norm": config.mim_start_norm,
         })
     return report
 
