@@ -29,9 +29,9 @@ import torch  # noqa: E402
 from bench.common import emit, machine  # noqa: E402
 from pipelines.models import TINY_PACK_DIR  # noqa: E402
 from pipelines.mojito import MojitoPipeline  # noqa: E402
-from pipelines.mojito.train import load_denoiser, without_speed_word  # noqa: E402
+from pipelines.mojito.train import denoiser_of, without_speed_word  # noqa: E402
 from pipelines.shapesworld import sample_video  # noqa: E402
-from pipelines.training import build_train_scheduler, tokenize  # noqa: E402
+from pipelines.training import SceneArrays, build_train_scheduler, encode_latents, tokenize  # noqa: E402
 
 BENCH = "mojito_mim_signal"
 N_FRAMES = 16
@@ -60,12 +60,12 @@ def held_out_videos(count: int, size: int, latent_side: int) -> tuple[list, np.n
 @torch.no_grad()
 def band_errors(pack: Path, count: int) -> dict[str, dict[str, list[float]]]:
     """Per band, each condition's squared error over the true condition's, ``[whole latent, object cells]``."""
-    model = load_denoiser(pack).eval()
-    pipe = MojitoPipeline.from_pretrained(pack, local_files_only=True)  # its autoencoder and tokenizer
+    pipe = MojitoPipeline.from_pretrained(pack, local_files_only=True)
+    model = denoiser_of(pipe).eval()
     side = model.unet.config.sample_size
     videos, cells = held_out_videos(count, side * 4, side)
-    frames = torch.from_numpy(np.stack([v.frames for v in videos])).float() / 127.5 - 1.0  # [B, T, H, W, 3]
-    latents = pipe.vae.encode(frames.flatten(0, 1).permute(0, 3, 1, 2)).latent_dist.mean
+    frames = np.stack([v.frames for v in videos])  # [B, T, H, W, 3] uint8
+    latents, _ = encode_latents(pipe.vae, SceneArrays(frames.reshape(-1, *frames.shape[2:]), []), "cpu")
     latents = (latents * pipe.vae.config.scaling_factor).unflatten(0, (count, N_FRAMES)).permute(0, 2, 1, 3, 4)
     objects = torch.from_numpy(cells)[:, None].expand(-1, latents.shape[1], -1, -1, -1)
     max_tokens = pipe.tokenizer.model_max_length

@@ -15,7 +15,6 @@ from dummies import dummy_tokenizer
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from pipelines.errors import InvalidInputError
-from pipelines.mojito.modulator import ordinal_level_rows
 from pipelines.mojito import (
     BoxOutsideFrameError,
     BoxSizeError,
@@ -44,6 +43,7 @@ from pipelines.attention.guidance import (
 )
 from pipelines.mojito.model import (FramePositions, add_frame_positions, inflate_unet, set_spatial_heads,
                                    spatial_head_counts, temporal_blocks)
+from pipelines.mojito.modulator import ordinal_level_rows
 from pipelines.mojito.pack import save_pack
 from pipelines.shapesworld import sample_video
 

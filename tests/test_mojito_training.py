@@ -203,13 +203,15 @@ def test_object_weighted_error_counts_covered_cells_by_one_plus_weight():
 
 def test_fresh_pack_keeps_the_image_models_head_split_and_reports_the_high_noise_share(tmp_path):
     report = main(["--smoke", "--out", str(tmp_path / "pack"), "--checkpoints", str(tmp_path / "checkpoints"),
-                   "--high-noise-share", "0.5", "--high-noise-from", "700", "--snr-floor", "0.2", "--object-loss-weight", "2", "--mim-start-norm", "3"])
+                   "--high-noise-share", "0.5", "--high-noise-from", "700", "--snr-floor", "0.2",
+                   "--object-loss-weight", "2", "--mim-start-norm", "3"])
     assert (report["high_noise_share"], report["high_noise_from"]) == (0.5, 700)
     assert (report["snr_floor"], report["object_loss_weight"], report["mim_start_norm"]) == (0.2, 2.0, 3.0)
     base_heads = tuple(json.loads((TINY_PACK_DIR / "shapes-sd" / "unet" / "config.json").read_text())["attention_head_dim"])
     pipe = MojitoPipeline.from_pretrained(tmp_path / "pack", local_files_only=True)
     assert tuple(pipe.motion_encoder.config.spatial_heads) == base_heads
     # two small steps from level rows of length 3
-    torch.testing.assert_close(pipe.motion_encoder.embedding.weight[1:].norm(dim=1), torch.full((10,), 3.0), atol=0.05, rtol=0)
+    torch.testing.assert_close(pipe.motion_encoder.embedding.weight[1:].norm(dim=1), torch.full((10,), 3.0),
+                               atol=0.05, rtol=0)
     assert pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.heads == base_heads[-1]
     assert pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.heads == base_heads[0]

@@ -260,7 +260,8 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     supervise, ground = config.attention_supervision > 0, config.text_grounding > 0
     if supervise or ground or config.object_loss_weight > 0:
         if videos.object_masks is None or videos.object_words is None:
-            raise InvalidInputError("Attention supervision and motion grounding need the videos' object masks "
+            raise InvalidInputError("Attention supervision, motion grounding and object weighting need the videos' "
+                                    "object masks "
                                     "(build_video_arrays(mask_side=...)).")
         token_sets, token_valid = zip(*(phrase_token_sets(base.tokenizer, c, w, max_tokens, MAX_OBJECTS)
                                         for c, w in zip(videos.captions, videos.object_words)))
@@ -476,7 +477,11 @@ def steps_before(pack_dir: Path | None) -> int | None:
 def load_denoiser(pack_dir: Path) -> VideoDenoiser:
     """The UNet3D, text encoder and MIM of a saved Mojito pack (``--resume``, checked to have its
     ``motion_encoder/``), in float32, ready to train on."""
-    pipe = MojitoPipeline.from_pretrained(pack_dir, local_files_only=True, use_safetensors=True)
+    return denoiser_of(MojitoPipeline.from_pretrained(pack_dir, local_files_only=True, use_safetensors=True))
+
+
+def denoiser_of(pipe: MojitoPipeline) -> VideoDenoiser:
+    """The UNet3D, text encoder and MIM of a loaded Mojito pipeline as one float32 denoiser (shared, not copied)."""
     return VideoDenoiser(pipe.unet.float(), pipe.text_encoder.float(), pipe.motion_encoder.float())
 
 
