@@ -201,6 +201,13 @@ def test_object_weighted_error_counts_covered_cells_by_one_plus_weight():
     torch.testing.assert_close(object_weighted_error(prediction, target, coverage, 0.0), torch.tensor([2.5]))
 
 
+@pytest.mark.parametrize("option", ["--snr-floor", "--object-loss-weight", "--mim-start-norm"])
+def test_negative_loss_and_start_options_are_refused(option, capsys):
+    with pytest.raises(SystemExit):
+        main(["--smoke", option, "-1"])
+    assert f"{option} must be 0 or more" in capsys.readouterr().err
+
+
 def test_fresh_pack_keeps_the_image_models_head_split_and_reports_the_high_noise_share(tmp_path):
     report = main(["--smoke", "--out", str(tmp_path / "pack"), "--checkpoints", str(tmp_path / "checkpoints"),
                    "--high-noise-share", "0.5", "--high-noise-from", "700", "--snr-floor", "0.2",

@@ -545,6 +545,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps must be at least 1")
     if args.num_videos is not None and args.num_videos < 4:
         parser.error("--num-videos must be at least 4")
+    for name in ("snr_floor", "object_loss_weight", "mim_start_norm"):
+        if getattr(args, name) is not None and not getattr(args, name) >= 0:
+            parser.error(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
     if args.frame_positions is not None and not 0 <= args.frame_positions <= MAX_FRAMES:
         parser.error(f"--frame-positions must be in 0..{MAX_FRAMES}")
     if args.mim_time and not args.mim_tokens and args.resume is None:
