@@ -126,12 +126,13 @@ def make_case(seed: int, two: bool | None = None) -> Case:
     return Case(seed, kind, prompt, boxes, intensity, direction)
 
 
-def run(pipe: MojitoPipeline, case: Case, steps: int, guidance: GuidanceConfig | None, use_mim: bool = True):
+def run(pipe: MojitoPipeline, case: Case, steps: int, guidance: GuidanceConfig | None, use_mim: bool = True,
+        intensity_guidance: float | None = None):
     """Generate a case (guided if ``guidance``); return (frames, seconds)."""
     started = time.perf_counter()
     out = pipe(case.prompt, trajectories=case.boxes if guidance is not None else None, intensity=case.intensity,
                num_frames=N_FRAMES, num_inference_steps=steps, guidance=guidance, use_motion_encoder=use_mim,
-               generator=torch.Generator().manual_seed(case.seed))
+               intensity_guidance_scale=intensity_guidance, generator=torch.Generator().manual_seed(case.seed))
     return out.frames, time.perf_counter() - started
 
 
@@ -174,6 +175,8 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=GuidanceConfig().strength)
     parser.add_argument("--mim-cases", type=int, default=12, help="cases also generated without MIM")
     parser.add_argument("--model", type=Path, default=TINY_PACK_DIR / "shapes-t2v")
+    parser.add_argument("--intensity-guidance", type=float, default=None,
+                        help="the pipeline's intensity_guidance_scale s_M (default: ordinary CFG)")
     parser.add_argument("--parts", default="main,ablations,intensity,studio",
                         help="comma-separated subset of main, ablations, intensity, studio (to run them as separate "
                              "processes)")
@@ -251,6 +254,7 @@ def intensity_sweep(pipe: MojitoPipeline, args) -> None:
         measured = []
         for level in levels:
             frames = pipe(caption, intensity=int(level), num_frames=N_FRAMES, num_inference_steps=args.steps,
+                          intensity_guidance_scale=args.intensity_guidance,
                           generator=torch.Generator().manual_seed(case.seed)).frames
             measured.append(motion_alignment(frames, int(level))[0])
         correlations.append(spearman(levels, np.array(measured)))
@@ -258,6 +262,7 @@ def intensity_sweep(pipe: MojitoPipeline, args) -> None:
              measured=[round(m, 2) for m in measured])
     mean = float(np.mean(correlations))
     emit(BENCH, "intensity_sweep", round(mean, 3), captions=len(correlations), steps=args.steps,
+         intensity_guidance=args.intensity_guidance,
          bar="Spearman >= 0.8 between level 1-10 and measured flow, no speed word", met=bool(mean >= 0.8))
 
 
@@ -296,6 +301,8 @@ def worker_commands(args, parts: set[str]) -> list[list[str]]:
     common = [sys.executable, str(Path(__file__).resolve()), "--workers", "1", "--n", str(args.n),
               "--subset", str(args.subset), "--steps", str(args.steps), "--guided-steps", str(args.guided_steps),
               "--strength", str(args.strength), "--mim-cases", str(args.mim_cases), "--model", str(args.model)]
+    if args.intensity_guidance is not None:
+        common += ["--intensity-guidance", str(args.intensity_guidance)]
     commands = []
     for w in range(args.workers):
         mine = (["main"] if bounds[w] < bounds[w + 1] else []) + (["ablations"] if extra and w == args.workers - 1 else [])
@@ -339,7 +346,7 @@ def run_workers(args, parts: set[str]) -> dict[str, float]:
 
 def case_record(pipe, case: Case, args, guidance: GuidanceConfig) -> dict:
     """Unguided (with and, for seeds below ``--mim-cases``, without MIM) and guided generation of one case."""
-    frames, unguided_s = run(pipe, case, args.steps, None)
+    frames, unguided_s = run(pipe, case, args.steps, None, intensity_guidance=args.intensity_guidance)
     unguided, sizes, detections = judge(frames, case, None)
     mover = next(iter(case.boxes))
     direction = moves_in_direction(detections[mover], case.direction, frames.shape[2]) if case.kind == "straight" \
@@ -348,7 +355,7 @@ def case_record(pipe, case: Case, args, guidance: GuidanceConfig) -> dict:
     align_none = None
     if case.seed < args.mim_cases:
         align_none = motion_alignment(run(pipe, case, args.steps, None, use_mim=False)[0], case.intensity)[1]
-    frames, guided_s = run(pipe, case, args.steps, guidance)
+    frames, guided_s = run(pipe, case, args.steps, guidance, intensity_guidance=args.intensity_guidance)
     guided = judge(frames, case, sizes)[0]
     return dict(kind=case.kind, prompt=case.prompt, objects=len(case.boxes), intensity=case.intensity,
                 unguided={p: m.as_dict() for p, m in unguided.items()}, guided={p: m.as_dict() for p, m in guided.items()},

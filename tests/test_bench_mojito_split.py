@@ -7,9 +7,9 @@ import pytest
 from bench.mojito import ABLATION_UNITS, NO_MIM_UNITS, worker_commands
 
 
-def _args(workers: int, n: int = 51, mim_cases: int = 12) -> argparse.Namespace:
+def _args(workers: int, n: int = 51, mim_cases: int = 12, intensity_guidance=None) -> argparse.Namespace:
     return argparse.Namespace(n=n, mim_cases=mim_cases, workers=workers, subset=2, steps=10, guided_steps=5,
-                              strength=0.1, model="m")
+                              strength=0.1, model="m", intensity_guidance=intensity_guidance)
 
 
 def _slices(commands):
@@ -39,3 +39,9 @@ def test_slices_cover_every_case_once_and_balance_the_work(workers):
 def test_ablations_alone_run_in_one_worker():
     slices = _slices(worker_commands(_args(3), {"ablations"}))
     assert slices == [(["ablations"], (0, 0))]
+
+
+def test_workers_get_the_intensity_guidance_only_when_set():
+    assert all("--intensity-guidance" not in c for c in worker_commands(_args(2), {"main"}))
+    commands = worker_commands(_args(2, intensity_guidance=15.0), {"main"})
+    assert all(c[c.index("--intensity-guidance") + 1] == "15.0" for c in commands) and len(commands) == 2

@@ -456,6 +456,40 @@ def test_intensity_and_mim_change_the_video(pipe):
     assert np.array_equal(run(intensity=9, use_motion_encoder=False), run(intensity=2, use_motion_encoder=False))
 
 
+def test_intensity_guidance_by_hand(pipe, monkeypatch):
+    """One step with intensity_guidance_scale s_M: eps = eps(none) + s (eps(c_T, none) - eps(none)) +
+    s_M (eps(c_L) - eps(c_T, none)), the three conditions in one UNet batch."""
+    latents = torch.randn(1, 4, 2, 16, 16, generator=torch.Generator().manual_seed(3))
+    seen, step = [], pipe.scheduler.step
+    monkeypatch.setattr(pipe.scheduler, "step", lambda noise, t, sample, **kw: seen.append((noise, t)) or step(
+        noise, t, sample, **kw))
+    pipe("a red circle", intensity=8, num_frames=2, num_inference_steps=1, guidance_scale=3.0,
+         intensity_guidance_scale=9.0, latents=latents.clone())
+    (noise, t), = seen
+    encoder = pipe.motion_encoder
+    text, uncond = pipe.encode_prompt("a red circle", "cpu", 1, True, negative_prompt=None)
+    contexts = torch.cat([encoder(uncond, encoder.index([None])), encoder(text, encoder.index([None])),
+                          encoder(text, encoder.index([8]))])
+    with torch.no_grad():
+        eps_none, eps_text, eps_level = pipe.unet(pipe.scheduler.scale_model_input(torch.cat([latents] * 3), t), t,
+                                                  encoder_hidden_states=contexts).sample.chunk(3)
+    expected = eps_none + 3.0 * (eps_text - eps_none) + 9.0 * (eps_level - eps_text)
+    torch.testing.assert_close(noise, expected.permute(0, 2, 1, 3, 4).reshape(2, 4, 16, 16), atol=1e-5, rtol=1e-5)
+
+
+def test_intensity_guidance_scales_only_the_intensity(pipe):
+    def run(**kwargs):
+        return pipe("a red circle", num_frames=2, num_inference_steps=2, guidance_scale=4.0,
+                    generator=torch.Generator().manual_seed(0), **kwargs).frames.astype(int)
+
+    plain = run(intensity=7)
+    assert np.array_equal(run(intensity=7, intensity_guidance_scale=4.0), plain)  # s_M = s: ordinary CFG
+    assert np.abs(run(intensity=7, intensity_guidance_scale=12.0) - plain).mean() > 0
+    # without the MIM there is no intensity to guide on
+    assert np.array_equal(run(intensity=7, use_motion_encoder=False, intensity_guidance_scale=12.0),
+                          run(intensity=7, use_motion_encoder=False))
+
+
 @pytest.mark.parametrize(
     "kwargs, error, words",
     [
@@ -466,6 +500,8 @@ def test_intensity_and_mim_change_the_video(pipe):
         (dict(intensity=0), InvalidInputError, "1 to 10"),
         (dict(num_frames=1), InvalidInputError, "num_frames"),
         (dict(prompt=""), InvalidInputError, "prompt"),
+        (dict(intensity_guidance_scale=-1.0), InvalidInputError, "intensity_guidance_scale"),
+        (dict(intensity_guidance_scale=float("nan")), InvalidInputError, "intensity_guidance_scale"),
         (dict(trajectories=[left_to_right(4)], guidance=GuidanceConfig(steps=12)), InvalidInputError, "cannot exceed"),
     ],
 )

@@ -15,6 +15,7 @@ trained with the modulator (the tiny pack's ``shapes-t2v``).
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
     # -- checks ---------------------------------------------------------------------------
 
     def check_mojito_inputs(self, prompt, num_frames, num_inference_steps, intensity, guidance: GuidanceConfig,
-                            guidance_scale, guided: bool) -> None:
+                            guidance_scale, guided: bool, intensity_guidance_scale=None) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError(f"The prompt must be a non-empty string, got {prompt!r}.")
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 2 <= num_frames <= MAX_FRAMES:
@@ -123,19 +124,25 @@ class MojitoPipeline(TextToVideoSDPipeline):
             raise InvalidInputError(
                 f"Guidance steps ({guidance.steps}) cannot exceed the denoising steps ({num_inference_steps})."
             )
-        if not np.isfinite(guidance_scale) or guidance_scale < 0:
-            raise InvalidInputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}.")
+        for name, scale in (("guidance_scale", guidance_scale), ("intensity_guidance_scale", intensity_guidance_scale)):
+            if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+                                      or not np.isfinite(scale) or scale < 0):
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {scale!r}.")
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def condition(self, prompt: str, intensity: int | None, cfg: bool) -> torch.Tensor:
-        """c_L = c_T + c_M (eq. 10.8) for the prompt; with CFG, [uncond ("" and no intensity), cond]."""
-        cond, uncond = self.encode_prompt(prompt, self._execution_device, 1, cfg, negative_prompt=None)
-        if self.motion_encoder is not None:
-            cond = self.motion_encoder(cond, self.motion_encoder.index([intensity]))
-            if cfg:
-                uncond = self.motion_encoder(uncond, self.motion_encoder.index([None]))
-        return torch.cat([uncond, cond]) if cfg else cond
+    def condition(self, prompt: str, intensity: int | None, cfg: bool, split_intensity: bool = False) -> torch.Tensor:
+        """c_L = c_T + c_M (eq. 10.8) for the prompt; with CFG, [uncond ("" and no intensity), cond]; with
+        ``split_intensity`` (CFG and a motion encoder), [uncond, the prompt without intensity, cond]."""
+        text, uncond = self.encode_prompt(prompt, self._execution_device, 1, cfg, negative_prompt=None)
+        if self.motion_encoder is None:
+            return torch.cat([uncond, text]) if cfg else text
+        cond = self.motion_encoder(text, self.motion_encoder.index([intensity]))
+        if not cfg:
+            return cond
+        none = self.motion_encoder.index([None])
+        rows = [self.motion_encoder(uncond, none)] + ([self.motion_encoder(text, none)] if split_intensity else [])
+        return torch.cat([*rows, cond])
 
     def _record_maps(self, targets, layers, latent_input, t, embeds) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """The CFG UNet call, recording the phrases' maps (conditional half) in ``layers``."""
@@ -160,6 +167,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
         num_frames: int = 16,
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = 7.5,
+        intensity_guidance_scale: float | None = None,
         guidance: GuidanceConfig | None = None,
         use_motion_encoder: bool = True,
         height: int | None = None,
@@ -177,6 +185,10 @@ class MojitoPipeline(TextToVideoSDPipeline):
                 :class:`~.trajectory.Trajectory`; each phrase must be words of the prompt.
                 None: no directional control.
             intensity: motion intensity 1-10 for the MIM (ignored by a model without one).
+            intensity_guidance_scale: classifier-free guidance on the intensity alone, as InstructPix2Pix
+                guides on its image: eps = eps(none) + s (eps(c_T, none) - eps(none)) + s_M (eps(c_L) -
+                eps(c_T, none)), one more UNet pass per step. None (default) or equal to ``guidance_scale``:
+                ordinary CFG, where the intensity's difference is scaled by ``guidance_scale`` too.
             guidance: DMC settings (eta, K, lambda, layers); default :class:`GuidanceConfig`.
             use_motion_encoder: False generates without MIM (the intensity row "none").
             return_attention: also return the phrases' maps at the last step.
@@ -185,7 +197,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
         started = time.perf_counter()
         guidance = guidance or GuidanceConfig()
         self.check_mojito_inputs(prompt, num_frames, num_inference_steps, intensity, guidance, guidance_scale,
-                                 trajectories is not None)
+                                 trajectories is not None, intensity_guidance_scale)
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         boxes = check_trajectories(prompt, trajectories, num_frames) if trajectories is not None else {}
@@ -195,7 +207,9 @@ class MojitoPipeline(TextToVideoSDPipeline):
         self.unet.requires_grad_(False)
 
         cfg = guidance_scale > 1.0
-        embeds = self.condition(prompt, mim_level, cfg)
+        split = (cfg and mim_level is not None and intensity_guidance_scale is not None
+                 and intensity_guidance_scale != guidance_scale)
+        embeds = self.condition(prompt, mim_level, cfg, split)
         cond = embeds[-1:]
         device = self._execution_device
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -211,13 +225,16 @@ class MojitoPipeline(TextToVideoSDPipeline):
                         latents, (per_phrase,) = guide_latents(self.unet, self.scheduler, latents, t, cond,
                                                                [targets], guidance)
                     energies.append(per_phrase)
-                latent_input = torch.cat([latents] * 2) if cfg else latents
+                latent_input = torch.cat([latents] * len(embeds)) if cfg else latents
                 latent_input = self.scheduler.scale_model_input(latent_input, t)
                 if return_attention and targets and i == len(timesteps) - 1:
                     noise, attention = self._record_maps(targets, guidance.layers, latent_input, t, embeds)
                 else:
                     noise = self.unet(latent_input, t, encoder_hidden_states=embeds).sample
-                if cfg:
+                if split:
+                    uncond, text, cond_noise = noise.chunk(3)
+                    noise = uncond + guidance_scale * (text - uncond) + intensity_guidance_scale * (cond_noise - text)
+                elif cfg:
                     uncond, text = noise.chunk(2)
                     noise = uncond + guidance_scale * (text - uncond)
                 b, c, f, h, w = latents.shape
