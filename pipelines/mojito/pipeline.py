@@ -145,7 +145,7 @@ class MojitoPipeline(TextToVideoSDPipeline):
         return torch.cat([*rows, cond])
 
     def _record_maps(self, targets, layers, latent_input, t, embeds) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        """The CFG UNet call, recording the phrases' maps (conditional half) in ``layers``."""
+        """The CFG UNet call, recording the phrases' maps (the batch's last row, the full condition c_L) in ``layers``."""
         with CrossAttentionControl(self.unet, layers=list(layers), keep_steps="last", to_cpu=True) as control:
             noise = self.unet(latent_input, t, encoder_hidden_states=embeds).sample
         maps = {}

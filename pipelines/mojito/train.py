@@ -261,8 +261,7 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     if supervise or ground or config.object_loss_weight > 0:
         if videos.object_masks is None or videos.object_words is None:
             raise InvalidInputError("Attention supervision, motion grounding and object weighting need the videos' "
-                                    "object masks "
-                                    "(build_video_arrays(mask_side=...)).")
+                                    "object masks (build_video_arrays(mask_side=...)).")
         token_sets, token_valid = zip(*(phrase_token_sets(base.tokenizer, c, w, max_tokens, MAX_OBJECTS)
                                         for c, w in zip(videos.captions, videos.object_words)))
         token_sets, token_valid = torch.stack(token_sets), torch.stack(token_valid)
