@@ -20,7 +20,8 @@ JSON lines:
   on the first ``--subset`` cases;
 - ``intensity_sweep``: the unguided video of a caption without a speed word at every intensity 1-10
   (same noise), the Spearman correlation between the requested level and the measured Farneback
-  intensity, per caption and its mean (issue 19's bar: >= 0.8);
+  intensity, per caption and its mean (issue 19's bar: >= 0.8); ``intensity_sweep_alignment``: over the
+  same sweep, |measured - requested| / 10 with the MIM and with its "none" row (issue 19's bar: 2x lower with);
 - ``studio_seconds``: one 16-frame video at the tab's defaults, guided and unguided.
 
 Run: ``WORLDSTUDIO_THREADS=2 .venv/bin/python bench/mojito.py`` (``--n``, ``--subset``, ``--steps`` to scale).
@@ -242,28 +243,40 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def intensity_sweep(pipe: MojitoPipeline, args) -> None:
-    """Issue 19's intensity bar: straight-line captions with their speed word removed, each generated
+    """Issue 19's intensity bars: straight-line captions with their speed word removed, each generated
     unguided at intensity 1..10 from the same noise; Spearman between the level and the measured
-    Farneback intensity (:func:`motion_alignment`), per caption and averaged."""
+    Farneback intensity (:func:`motion_alignment`), per caption and averaged; and the alignment error
+    |measured - level| / 10 over the sweep with the MIM against the same caption and noise generated with
+    its "none" row (one video, which no level can change, judged against every level)."""
     pipe.set_progress_bar_config(disable=True)
     levels = np.arange(1, 11)
-    correlations = []
+    correlations, errors_mim, errors_none = [], [], []
     for seed in range(1002, 1002 + 3 * args.sweep_captions, 3):  # seed % 3 == 0: make_case's straight lines
         case = make_case(seed, two=False)
         caption = without_speed_word(case.prompt)
-        measured = []
-        for level in levels:
-            frames = pipe(caption, intensity=int(level), num_frames=N_FRAMES, num_inference_steps=args.steps,
-                          intensity_guidance_scale=args.intensity_guidance,
-                          generator=torch.Generator().manual_seed(case.seed)).frames
-            measured.append(motion_alignment(frames, int(level))[0])
-        correlations.append(spearman(levels, np.array(measured)))
+
+        def generate(level: int, use_mim: bool = True) -> np.ndarray:
+            return pipe(caption, intensity=level, num_frames=N_FRAMES, num_inference_steps=args.steps,
+                        use_motion_encoder=use_mim, intensity_guidance_scale=args.intensity_guidance,
+                        generator=torch.Generator().manual_seed(case.seed)).frames
+
+        measured = np.array([motion_alignment(generate(int(level)), int(level))[0] for level in levels])
+        without = motion_alignment(generate(1, use_mim=False), 1)[0]
+        correlations.append(spearman(levels, measured))
+        errors_mim.append(float(np.mean(np.abs(measured - levels)) / 10))
+        errors_none.append(float(np.mean(np.abs(without - levels)) / 10))
         emit(BENCH, "intensity_sweep_caption", round(correlations[-1], 3), prompt=caption,
-             measured=[round(m, 2) for m in measured])
+             measured=[round(float(m), 2) for m in measured], without_mim=round(float(without), 2),
+             alignment_error=round(errors_mim[-1], 4), alignment_error_without_mim=round(errors_none[-1], 4))
     mean = float(np.mean(correlations))
     emit(BENCH, "intensity_sweep", round(mean, 3), captions=len(correlations), steps=args.steps,
          intensity_guidance=args.intensity_guidance,
          bar="Spearman >= 0.8 between level 1-10 and measured flow, no speed word", met=bool(mean >= 0.8))
+    with_mim, without_mim = float(np.mean(errors_mim)), float(np.mean(errors_none))
+    emit(BENCH, "intensity_sweep_alignment", round(with_mim, 4), without_mim=round(without_mim, 4),
+         ratio=round(without_mim / max(with_mim, 1e-6), 3), captions=len(correlations), levels=len(levels),
+         intensity_guidance=args.intensity_guidance,
+         bar="sweep alignment error with MIM at least 2x lower than with its none row", met=bool(without_mim >= 2 * with_mim))
 
 
 def studio() -> None:

@@ -34,6 +34,14 @@ def build_unet3d(sizes: ComponentSizes, attention_head_dim: int = 16, norm_num_g
     )
 
 
+def sinusoidal_positions(times: torch.Tensor, dim: int) -> torch.Tensor:
+    """diffusers' ``SinusoidalPositionalEmbedding`` table evaluated at real-valued ``times`` [..., F] -> [..., F, dim]
+    (sin at even channels, cos at odd ones; at integer times these are that table's rows)."""
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=times.device) * (-math.log(10000.0) / dim))
+    angles = times.to(torch.float32)[..., None] * div
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-2)[..., :dim]
+
+
 class FramePositions(SinusoidalPositionalEmbedding):
     """Sinusoidal frame-index embedding added to a temporal attention's input, as in AnimateDiff's motion modules.
 
@@ -43,7 +51,8 @@ class FramePositions(SinusoidalPositionalEmbedding):
     convolutions. A ``BasicTransformerBlock`` adds its ``pos_embed`` to the
     normalised frames before each attention; this is diffusers' sinusoidal one,
     with the table kept out of the state dict (a function of the sizes, not a
-    weight) and a clear error past the last position.
+    weight) and a clear error past the last position. A pack with a frame clock (.frame_clock) sets ``clock``:
+    the positions are then evaluated at each video's clock time instead of its frame index.
     """
 
     def __init__(self, dim: int, max_frames: int) -> None:
@@ -51,6 +60,8 @@ class FramePositions(SinusoidalPositionalEmbedding):
         table = self.pe
         del self.pe
         self.register_buffer("pe", table, persistent=False)
+        # Callable giving the running call's per-video clock rates [videos] (or None), see .frame_clock.
+        self.clock = None
 
     @property
     def table(self) -> torch.Tensor:
@@ -61,7 +72,14 @@ class FramePositions(SinusoidalPositionalEmbedding):
         """[batch * h * w, frames, dim] -> the same plus each frame's position."""
         if hidden_states.shape[1] > self.pe.shape[1]:
             raise ValueError(f"{hidden_states.shape[1]} frames exceed the {self.pe.shape[1]} frame positions of this model")
-        return super().forward(hidden_states)
+        rates = self.clock() if self.clock is not None else None
+        if rates is None:
+            return super().forward(hidden_states)
+        videos, frames = rates.shape[0], hidden_states.shape[1]
+        times = torch.arange(frames, dtype=torch.float32, device=hidden_states.device)[None] * rates.to(
+            hidden_states.device)[:, None]
+        table = sinusoidal_positions(times, hidden_states.shape[-1]).to(hidden_states.dtype)  # [videos, F, dim]
+        return hidden_states + table.repeat_interleave(hidden_states.shape[0] // videos, dim=0)
 
 
 def temporal_blocks(unet: UNet3DConditionModel) -> list[BasicTransformerBlock]:

@@ -33,7 +33,8 @@ frame-aware text (0 / empty for none; see :mod:`.frame_text`), also held here; a
 ``spatial_heads``: the image UNet's head count per level, which its UNet3D's spatial attentions take
 over (empty: the UNet3D's own split; see :func:`.model.set_spatial_heads`); and ``time_embedding_dim``: the width of
 the map W_t that also adds c_M to the UNet's time embedding (0 for none; "tokens" only; see :mod:`.time_intensity`),
-whose weights it holds. All of it is the pack's motion conditioning, and this is the component a Mojito pack
+whose weights it holds; and ``frame_clock``: whether the temporal layers' frame positions run on a clock set by the
+level (see :mod:`.frame_clock`; "tokens" and frame positions only). All of it is the pack's motion conditioning, and this is the component a Mojito pack
 adds to a stock text-to-video folder.
 """
 
@@ -86,12 +87,16 @@ class MotionIntensityEncoder(ModelMixin, ConfigMixin):
     def __init__(self, embedding_dim: int = 64, words: tuple[str, ...] = INTENSITY_WORDS,
                  frame_positions: int = 0, temporal_text_dims: tuple[int, ...] = (), combine: str = "add",
                  copies: int = 2, frame_text_layers: int = 0, frame_text_query_dims: tuple[int, ...] = (),
-                 spatial_heads: tuple[int, ...] = (), time_embedding_dim: int = 0) -> None:
+                 spatial_heads: tuple[int, ...] = (), time_embedding_dim: int = 0,
+                 frame_clock: bool = False) -> None:
         super().__init__()
         if combine not in COMBINE_MODES or copies < 1:
             raise ValueError(f"combine must be one of {COMBINE_MODES} and copies >= 1, got {combine!r}, {copies!r}")
         if time_embedding_dim and combine != "tokens":
             raise ValueError("the time-embedding path reads c_M as the last context token: it needs combine='tokens'")
+        if frame_clock and (combine != "tokens" or not frame_positions):
+            raise ValueError("the frame clock reads c_M as the last context token and runs the frame positions: "
+                             "it needs combine='tokens' and frame_positions > 0")
         # Row 0 is "none"; row k is words[k-1]. Zero-initialised: training starts from the text-only condition
         # ("tokens": from tokens with zero keys and values).
         self.embedding = nn.Embedding(len(words) + 1, embedding_dim)

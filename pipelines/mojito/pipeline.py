@@ -30,6 +30,7 @@ from ..attention import CrossAttentionControl, average_resized, token_indices
 from ..errors import InvalidInputError
 from ..attention.guidance import GuidanceConfig, GuidanceDivergedError, GuidanceTarget, guide_latents, phrase_maps
 from .model import add_frame_positions, set_spatial_heads
+from .frame_clock import add_frame_clock
 from .modulator import MotionIntensityEncoder, check_intensity
 from .frame_text import add_frame_text
 from .temporal_text import add_temporal_text
@@ -77,7 +78,8 @@ class MojitoPipeline(TextToVideoSDPipeline):
         one whose encoder records ``spatial_heads`` gets its image UNet's head split (.model.set_spatial_heads),
         one whose encoder holds caption key/values (``temporal_text_dims``) gets text-aware temporal attention,
         one with a frame-text mixer (``frame_text_layers``) gets per-frame contexts (.frame_text), and one with
-        a time map (``time_embedding_dim``) adds c_M to the time embedding (.time_intensity)."""
+        a time map (``time_embedding_dim``) adds c_M to the time embedding (.time_intensity), and one with
+        ``frame_clock`` runs its frame positions on the level's clock (.frame_clock)."""
         self.register_modules(motion_encoder=motion_encoder)
         config = getattr(motion_encoder, "config", None)
         positions = getattr(config, "frame_positions", 0)
@@ -91,6 +93,8 @@ class MojitoPipeline(TextToVideoSDPipeline):
             add_frame_text(self.unet, motion_encoder.frame_text)
         if getattr(motion_encoder, "to_time", None) is not None:
             add_time_intensity(self.unet, motion_encoder.to_time)
+        if getattr(config, "frame_clock", False):
+            add_frame_clock(self.unet, motion_encoder.embedding)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MojitoPipeline":

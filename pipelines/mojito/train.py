@@ -63,6 +63,7 @@ from .pack import MOTION_ENCODER_FOLDER, save_pack
 from .pipeline import MAX_FRAMES, MojitoPipeline
 from .frame_text import add_frame_text, frame_text_query_dims
 from .temporal_text import add_temporal_text, temporal_text_dims
+from .frame_clock import add_frame_clock
 from .time_intensity import add_time_intensity, time_embedding_dim
 
 
@@ -116,6 +117,9 @@ class VideoTrainConfig:
     # c_M also added to the UNet's time embedding (.time_intensity, the thesis' "global conditional input";
     # needs mim_tokens).
     mim_time: bool = False
+    # The temporal layers' frame positions run on a clock set by the level (.frame_clock; needs mim_tokens and
+    # frame_positions): the object's place becomes one function of clock time for every level.
+    frame_clock: bool = False
     # Samples whose caption loses its speed word ("quickly") but keeps its intensity: the MIM alone must
     # then carry how fast the object moves (eq. 10.8).
     speed_word_dropout: float = 0.0
@@ -278,10 +282,11 @@ def train_text_to_video(config: VideoTrainConfig, base, videos: VideoArrays, acc
     wants_tokens = config.mim_tokens and model.motion_encoder.config.combine != "tokens"
     wants_frame_text = config.frame_text_layers and model.motion_encoder.frame_text is None
     wants_time = config.mim_time and model.motion_encoder.to_time is None
-    if wants_tokens or wants_frame_text or wants_time or (config.temporal_text
+    wants_clock = config.frame_clock and not model.motion_encoder.config.get("frame_clock", False)
+    if wants_tokens or wants_frame_text or wants_time or wants_clock or (config.temporal_text
                                                           and not len(model.motion_encoder.temporal_text)):
         upgrade_motion_conditioning(model, config.temporal_text, config.mim_tokens, config.frame_text_layers,
-                                    config.mim_time)
+                                    config.mim_time, config.frame_clock)
     if config.mim_start_norm > 0:
         model.motion_encoder.start_levels_at(config.mim_start_norm)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
@@ -391,27 +396,28 @@ def per_frame_attention_loss(control: CrossAttentionControl, token_sets: torch.T
 
 
 def new_denoiser(base, frame_positions: int, temporal_text: bool = False, mim_tokens: bool = False,
-                 frame_text_layers: int = 0, mim_time: bool = False) -> VideoDenoiser:
+                 frame_text_layers: int = 0, mim_time: bool = False, frame_clock: bool = False) -> VideoDenoiser:
     """``base``'s UNet inflated to 3D (with ``frame_positions`` if > 0), its text encoder and a fresh MIM
     (with text-aware temporal attention if ``temporal_text``, combined as tokens if ``mim_tokens``, with
-    frame-aware text of ``frame_text_layers`` mixer layers if > 0, added to the time embedding if ``mim_time``)."""
+    frame-aware text of ``frame_text_layers`` mixer layers if > 0, added to the time embedding if ``mim_time``,
+    running the frame positions on the level's clock if ``frame_clock``)."""
     unet = inflate_unet(base.unet)
     if frame_positions:
         add_frame_positions(unet, frame_positions)
     motion_encoder = MotionIntensityEncoder(embedding_dim=base.text_encoder.config.hidden_size,
                                             frame_positions=frame_positions, spatial_heads=spatial_head_counts(base.unet))
     model = VideoDenoiser(unet, base.text_encoder, motion_encoder)
-    if temporal_text or mim_tokens or frame_text_layers or mim_time:
-        upgrade_motion_conditioning(model, temporal_text, mim_tokens, frame_text_layers, mim_time)
+    if temporal_text or mim_tokens or frame_text_layers or mim_time or frame_clock:
+        upgrade_motion_conditioning(model, temporal_text, mim_tokens, frame_text_layers, mim_time, frame_clock)
     return model
 
 
 def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_tokens: bool,
-                                frame_text_layers: int = 0, mim_time: bool = False) -> None:
+                                frame_text_layers: int = 0, mim_time: bool = False, frame_clock: bool = False) -> None:
     """Give ``model`` text-aware temporal attention (zero values: the model is unchanged), the MIM's
     ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added),
-    frame-aware text (zero outputs: the model is unchanged) and/or c_M in the time embedding (a zero map: the
-    model is unchanged), by replacing its motion encoder with one whose config says so; what it already had
+    frame-aware text (zero outputs: the model is unchanged), c_M in the time embedding (a zero map: the
+    model is unchanged) and/or the level's frame clock (.frame_clock), by replacing its motion encoder with one whose config says so; what it already had
     is kept."""
     old = model.motion_encoder.config
     combine = "tokens" if mim_tokens else old.combine
@@ -423,7 +429,8 @@ def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_t
                                      frame_positions=old.frame_positions, temporal_text_dims=dims,
                                      combine=combine, copies=old.copies, frame_text_layers=layers,
                                      frame_text_query_dims=query_dims, spatial_heads=tuple(old.get("spatial_heads", ())),
-                                     time_embedding_dim=time_dim)
+                                     time_embedding_dim=time_dim,
+                                     frame_clock=bool(old.get("frame_clock", False) or frame_clock))
     device = model.motion_encoder.embedding.weight.device
     if combine == old.combine:
         encoder.embedding.load_state_dict(model.motion_encoder.embedding.state_dict())
@@ -440,6 +447,8 @@ def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_t
         add_frame_text(model.unet, encoder.frame_text)
     if time_dim:
         add_time_intensity(model.unet, encoder.to_time)
+    if encoder.config.frame_clock:
+        add_frame_clock(model.unet, encoder.embedding)
 
 
 def save_checkpoint(model: VideoDenoiser, ema: EMAModel, path: Path) -> None:
@@ -507,6 +516,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mim-time", action="store_true",
                         help="also add the MIM's c_M to the UNet's time embedding (pipelines.mojito.time_intensity; "
                              "needs --mim-tokens or a pack that has them)")
+    parser.add_argument("--frame-clock", action="store_true",
+                        help="run the temporal layers' frame positions at f x level / 5 (pipelines.mojito.frame_clock; "
+                             "needs --mim-tokens and frame positions)")
     parser.add_argument("--frame-text", type=int, default=None, metavar="LAYERS",
                         help="per-frame caption contexts from a LAYERS-layer mixer, and query positions, for the "
                              "spatial cross-attention (pipelines.mojito.frame_text; 0: none)")
@@ -551,6 +563,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--frame-positions must be in 0..{MAX_FRAMES}")
     if args.mim_time and not args.mim_tokens and args.resume is None:
         parser.error("--mim-time reads c_M as the last context token: it needs --mim-tokens")
+    if args.frame_clock and (not args.mim_tokens and args.resume is None or args.frame_positions == 0):
+        parser.error("--frame-clock reads c_M as the last context token and runs the frame positions: it needs "
+                     "--mim-tokens and frame positions")
     if args.resume is not None and not (args.resume / MOTION_ENCODER_FOLDER).is_dir():
         parser.error(f"--resume {args.resume} is not a Mojito pack (no {MOTION_ENCODER_FOLDER}/ folder)")
     return args
@@ -569,6 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
     config.temporal_text = args.temporal_text
     config.mim_tokens = args.mim_tokens
     config.mim_time = args.mim_time
+    config.frame_clock = args.frame_clock
     config.bf16 = args.bf16
     if args.frame_text is not None:
         config.frame_text_layers = args.frame_text
@@ -582,7 +598,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = load_base(args.base)
     if args.from_checkpoint is not None:
         model = new_denoiser(base, config.frame_positions, config.temporal_text, config.mim_tokens,
-                             config.frame_text_layers, config.mim_time)
+                             config.frame_text_layers, config.mim_time, config.frame_clock)
         model.load_state_dict(load_file(str(args.from_checkpoint)))
         save_pack(args.out, base, model.unet, model.text_encoder, model.motion_encoder)
         steps = int(re.search(r"(\d+)", args.from_checkpoint.stem).group(1))
@@ -618,6 +634,7 @@ def main(argv: list[str] | None = None) -> dict:
             "steps_before_resume": steps_before(args.resume),
             "frame_positions": config.frame_positions, "temporal_text": config.temporal_text,
             "mim_tokens": config.mim_tokens, "mim_time": config.mim_time,
+            "frame_clock": config.frame_clock,
             "frame_text_layers": config.frame_text_layers,
             "speed_word_dropout": config.speed_word_dropout,
             "bf16": config.bf16 and fast_bf16(accelerator.device),
