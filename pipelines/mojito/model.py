@@ -79,7 +79,9 @@ class FramePositions(SinusoidalPositionalEmbedding):
         times = torch.arange(frames, dtype=torch.float32, device=hidden_states.device)[None] * rates.to(
             hidden_states.device)[:, None]
         table = sinusoidal_positions(times, hidden_states.shape[-1]).to(hidden_states.dtype)  # [videos, F, dim]
-        return hidden_states + table.repeat_interleave(hidden_states.shape[0] // videos, dim=0)
+        # rows are video-major (each video's h * w pixels together): broadcast, no per-pixel copy of the table
+        by_video = hidden_states.unflatten(0, (videos, -1))
+        return (by_video + table[:, None]).flatten(0, 1)
 
 
 def temporal_blocks(unet: UNet3DConditionModel) -> list[BasicTransformerBlock]:

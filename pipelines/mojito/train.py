@@ -62,8 +62,8 @@ from .modulator import MotionIntensityEncoder
 from .pack import MOTION_ENCODER_FOLDER, save_pack
 from .pipeline import MAX_FRAMES, MojitoPipeline
 from .frame_text import add_frame_text, frame_text_query_dims
-from .temporal_text import add_temporal_text, temporal_text_dims
 from .frame_clock import add_frame_clock
+from .temporal_text import add_temporal_text, temporal_text_dims
 from .time_intensity import add_time_intensity, time_embedding_dim
 
 
@@ -417,8 +417,8 @@ def upgrade_motion_conditioning(model: VideoDenoiser, temporal_text: bool, mim_t
     """Give ``model`` text-aware temporal attention (zero values: the model is unchanged), the MIM's
     ``"tokens"`` combination (a fresh, zero embedding: the old rows were trained to be added),
     frame-aware text (zero outputs: the model is unchanged), c_M in the time embedding (a zero map: the
-    model is unchanged) and/or the level's frame clock (.frame_clock), by replacing its motion encoder with one whose config says so; what it already had
-    is kept."""
+    model is unchanged) and/or the level's frame clock (.frame_clock), by replacing its motion encoder with one
+    whose config says so; what it already had is kept."""
     old = model.motion_encoder.config
     combine = "tokens" if mim_tokens else old.combine
     dims = temporal_text_dims(model.unet) if temporal_text else tuple(old.temporal_text_dims)
@@ -563,7 +563,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--frame-positions must be in 0..{MAX_FRAMES}")
     if args.mim_time and not args.mim_tokens and args.resume is None:
         parser.error("--mim-time reads c_M as the last context token: it needs --mim-tokens")
-    if args.frame_clock and (not args.mim_tokens and args.resume is None or args.frame_positions == 0):
+    if args.frame_clock and ((not args.mim_tokens and args.resume is None) or args.frame_positions == 0):
         parser.error("--frame-clock reads c_M as the last context token and runs the frame positions: it needs "
                      "--mim-tokens and frame positions")
     if args.resume is not None and not (args.resume / MOTION_ENCODER_FOLDER).is_dir():
